@@ -1,0 +1,523 @@
+"""Undirected communication graphs, built on the host as boolean adjacency matrices.
+
+Every constructor returns a NumPy ``bool`` array ``A`` of shape ``(n, n)`` that is
+symmetric and has a zero diagonal: ``A[i, j]`` is True when agents ``i`` and ``j``
+exchange messages. Self-loops are never stored; mixing-weight constructors
+(:mod:`core.weights`) add the self-weight ``w_ii`` themselves. Graphs live on the host
+because they are small (``n`` up to a few thousand) and fixed before compilation; the
+communication operators in ``core`` turn them into device code.
+
+Deterministic graphs (ring, torus, grid, exponential, complete, star) are connected by
+construction. Random graphs take an explicit ``seed`` and are checked for connectivity,
+so a run never starts on a graph over which consensus is impossible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+__all__ = [
+    "check_adjacency",
+    "check_connected",
+    "complete",
+    "connected_components",
+    "degrees",
+    "erdos_renyi",
+    "exponential",
+    "from_networkx",
+    "grid",
+    "is_connected",
+    "random_geometric",
+    "ring",
+    "star",
+    "torus",
+]
+
+BoolMatrix = npt.NDArray[np.bool_]
+
+
+# --------------------------------------------------------------------------------------
+# Argument checks shared by the constructors.
+# --------------------------------------------------------------------------------------
+
+
+def _check_int(func: str, name: str, value: object, minimum: int) -> int:
+    """Returns ``value`` as an ``int`` or raises a ValueError naming it and the valid range."""
+    # bool is an int subclass; ring(True) is almost certainly a bug, so reject it.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"{func}: {name} must be an integer >= {minimum}, got {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    if value < minimum:
+        raise ValueError(f"{func}: {name} must be an integer >= {minimum}, got {name}={value}.")
+    return int(value)
+
+
+def _check_real(func: str, name: str, value: object) -> float:
+    """Returns ``value`` as a finite ``float`` or raises a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"{func}: {name} must be a real number, got {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{func}: {name} must be finite, got {name}={value}.")
+    return value
+
+
+def _empty(n: int) -> BoolMatrix:
+    return np.zeros((n, n), dtype=np.bool_)
+
+
+def _symmetrise(a: BoolMatrix) -> BoolMatrix:
+    """Makes ``a`` undirected and drops self-loops (which a modular offset can create)."""
+    a = a | a.T
+    np.fill_diagonal(a, False)
+    return a
+
+
+def _circulant(n: int, offsets: npt.ArrayLike) -> BoolMatrix:
+    """Undirected circulant graph: node i links to (i + s) mod n for each offset s."""
+    nodes = np.arange(n)
+    a = _empty(n)
+    for s in np.asarray(offsets):
+        a[nodes, (nodes + s) % n] = True
+    return _symmetrise(a)
+
+
+def _lattice_shape(func: str, rows: object, cols: object, n: object) -> tuple[int, int]:
+    rows = _check_int(func, "rows", rows, 1)
+    cols = _check_int(func, "cols", cols, 1)
+    if n is not None:
+        n = _check_int(func, "n", n, 1)
+        if rows * cols != n:
+            raise ValueError(
+                f"{func}: rows * cols must equal n, got rows={rows}, cols={cols} "
+                f"(rows * cols = {rows * cols}) but n={n}."
+            )
+    return rows, cols
+
+
+# --------------------------------------------------------------------------------------
+# Validation and graph queries.
+# --------------------------------------------------------------------------------------
+
+
+def check_adjacency(A: npt.ArrayLike) -> BoolMatrix:
+    """Validates an undirected adjacency matrix and returns it as a clean bool array.
+
+    A nonzero diagonal is accepted and dropped: some reference code (e.g. Kun Huang's
+    D-RR ``graph.py``) stores self-loops in the adjacency, and the self-weight is
+    always set by the weight constructor anyway.
+
+    Args:
+      A: array-like of shape ``(n, n)``, ``n >= 1``, with bool entries or numeric
+        entries that are exactly 0 or 1; must be symmetric.
+
+    Returns:
+      A new ``bool`` array of shape ``(n, n)``, symmetric, with a zero diagonal.
+
+    Raises:
+      ValueError: if ``A`` is not 2-D and square with ``n >= 1``, has an entry other than
+        0/1/True/False (or a non-numeric dtype), or is not symmetric. The message names
+        the offending shape, value or position.
+    """
+    a = np.asarray(A)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+        raise ValueError(
+            f"adjacency matrix must be a 2-D square array of shape (n, n) with n >= 1, "
+            f"got shape {a.shape}."
+        )
+    if a.dtype != np.bool_:
+        if a.dtype.kind not in "iuf":
+            raise ValueError(
+                f"adjacency matrix must have bool or 0/1 numeric entries, got dtype {a.dtype}."
+            )
+        bad = ~((a == 0) | (a == 1))  # NaN fails both comparisons, so it is caught here.
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(
+                f"adjacency matrix entries must be 0 or 1 (or bool), "
+                f"got A[{i}, {j}] = {a[i, j].item()}."
+            )
+        a = a == 1
+    asym = a != a.T
+    if asym.any():
+        i, j = np.argwhere(asym)[0]
+        raise ValueError(
+            f"adjacency matrix must be symmetric (an undirected graph), but "
+            f"A[{i}, {j}] = {bool(a[i, j])} while A[{j}, {i}] = {bool(a[j, i])}."
+        )
+    a = a.copy()
+    np.fill_diagonal(a, False)
+    return a
+
+
+def connected_components(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Labels the connected components of an undirected graph.
+
+    Args:
+      A: adjacency matrix, validated by :func:`check_adjacency`.
+
+    Returns:
+      An ``int64`` array of length ``n``: the component index of each node.
+      Components are numbered ``0, 1, ...`` in order of their smallest node, so node 0
+      is always in component 0 and the graph is connected iff the maximum label is 0.
+
+    Raises:
+      ValueError: if ``A`` is not a valid adjacency matrix.
+    """
+    a = check_adjacency(A)
+    n = a.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    count = 0
+    # Breadth-first search, one frontier at a time; each step is one vectorised row
+    # reduction, and graphs here are small enough that dense rows are the simple choice.
+    for start in range(n):
+        if labels[start] >= 0:
+            continue
+        labels[start] = count
+        frontier = np.zeros(n, dtype=np.bool_)
+        frontier[start] = True
+        while frontier.any():
+            frontier = a[frontier].any(axis=0) & (labels < 0)
+            labels[frontier] = count
+        count += 1
+    return labels
+
+
+def is_connected(A: npt.ArrayLike) -> bool:
+    """Returns whether an undirected graph is connected.
+
+    Args:
+      A: adjacency matrix, validated by :func:`check_adjacency`. A single node is
+        connected.
+
+    Returns:
+      True when every node can reach every other node.
+
+    Raises:
+      ValueError: if ``A`` is not a valid adjacency matrix.
+    """
+    return bool(connected_components(A).max() == 0)
+
+
+def check_connected(A: npt.ArrayLike) -> BoolMatrix:
+    """Validates an adjacency matrix and checks that its graph is connected.
+
+    Decentralized methods reach consensus only on connected graphs; on a disconnected
+    graph each component converges to its own minimiser, so this is an error, not a
+    warning.
+
+    Args:
+      A: adjacency matrix, validated by :func:`check_adjacency`.
+
+    Returns:
+      The cleaned ``bool`` adjacency matrix (as from :func:`check_adjacency`).
+
+    Raises:
+      ValueError: if ``A`` is invalid, or the graph is disconnected; the message gives
+        the number of components, their sizes and a pair of nodes that cannot reach
+        each other.
+    """
+    a = check_adjacency(A)
+    labels = connected_components(a)
+    k = int(labels.max()) + 1
+    if k > 1:
+        sizes = np.bincount(labels)
+        other = int(np.argmax(labels == 1))
+        shown = ", ".join(str(s) for s in sizes[:10]) + (", ..." if k > 10 else "")
+        raise ValueError(
+            f"graph is disconnected: {k} components (sizes {shown}); e.g. node {other} "
+            f"cannot reach node 0. Decentralized optimization needs a connected graph: "
+            f"add edges, or use a denser random graph or another seed."
+        )
+    return a
+
+
+def degrees(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Returns the degree of each node (number of neighbours, self-loops excluded).
+
+    Args:
+      A: adjacency matrix, validated by :func:`check_adjacency`.
+
+    Returns:
+      An ``int64`` array of length ``n``.
+
+    Raises:
+      ValueError: if ``A`` is not a valid adjacency matrix.
+    """
+    return check_adjacency(A).sum(axis=1, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Deterministic graphs.
+# --------------------------------------------------------------------------------------
+
+
+def ring(n: int) -> BoolMatrix:
+    """Cycle graph: node ``i`` is linked to ``i - 1`` and ``i + 1`` (mod ``n``).
+
+    Args:
+      n: number of nodes, ``n >= 2``. ``n = 2`` gives a single edge (degree 1), since
+        both neighbours of a node are the same node.
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix; every node has degree 2 when ``n >= 3``.
+
+    Raises:
+      ValueError: if ``n`` is not an integer >= 2.
+    """
+    n = _check_int("ring", "n", n, 2)
+    return _circulant(n, [1])
+
+
+def torus(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
+    """Periodic 2-D lattice: each node links to its 4 neighbours with wrap-around.
+
+    Node ``(r, c)`` has index ``r * cols + c``. When a side is 1 or 2, neighbours
+    coincide (with the node itself or with each other) and are merged, so there are
+    no self-loops or duplicate edges: ``torus(1, m)`` is ``ring(m)`` for ``m >= 3`` and
+    ``torus(2, 2)`` is a 4-cycle.
+
+    Args:
+      rows: number of lattice rows, ``>= 1``.
+      cols: number of lattice columns, ``>= 1``.
+      n: optional expected node count; if given it must equal ``rows * cols``. Use it
+        when a config sets the agent count and the lattice shape separately.
+
+    Returns:
+      The ``(rows * cols, rows * cols)`` bool adjacency matrix; every node has degree 4
+      when ``rows >= 3`` and ``cols >= 3``.
+
+    Raises:
+      ValueError: if ``rows`` or ``cols`` is not an integer >= 1, or ``n`` is given and
+        differs from ``rows * cols``.
+    """
+    rows, cols = _lattice_shape("torus", rows, cols, n)
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    a = _empty(rows * cols)
+    for shift, axis in ((1, 0), (-1, 0), (1, 1), (-1, 1)):
+        a[idx.ravel(), np.roll(idx, shift, axis=axis).ravel()] = True
+    return _symmetrise(a)
+
+
+def grid(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
+    """Non-periodic 2-D lattice: each node links to its up/down/left/right neighbours.
+
+    Node ``(r, c)`` has index ``r * cols + c``. Corner nodes have degree 2, border nodes
+    3 and interior nodes 4 (the D-RR papers' "grid-16" is ``grid(4, 4)``).
+
+    Args:
+      rows: number of lattice rows, ``>= 1``.
+      cols: number of lattice columns, ``>= 1``.
+      n: optional expected node count; if given it must equal ``rows * cols``.
+
+    Returns:
+      The ``(rows * cols, rows * cols)`` bool adjacency matrix.
+
+    Raises:
+      ValueError: if ``rows`` or ``cols`` is not an integer >= 1, or ``n`` is given and
+        differs from ``rows * cols``.
+    """
+    rows, cols = _lattice_shape("grid", rows, cols, n)
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    a = _empty(rows * cols)
+    a[idx[:-1, :].ravel(), idx[1:, :].ravel()] = True  # vertical edges
+    a[idx[:, :-1].ravel(), idx[:, 1:].ravel()] = True  # horizontal edges
+    return _symmetrise(a)
+
+
+def exponential(n: int) -> BoolMatrix:
+    """Undirected (static) exponential graph.
+
+    Node ``i`` links to ``(i + 2**h) mod n`` for ``h = 0, ..., floor(log2(n - 1))``, and
+    the links are then symmetrised, as in Kun Huang's ``Exponential_graph``
+    (ALGORITHMS.md §1.1(6)). Offsets ``+2**h`` and ``-2**h`` can coincide (e.g. 8 and
+    -8 when ``n = 16``), so for ``n = 16`` every node has degree 7, not 8.
+
+    Args:
+      n: number of nodes, ``n >= 2``.
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix (circulant, so all degrees are equal).
+
+    Raises:
+      ValueError: if ``n`` is not an integer >= 2.
+    """
+    n = _check_int("exponential", "n", n, 2)
+    # h runs over 0..floor(log2(n - 1)), i.e. (n - 1).bit_length() values; integer
+    # arithmetic avoids float rounding in log2 at powers of two.
+    num_hops = (n - 1).bit_length()
+    return _circulant(n, [2**h for h in range(num_hops)])
+
+
+def complete(n: int) -> BoolMatrix:
+    """Complete graph: every pair of distinct nodes is linked.
+
+    Args:
+      n: number of nodes, ``n >= 1`` (one node gives the trivial, connected graph).
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix; every node has degree ``n - 1``.
+
+    Raises:
+      ValueError: if ``n`` is not an integer >= 1.
+    """
+    n = _check_int("complete", "n", n, 1)
+    return ~np.eye(n, dtype=np.bool_)
+
+
+def star(n: int) -> BoolMatrix:
+    """Star graph: node 0 is the hub, linked to every other node; leaves are not linked.
+
+    Args:
+      n: number of nodes, ``n >= 2``.
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix; the hub has degree ``n - 1``, leaves 1.
+
+    Raises:
+      ValueError: if ``n`` is not an integer >= 2.
+    """
+    n = _check_int("star", "n", n, 2)
+    a = _empty(n)
+    a[0, 1:] = True
+    a[1:, 0] = True
+    return a
+
+
+# --------------------------------------------------------------------------------------
+# Random graphs (explicit seeds; always connected or an error).
+# --------------------------------------------------------------------------------------
+
+
+def erdos_renyi(n: int, p: float, *, seed: int) -> BoolMatrix:
+    """Erdős–Rényi graph G(n, p): each pair of nodes is linked independently w.p. ``p``.
+
+    The graph is drawn once from ``numpy.random.default_rng(seed)`` and is *not*
+    redrawn: a disconnected draw is an error, so a given ``(n, p, seed)`` always means
+    the same graph. (The D-RR code uses ``nx.erdos_renyi_graph(16, 0.8)``, which
+    draws from Python's global ``random``; the graph here differs but has the same
+    distribution.)
+
+    Args:
+      n: number of nodes, ``n >= 1``.
+      p: edge probability in ``[0, 1]``.
+      seed: seed for ``numpy.random.default_rng``.
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix of a connected graph.
+
+    Raises:
+      ValueError: if ``n`` or ``p`` is out of range, or the drawn graph is
+        disconnected (the message suggests a larger ``p`` or another seed).
+    """
+    n = _check_int("erdos_renyi", "n", n, 1)
+    p = _check_real("erdos_renyi", "p", p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"erdos_renyi: p must be in [0, 1], got p={p}.")
+    rng = np.random.default_rng(seed)
+    # Draw the strict upper triangle only, so each unordered pair is one coin flip.
+    a = np.triu(rng.random((n, n)) < p, k=1)
+    a = _symmetrise(a)
+    labels = connected_components(a)
+    if labels.max() > 0:
+        # ln(n)/n is the sharp connectivity threshold of G(n, p).
+        threshold = math.log(n) / n
+        raise ValueError(
+            f"erdos_renyi(n={n}, p={p}, seed={seed}) drew a disconnected graph "
+            f"({labels.max() + 1} components); use a larger p (G(n, p) is connected with "
+            f"high probability above about ln(n)/n = {threshold:.3g}) or another seed."
+        )
+    return a
+
+
+def random_geometric(n: int, radius: float, *, seed: int, max_tries: int = 100) -> BoolMatrix:
+    """Random geometric graph, redrawn until connected.
+
+    ``n`` points are drawn uniformly in the unit square ``[0, 1]^2``; two nodes are
+    linked when their Euclidean distance is at most ``radius``. Disconnected draws are
+    discarded and the points redrawn (from the same generator), as in the reference
+    code (ALGORITHMS.md §1.1(8)).
+
+    Args:
+      n: number of nodes, ``n >= 1``.
+      radius: connection radius, ``> 0`` (any radius ``>= sqrt(2)`` gives the
+        complete graph).
+      seed: seed for ``numpy.random.default_rng``.
+      max_tries: number of draws before giving up, ``>= 1``.
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix of a connected graph.
+
+    Raises:
+      ValueError: if an argument is out of range, or no connected graph was drawn in
+        ``max_tries`` draws (the message suggests a radius).
+    """
+    n = _check_int("random_geometric", "n", n, 1)
+    radius = _check_real("random_geometric", "radius", radius)
+    if radius <= 0:
+        raise ValueError(f"random_geometric: radius must be > 0, got radius={radius}.")
+    max_tries = _check_int("random_geometric", "max_tries", max_tries, 1)
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        points = rng.random((n, 2))
+        dist = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
+        a = dist <= radius
+        np.fill_diagonal(a, False)
+        if is_connected(a):
+            return a
+    # sqrt(ln(n) / (pi n)) is the connectivity threshold of random geometric graphs.
+    threshold = math.sqrt(math.log(max(n, 2)) / (math.pi * n))
+    raise ValueError(
+        f"random_geometric(n={n}, radius={radius}, seed={seed}) drew no connected graph in "
+        f"max_tries={max_tries} draws; use a larger radius (connectivity needs about "
+        f"sqrt(ln(n) / (pi n)) = {threshold:.3g} or more), more tries, or another seed."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# networkx interop.
+# --------------------------------------------------------------------------------------
+
+
+def from_networkx(graph: nx.Graph) -> BoolMatrix:
+    """Converts an undirected networkx graph to a bool adjacency matrix.
+
+    Node ``k`` of the result is ``list(graph.nodes)[k]``: networkx's insertion order,
+    the same order ``nx.to_numpy_array`` uses. (Sorting was not chosen because node
+    labels of mixed types cannot be sorted.) Self-loops are dropped and multi-edges
+    merged. Connectivity is not checked here; use :func:`check_connected`.
+
+    Args:
+      graph: a ``networkx.Graph`` (or ``MultiGraph``) with at least one node.
+
+    Returns:
+      The ``(n, n)`` bool adjacency matrix, ``n = graph.number_of_nodes()``.
+
+    Raises:
+      ValueError: if ``graph`` is directed or has no nodes.
+    """
+    if graph.is_directed():
+        raise ValueError(
+            f"from_networkx needs an undirected graph, got a directed {type(graph).__name__}; "
+            f"convert it with graph.to_undirected() if the links are two-way."
+        )
+    nodes = list(graph.nodes)
+    if not nodes:
+        raise ValueError("from_networkx needs a graph with at least one node, got 0 nodes.")
+    index = {node: k for k, node in enumerate(nodes)}
+    a = _empty(len(nodes))
+    for u, v in graph.edges():
+        a[index[u], index[v]] = True
+    return _symmetrise(a)
