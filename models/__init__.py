@@ -1,0 +1,29 @@
+"""Models and objectives of decentjax, as pure functions of a params pytree."""
+
+from models.nets import CNN, MLP, Linear, Model, cnn, linear, mlp
+from models.objectives import (
+    Objective,
+    least_squares,
+    logistic_regression,
+    nonconvex_logistic_regression,
+    smoothness_least_squares,
+    smoothness_logistic,
+    softmax_cross_entropy,
+)
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "Linear",
+    "Model",
+    "Objective",
+    "cnn",
+    "least_squares",
+    "linear",
+    "logistic_regression",
+    "mlp",
+    "nonconvex_logistic_regression",
+    "smoothness_least_squares",
+    "smoothness_logistic",
+    "softmax_cross_entropy",
+]
