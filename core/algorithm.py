@@ -1,0 +1,89 @@
+"""The interface every decentralized or federated method implements.
+
+An :class:`Algorithm` is a pair of pure functions built by a factory that closes
+over the hyperparameters, the per-agent objective and a communication operator,
+in the manner of ``optax.GradientTransformation``. Both functions run in local
+view, inside ``jax.shard_map`` over the agent axis: every leaf of ``params``,
+``data``, ``state`` and ``batch.data`` has a leading axis holding this device's
+block of agents.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+PyTree = Any
+Params = PyTree
+State = Any
+Metrics = dict[str, Any]
+
+
+class Batch(NamedTuple):
+    """What an algorithm's step sees of the data at one inner iteration.
+
+    Attributes:
+      data: per-agent minibatch, leaves ``(b, batch_size, ...)``.
+      epoch: int32 scalar, the epoch ``t`` this step belongs to.
+      position: int32 scalar, the index ``l`` of this step inside the epoch
+        (``0 .. steps_per_epoch - 1``); methods that restart every epoch, such as
+        GT-RR and ED-RR, test ``position == 0``.
+    """
+
+    data: PyTree
+    epoch: jax.Array
+    position: jax.Array
+
+
+class Algorithm(NamedTuple):
+    """A method as pure functions of local-view pytrees.
+
+    Attributes:
+      init: ``(params, data, key) -> state``. ``params`` are the initial per-agent
+        parameters, ``data`` the agents' full local datasets.
+      step: ``(state, batch, key) -> (state, metrics)``: one inner iteration.
+        ``key`` is the same on every device; per-agent randomness comes from
+        :func:`core.mesh.agent_keys`. ``metrics`` must contain ``"bytes_sent"``,
+        the bytes one agent sends in this step (a scalar, equal on all agents or
+        averaged over them).
+      params: ``state -> params``: the per-agent iterate that metrics evaluate.
+      name: short name for logs and plots.
+
+    Every leaf of a state has the leading agent axis, counters included, so the
+    run loop can shard states without knowing their structure.
+    """
+
+    init: Callable[[Params, PyTree, jax.Array], State]
+    step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
+    params: Callable[[State], Params] = operator.attrgetter("params")
+    name: str = "algorithm"
+
+
+def local_optimizer(
+    learning_rate: float | optax.Schedule | None,
+    optimizer: optax.GradientTransformation | None,
+) -> optax.GradientTransformation:
+    """The per-agent optimizer a method applies to its gradient direction.
+
+    Exactly one of ``learning_rate`` (plain SGD steps ``-alpha_k g``, with ``alpha``
+    a float or an optax schedule of the step count) and ``optimizer`` (any optax
+    transformation, e.g. ``optax.sgd(0.1, momentum=0.9)``) must be given.
+
+    Raises:
+      ValueError: if both or neither are given, or a constant step is not positive.
+    """
+    if (learning_rate is None) == (optimizer is None):
+        raise ValueError(
+            "give exactly one of learning_rate (a float or optax schedule) or optimizer "
+            f"(an optax GradientTransformation); got learning_rate={learning_rate!r}, "
+            f"optimizer={optimizer!r}."
+        )
+    if optimizer is not None:
+        return optimizer
+    if not callable(learning_rate) and not float(learning_rate) > 0.0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    return optax.sgd(learning_rate)

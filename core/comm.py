@@ -1,0 +1,232 @@
+r"""Communication operators: gossip with a mixing matrix, and the server mean.
+
+Everything here runs in **local view**: inside ``jax.shard_map`` over
+:data:`core.mesh.AGENT_AXIS`, where each device sees its contiguous block of ``b``
+agents (leaves of shape ``(b, ...)``). Algorithms communicate only through these
+operators; no algorithm calls ``ppermute`` or ``psum`` itself.
+
+**How O(degree) gossip works on blocks.** Write the mixing matrix as a sum of
+shifted diagonals,
+
+.. math::
+
+  W = \sum_{s \in S} \operatorname{diag}(c_s)\, P_s, \qquad
+  (P_s X)_i = X_{(i + s) \bmod n}, \qquad c_s[i] = w_{i, (i+s) \bmod n},
+
+where :math:`S` is the set of offsets ``j - i (mod n)`` over the edges and
+self-loops. A circulant graph (ring, torus, exponential) has one offset per
+neighbour direction; a general graph has one per distinct offset, with zeros where
+an agent lacks that edge. With ``D`` devices holding blocks of ``b`` agents, the
+rows ``i + s`` a block needs, for ``s = q b + r`` with ``0 <= r < b``, are rows
+``r..b-1`` of the block ``q`` devices ahead and rows ``0..r-1`` of the block
+``q + 1`` ahead: two ``ppermute``\ s of block slices (none when the source is the
+device itself) and a concatenation. Each agent receives at most one row per
+offset, so a call costs ``|S|`` rows per agent whatever ``n`` is.
+
+Graphs with many distinct offsets (Erdős–Rényi) are cheaper through the **dense**
+path: all-gather the agent axis and multiply by this device's rows of ``W``. The
+``"auto"`` path picks by the number of offsets (see :func:`gossip`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from core import weights as weights_lib
+from core.mesh import AGENT_AXIS
+
+PyTree = Any
+Path = Literal["auto", "shift", "dense"]
+
+
+def _bytes_per_agent(tree: PyTree) -> int:
+    """Bytes of one agent's slice of a local-view pytree (leading axis dropped)."""
+    return sum(
+        math.prod(leaf.shape[1:]) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)
+    )
+
+
+def _shift_decomposition(w: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """Offsets ``s`` and coefficient rows ``c_s`` with ``W = sum_s diag(c_s) P_s``."""
+    n = w.shape[0]
+    rows = np.arange(n)
+    offsets, coeffs = [], []
+    for s in range(n):
+        c = w[rows, (rows + s) % n]
+        if np.any(c != 0.0):
+            offsets.append(s)
+            coeffs.append(c)
+    return tuple(offsets), np.stack(coeffs) if coeffs else np.zeros((0, n))
+
+
+def _local_rows(table: np.ndarray, block: int, dtype: Any) -> jax.Array:
+    """This device's ``block`` columns-of-agents slice of a host table ``(..., n)``."""
+    start = jax.lax.axis_index(AGENT_AXIS) * block
+    return jax.lax.dynamic_slice_in_dim(jnp.asarray(table, dtype=dtype), start, block, axis=-1)
+
+
+def _from_device_ahead(x: jax.Array, q: int, n_devices: int) -> jax.Array:
+    """``x`` as held by the device ``q`` places ahead (cyclically) of this one."""
+    q %= n_devices
+    if q == 0:
+        return x
+    # Device j sends to j - q, so device d receives what device d + q holds.
+    perm = [(j, (j - q) % n_devices) for j in range(n_devices)]
+    return jax.lax.ppermute(x, AGENT_AXIS, perm)
+
+
+def _expand(c: jax.Array, ndim: int) -> jax.Array:
+    """Reshapes a per-agent vector ``(b,)`` to broadcast against a ``(b, ...)`` leaf."""
+    return c.reshape(c.shape + (1,) * (ndim - 1))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Gossip:
+    r"""Mixing with a fixed matrix ``W`` along the agent axis, in local view.
+
+    Build it on the host with :func:`gossip`. Inside ``jax.shard_map`` over the
+    agent axis, ``mix(tree)`` returns ``W @ tree`` along the agent axis (row ``i``
+    of the result is :math:`\sum_j w_{ij}\, \text{tree}_j`) and ``mean(tree)`` is
+    the average over all agents. The same operator serves a row-stochastic pull
+    ``R`` or a column-stochastic push ``C`` of a directed graph.
+
+    Attributes:
+      matrix: the ``(n, n)`` float64 mixing matrix.
+      path: ``"shift"`` (neighbour exchange) or ``"dense"`` (all-gather).
+      offsets: the offsets ``s`` of the shift decomposition.
+      coeffs: ``(len(offsets), n)`` coefficients ``c_s``.
+    """
+
+    matrix: np.ndarray
+    path: Literal["shift", "dense"]
+    offsets: tuple[int, ...]
+    coeffs: np.ndarray
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents ``n``."""
+        return self.matrix.shape[0]
+
+    @property
+    def max_out_degree(self) -> int:
+        """Largest number of other agents one agent sends to."""
+        off = (self.matrix != 0.0) & ~np.eye(self.n_agents, dtype=bool)
+        return int(off.sum(axis=0).max(initial=0))
+
+    def mix(self, tree: PyTree) -> PyTree:
+        """Returns ``W @ tree`` along the agent axis (local view).
+
+        Args:
+          tree: pytree of this device's block, every leaf of shape ``(b, ...)``.
+
+        Returns:
+          A pytree of the same structure, shapes and dtypes.
+        """
+        return jax.tree.map(self._mix_leaf, tree)
+
+    def _mix_leaf(self, x: jax.Array) -> jax.Array:
+        block = x.shape[0]
+        n_devices = jax.lax.axis_size(AGENT_AXIS)
+        if block * n_devices != self.n_agents:
+            raise ValueError(
+                f"mixing matrix is for n_agents={self.n_agents} but the agent axis holds "
+                f"{block} agents on each of {n_devices} devices ({block * n_devices} agents)."
+            )
+        if self.path == "dense":
+            # All-gather the agent axis, then this device's rows of W. HIGHEST keeps
+            # TPU matmuls in full precision, so both paths agree to rounding.
+            full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
+            rows = _local_rows(self.matrix.T, block, x.dtype).T
+            return jnp.tensordot(rows, full, axes=1, precision=jax.lax.Precision.HIGHEST)
+        coeffs = _local_rows(self.coeffs, block, x.dtype)
+        out = jnp.zeros_like(x)
+        for k, s in enumerate(self.offsets):
+            q, r = divmod(s, block)
+            parts = [_from_device_ahead(x[r:], q, n_devices)]
+            if r:
+                parts.append(_from_device_ahead(x[:r], q + 1, n_devices))
+            shifted = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+            out = out + _expand(coeffs[k], x.ndim) * shifted
+        return out
+
+    def mean(self, tree: PyTree) -> PyTree:
+        """Average over all agents (the server's mean), local view.
+
+        Args:
+          tree: pytree of this device's block, leaves ``(b, ...)``.
+
+        Returns:
+          A pytree of leaves ``(...)`` (agent axis removed), the same on every device.
+        """
+        n = self.n_agents
+        return jax.tree.map(lambda x: jax.lax.psum(jnp.sum(x, axis=0), AGENT_AXIS) / n, tree)
+
+    def average(self, tree: PyTree) -> PyTree:
+        """The all-agent average handed back to every agent (local view).
+
+        Like :meth:`mean` but keeps the agent axis: every leaf ``(b, ...)`` comes
+        back as ``b`` copies of the average, typed as varying over the agent axis
+        so it can replace per-agent state inside a ``lax.scan``.
+        """
+        means = self.mean(tree)
+        return jax.tree.map(
+            lambda m, x: jax.lax.pcast(jnp.broadcast_to(m, x.shape), AGENT_AXIS, to="varying"),
+            means,
+            tree,
+        )
+
+    def bytes_per_mix(self, tree: PyTree) -> int:
+        """Bytes each agent sends in one :meth:`mix` of ``tree`` (local view shapes).
+
+        Counted as one broadcast of the agent's vector to its neighbours (the
+        convention of the papers: "1 vector per agent per iteration"); zero when
+        ``W`` has no off-diagonal entries.
+        """
+        return _bytes_per_agent(tree) if self.max_out_degree else 0
+
+    def bytes_per_mean(self, tree: PyTree) -> int:
+        """Bytes each agent uploads in one :meth:`mean` of ``tree`` (one vector)."""
+        return _bytes_per_agent(tree)
+
+
+def gossip(
+    w: np.ndarray, *, path: Path = "auto", symmetric: bool = True, doubly_stochastic: bool = True
+) -> Gossip:
+    """Builds a gossip operator from a mixing matrix, validating it first.
+
+    Args:
+      w: ``(n, n)`` mixing matrix.
+      path: ``"shift"`` for neighbour exchange (cost ``O(#offsets)`` rows per
+        agent), ``"dense"`` for all-gather plus matmul (cost ``O(n)``), or
+        ``"auto"``: shift when the graph has at most ``max(8, n // 4)`` distinct
+        offsets, dense otherwise.
+      symmetric: require ``W == W.T`` (undirected graphs).
+      doubly_stochastic: require rows and columns to sum to one. Pass ``False``
+        for a row- or column-stochastic directed operator, which is then only
+        checked for shape and finiteness.
+
+    Returns:
+      A :class:`Gossip`.
+
+    Raises:
+      ValueError: if ``W`` is not a valid mixing matrix (the message names the
+        offending entry) or ``path`` is unknown.
+    """
+    if path not in ("auto", "shift", "dense"):
+        raise ValueError(f"path must be 'auto', 'shift' or 'dense', got {path!r}.")
+    if doubly_stochastic:
+        w = weights_lib.check_mixing_matrix(w, symmetric=symmetric)
+    else:
+        w = np.asarray(w, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.all(np.isfinite(w)):
+            raise ValueError(f"W must be a finite square (n, n) matrix, got shape {w.shape}.")
+    offsets, coeffs = _shift_decomposition(w)
+    if path == "auto":
+        path = "shift" if len(offsets) <= max(8, w.shape[0] // 4) else "dense"
+    return Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs)

@@ -1,0 +1,230 @@
+"""The run loop: a chunk of epochs is one compiled ``jit(shard_map(scan(step)))``.
+
+:class:`Runner` compiles, for an algorithm, a sampler and a mesh,
+
+* ``init``: the algorithm's state, created already sharded on the agent axis;
+* ``run_epochs``: ``num_epochs`` epochs as one program: an outer ``lax.scan`` over
+  epochs (each agent draws its epoch's sample order on device) around an inner
+  ``lax.scan`` over the epoch's steps, with the metrics of :mod:`core.metrics`
+  evaluated at the end of every epoch. The state is donated.
+
+:func:`train` is the host loop: it calls ``run_epochs`` once per log chunk,
+fetches the metrics with one ``jax.device_get``, checks them for NaN/Inf and
+reports progress. There is no per-step host round trip and no Python loop over
+agents.
+
+Keys: epoch ``t`` uses ``k_t = fold_in(key, t)``; agent ``i`` samples with
+``fold_in(fold_in(k_t, 0), i)`` and step ``l`` gets ``fold_in(fold_in(k_t, 1), l)``,
+so a run is the same on any number of devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from core.algorithm import Algorithm, Batch
+from core.mesh import AGENT_AXIS, agent_keys, num_agents, replicated
+from core.metrics import Evaluator
+from core.sampling import Sampler
+
+PyTree = Any
+_AGENTS = jax.P(AGENT_AXIS)
+_REPLICATED = jax.P()
+
+
+def _gather(data: PyTree, idx: jax.Array) -> PyTree:
+    """Rows ``idx[i]`` of every agent ``i``'s local data: leaves ``(b, batch, ...)``."""
+    return jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
+
+
+class Runner:
+    """Compiled init / evaluate / multi-epoch run of one algorithm on one mesh.
+
+    Args:
+      algorithm: the method (see :class:`core.algorithm.Algorithm`).
+      sampler: how agents walk through their local data each epoch.
+      mesh: a 1-D agent mesh from :func:`core.mesh.make_agent_mesh`.
+      evaluate: metrics function from :func:`core.metrics.make_evaluator`.
+    """
+
+    def __init__(
+        self, algorithm: Algorithm, sampler: Sampler, mesh: jax.sharding.Mesh, evaluate: Evaluator
+    ):
+        self.algorithm = algorithm
+        self.sampler = sampler
+        self.mesh = mesh
+        self._evaluate = evaluate
+        smap = functools.partial(jax.shard_map, mesh=mesh)
+        self._init = jax.jit(
+            smap(algorithm.init, in_specs=(_AGENTS, _AGENTS, _REPLICATED), out_specs=_AGENTS)
+        )
+        self._eval = jax.jit(
+            smap(
+                lambda state, data, test: evaluate(algorithm.params(state), data, test),
+                in_specs=(_AGENTS, _AGENTS, _AGENTS),
+                out_specs=_REPLICATED,
+            )
+        )
+        self._chunks: dict[int, Callable] = {}
+
+    def _check_data(self, data: PyTree) -> None:
+        m = jax.tree.leaves(data)[0].shape[1]
+        if m != self.sampler.num_samples:
+            raise ValueError(
+                f"the sampler was built for {self.sampler.num_samples} samples per agent but "
+                f"the data holds {m}; build it with num_samples={m}."
+            )
+
+    def init(self, params: PyTree, data: PyTree, key: jax.Array) -> Any:
+        """The algorithm's initial state, sharded on the agent axis.
+
+        Args:
+          params: initial per-agent parameters, leaves ``(n_agents, ...)``, sharded.
+          data: per-agent datasets, leaves ``(n_agents, m, ...)``, sharded.
+          key: PRNG key.
+        """
+        if num_agents(params) != num_agents(data):
+            raise ValueError(
+                f"params hold {num_agents(params)} agents but data holds {num_agents(data)}."
+            )
+        self._check_data(data)
+        return self._init(params, data, jax.device_put(key, replicated(self.mesh)))
+
+    def evaluate(self, state: Any, data: PyTree, test_data: PyTree | None = None) -> dict:
+        """Metrics of ``state`` (on device; see :mod:`core.metrics`)."""
+        return self._eval(state, data, test_data)
+
+    def _chunk_fn(self, num_epochs: int) -> Callable:
+        if num_epochs not in self._chunks:
+            body = functools.partial(self._local_run, num_epochs=num_epochs)
+            self._chunks[num_epochs] = jax.jit(
+                jax.shard_map(
+                    body,
+                    mesh=self.mesh,
+                    in_specs=(_AGENTS, _AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
+                    out_specs=(_AGENTS, _REPLICATED),
+                ),
+                donate_argnums=(0,),
+            )
+        return self._chunks[num_epochs]
+
+    def _local_run(self, state, data, test_data, key, first_epoch, *, num_epochs):
+        algorithm, sampler = self.algorithm, self.sampler
+        block = jax.tree.leaves(data)[0].shape[0]
+        float_dtype = jnp.result_type(float)
+
+        def one_epoch(state, t):
+            epoch = first_epoch + t
+            epoch_key = jax.random.fold_in(key, epoch)
+            keys = agent_keys(jax.random.fold_in(epoch_key, 0), block)
+            order = jnp.swapaxes(jax.vmap(sampler.indices)(keys), 0, 1)  # (steps, b, batch)
+            step_key = jax.random.fold_in(epoch_key, 1)
+
+            def one_step(state, xs):
+                position, idx = xs
+                batch = Batch(_gather(data, idx), epoch, position)
+                state, metrics = algorithm.step(
+                    state, batch, jax.random.fold_in(step_key, position)
+                )
+                return state, jnp.asarray(metrics["bytes_sent"], float_dtype)
+
+            steps = jnp.arange(sampler.steps_per_epoch, dtype=jnp.int32)
+            state, sent = jax.lax.scan(one_step, state, (steps, order))
+            metrics = self._evaluate(algorithm.params(state), data, test_data)
+            metrics["bytes_sent"] = jnp.sum(sent)
+            return state, metrics
+
+        return jax.lax.scan(one_epoch, state, jnp.arange(num_epochs, dtype=jnp.int32))
+
+    def run_epochs(
+        self,
+        state: Any,
+        data: PyTree,
+        key: jax.Array,
+        first_epoch: int,
+        num_epochs: int,
+        test_data: PyTree | None = None,
+    ) -> tuple[Any, dict[str, jax.Array]]:
+        """Runs epochs ``first_epoch .. first_epoch + num_epochs - 1`` on device.
+
+        ``state`` is donated: do not use it after the call.
+
+        Returns:
+          The new state and a dict of per-epoch metric arrays of shape
+          ``(num_epochs,)``; ``bytes_sent`` is what one agent sent in each epoch.
+        """
+        self._check_data(data)
+        rep = replicated(self.mesh)
+        return self._chunk_fn(num_epochs)(
+            state,
+            data,
+            test_data,
+            jax.device_put(key, rep),
+            jax.device_put(jnp.int32(first_epoch), rep),
+        )
+
+
+def train(
+    runner: Runner,
+    state: Any,
+    data: PyTree,
+    key: jax.Array,
+    num_epochs: int,
+    *,
+    log_every: int = 1,
+    test_data: PyTree | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Any, list[dict[str, float]]]:
+    """Runs ``num_epochs`` epochs, ``log_every`` epochs per compiled call.
+
+    Args:
+      runner: the compiled run.
+      state: initial state from ``runner.init`` (donated).
+      data: sharded per-agent data.
+      key: PRNG key of the run.
+      num_epochs: epochs to run.
+      log_every: epochs per compiled chunk (metrics are still kept per epoch).
+      test_data: optional sharded test set.
+      progress: called with the number of epochs done after each chunk.
+
+    Returns:
+      The final state and the history: one dict per epoch ``0..num_epochs``
+      (epoch 0 is the initial point) with every metric as a Python float,
+      ``bytes_sent`` cumulative per agent, and ``seconds`` of wall time.
+
+    Raises:
+      FloatingPointError: if a metric becomes NaN or Inf, naming the epochs.
+    """
+    if num_epochs < 0 or log_every < 1:
+        raise ValueError(f"need num_epochs >= 0 and log_every >= 1, got {num_epochs}, {log_every}.")
+    initial = jax.device_get(runner.evaluate(state, data, test_data))
+    history = [{"epoch": 0, **{k: float(v) for k, v in initial.items()}, "bytes_sent": 0.0}]
+    history[0]["seconds"] = 0.0
+    sent, start, done = 0.0, time.perf_counter(), 0
+    while done < num_epochs:
+        chunk = min(log_every, num_epochs - done)
+        state, metrics = runner.run_epochs(state, data, key, done, chunk, test_data)
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - start
+        for t in range(chunk):
+            row = {k: float(np.asarray(v)[t]) for k, v in metrics.items()}
+            sent += row.pop("bytes_sent")
+            history.append({"epoch": done + t + 1, **row, "bytes_sent": sent, "seconds": elapsed})
+        bad = [k for k, v in history[-1].items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"{runner.algorithm.name}: metrics {bad} became non-finite in epochs "
+                f"{done + 1}..{done + chunk}; lower the step size."
+            )
+        done += chunk
+        if progress is not None:
+            progress(done)
+    return state, history

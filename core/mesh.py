@@ -1,0 +1,142 @@
+"""The agent axis and the device mesh it is sharded over.
+
+Every per-agent array in decentjax has a leading axis of size ``n_agents`` named
+:data:`AGENT_AXIS`. That axis is sharded over a one-dimensional device mesh axis of
+the same name, so each device holds a contiguous block of ``n_agents / n_devices``
+agents. The same code runs with one device (the whole population in one block) and
+with many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+AGENT_AXIS = "agents"
+"""Name of the leading per-agent axis and of the mesh axis it is sharded over."""
+
+
+def make_agent_mesh(
+    n_agents: int, n_devices: int | None = None, devices: Sequence[Any] | None = None
+) -> jax.sharding.Mesh:
+    """Builds a 1-D mesh over the agent axis.
+
+    Args:
+      n_agents: number of agents the mesh will hold; must be divisible by the number
+        of devices so that every device holds the same contiguous block.
+      n_devices: how many devices to use (the first ``n_devices`` of
+        ``jax.devices()``). Defaults to the largest device count that divides
+        ``n_agents``, so 16 agents on 6 devices use 4 of them.
+      devices: explicit devices to use instead (overrides ``n_devices``).
+
+    Returns:
+      A ``jax.sharding.Mesh`` with one Explicit axis named :data:`AGENT_AXIS`.
+
+    Raises:
+      ValueError: if ``n_agents`` is not positive, or not divisible by the device
+        count, or more devices are asked for than exist.
+    """
+    if not isinstance(n_agents, (int, np.integer)) or n_agents < 1:
+        raise ValueError(f"n_agents must be a positive integer, got {n_agents!r}.")
+    if devices is None:
+        available = jax.devices()
+        if n_devices is None:
+            n_devices = max(k for k in range(1, len(available) + 1) if n_agents % k == 0)
+        if not 1 <= n_devices <= len(available):
+            raise ValueError(
+                f"n_devices={n_devices} but {len(available)} devices are available; "
+                f"choose 1..{len(available)}."
+            )
+        devices = available[:n_devices]
+    devices = list(devices)
+    if n_agents % len(devices):
+        raise ValueError(
+            f"n_agents={n_agents} is not divisible by the device count {len(devices)}; "
+            "every device must hold the same number of agents. Choose n_agents as a "
+            f"multiple of {len(devices)} or use a device count that divides {n_agents}."
+        )
+    return jax.make_mesh(
+        (len(devices),),
+        (AGENT_AXIS,),
+        axis_types=(jax.sharding.AxisType.Explicit,),
+        devices=devices,
+    )
+
+
+def agent_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Sharding of an array whose leading axis is the agent axis."""
+    return jax.NamedSharding(mesh, jax.P(AGENT_AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Sharding of an array every device holds whole (keys, scalars, x*)."""
+    return jax.NamedSharding(mesh, jax.P())
+
+
+def shard_agents(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Places a pytree of per-agent host arrays on ``mesh``, sharded on the agent axis.
+
+    Args:
+      tree: pytree whose leaves all have the same leading size ``n_agents``.
+      mesh: a mesh from :func:`make_agent_mesh`.
+
+    Returns:
+      The same pytree of ``jax.Array`` sharded as ``P(AGENT_AXIS)``.
+
+    Raises:
+      ValueError: if the leaves disagree on the leading size, or that size is not
+        divisible by the mesh's device count.
+    """
+    n = num_agents(tree)
+    n_devices = mesh.shape[AGENT_AXIS]
+    if n % n_devices:
+        raise ValueError(
+            f"n_agents={n} is not divisible by the device count {n_devices}; "
+            "every device must hold the same number of agents."
+        )
+    return jax.device_put(tree, agent_sharding(mesh))
+
+
+def num_agents(tree: Any) -> int:
+    """Leading (agent) size shared by all leaves of ``tree``.
+
+    Raises:
+      ValueError: if the tree is empty, a leaf is a scalar, or the leaves disagree.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError("expected a pytree of per-agent arrays, got an empty tree.")
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        shapes = [np.shape(leaf) for leaf in leaves]
+        raise ValueError(
+            f"every per-agent leaf needs the same leading agent axis; got leaf shapes {shapes}."
+        )
+    return int(sizes.pop())
+
+
+def agent_block(mesh: jax.sharding.Mesh, n_agents: int) -> int:
+    """Number of agents each device holds."""
+    return n_agents // mesh.shape[AGENT_AXIS]
+
+
+def local_agent_ids(block: int) -> jax.Array:
+    """Global indices of the agents of this device's block (local view only).
+
+    Must be called inside ``jax.shard_map`` over :data:`AGENT_AXIS`.
+    """
+    start = jax.lax.axis_index(AGENT_AXIS) * block
+    return start + jax.numpy.arange(block, dtype=start.dtype)
+
+
+def agent_keys(key: jax.Array, block: int) -> jax.Array:
+    """One PRNG key per local agent, ``fold_in(key, global_agent_index)``.
+
+    Folding in the global index (not the position in the block) makes every
+    agent's randomness independent of how many devices the agents are spread over.
+    Must be called inside ``jax.shard_map`` over :data:`AGENT_AXIS`.
+    """
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, local_agent_ids(block))

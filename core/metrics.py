@@ -1,0 +1,89 @@
+r"""Metrics computed on device, at the same point for every algorithm.
+
+All metrics are evaluated in local view (inside ``jax.shard_map``) on the agents'
+full local datasets, so evaluation is as parallel as training. With per-agent
+iterates :math:`x_i`, average :math:`\bar x = \frac1n\sum_i x_i` and
+:math:`f = \frac1n\sum_i f_i`:
+
+* ``loss``: :math:`f(\bar x)`; ``grad_norm_sq``: :math:`\|\nabla f(\bar x)\|^2`
+  (the nonconvex papers' metric);
+* ``consensus``: :math:`\frac1n\sum_i\|x_i-\bar x\|^2`;
+* ``dist_to_opt``: :math:`\frac1n\sum_i\|x_i-x^*\|^2` (the strongly convex RR
+  papers' metric), when :math:`x^*` is known;
+* ``gap``: :math:`f(\bar x)-f^*`, when :math:`f^*` is known;
+* ``accuracy`` / ``test_accuracy``: accuracy of :math:`\bar x` on the agents'
+  training data / on a test set sharded over the agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from core.comm import Gossip
+
+PyTree = Any
+Evaluator = Callable[[PyTree, PyTree, PyTree | None], dict[str, jax.Array]]
+
+
+def _sq_norm_per_agent(tree: PyTree) -> jax.Array:
+    """``||x_i||^2`` for every agent of a local-view pytree, shape ``(b,)``."""
+    return sum(
+        jnp.sum(jnp.reshape(leaf, (leaf.shape[0], -1)) ** 2, axis=1)
+        for leaf in jax.tree.leaves(tree)
+    )
+
+
+def _minus(tree: PyTree, point: PyTree) -> PyTree:
+    """``x_i - point`` for every agent (``point`` has no agent axis)."""
+    return jax.tree.map(lambda x, p: x - jnp.asarray(p, x.dtype)[None], tree, point)
+
+
+def make_evaluator(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    comm: Gossip,
+    *,
+    accuracy_fn: Callable[[PyTree, PyTree], jax.Array] | None = None,
+    x_star: PyTree | None = None,
+    f_star: float | None = None,
+) -> Evaluator:
+    """Builds ``evaluate(params, data, test_data) -> metrics`` (local view).
+
+    Args:
+      loss_fn: per-agent objective ``(params, batch) -> scalar``.
+      comm: the communication operator; only its server ``mean`` is used.
+      accuracy_fn: optional ``(params, batch) -> fraction correct``.
+      x_star: the minimiser of ``f`` (one agent's params pytree), if known.
+      f_star: the optimal value of ``f``, if known.
+
+    Returns:
+      A function of the per-agent iterates ``params``, the agents' full local
+      ``data`` and an optional sharded ``test_data``, returning a dict of scalars
+      equal on every device.
+    """
+    local_loss = jax.vmap(loss_fn, in_axes=(None, 0))
+    local_grad = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
+
+    def evaluate(params: PyTree, data: PyTree, test_data: PyTree | None = None):
+        x_bar = comm.mean(params)
+        metrics = {
+            "loss": comm.mean(local_loss(x_bar, data)),
+            "grad_norm_sq": optax.tree.norm(comm.mean(local_grad(x_bar, data)), squared=True),
+            "consensus": comm.mean(_sq_norm_per_agent(_minus(params, x_bar))),
+        }
+        if x_star is not None:
+            metrics["dist_to_opt"] = comm.mean(_sq_norm_per_agent(_minus(params, x_star)))
+        if f_star is not None:
+            metrics["gap"] = metrics["loss"] - f_star
+        if accuracy_fn is not None:
+            acc = jax.vmap(accuracy_fn, in_axes=(None, 0))
+            metrics["accuracy"] = comm.mean(acc(x_bar, data))
+            if test_data is not None:
+                metrics["test_accuracy"] = comm.mean(acc(x_bar, test_data))
+        return metrics
+
+    return evaluate
