@@ -1,0 +1,175 @@
+"""Builds the pieces of a run from a config: data, objective, graph, algorithms.
+
+Names used in config files resolve here, each against a table, so a typo is a
+``ValueError`` that lists the valid names before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import ml_collections
+import numpy as np
+
+import algos
+from core import comm, datasets, partition, schedules, topology, weights
+from models import objectives
+
+PyTree = Any
+
+
+class AlgorithmSpec(NamedTuple):
+    """How a config name maps to a method: its factory, sampler and whether it gossips."""
+
+    factory: Callable[..., Any]
+    sampler: str
+    decentralized: bool
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    "d_rr": AlgorithmSpec(algos.d_rr, "reshuffle", True),
+    "dsgd": AlgorithmSpec(algos.dsgd, "iid", True),
+    "dsgd_cta": AlgorithmSpec(functools.partial(algos.dsgd, variant="cta"), "iid", True),
+    "dsgd_full": AlgorithmSpec(algos.dsgd, "full", True),
+    "centralized_rr": AlgorithmSpec(
+        functools.partial(algos.centralized, name="centralized-rr"), "reshuffle", False
+    ),
+    "centralized_sgd": AlgorithmSpec(
+        functools.partial(algos.centralized, name="centralized-sgd"), "iid", False
+    ),
+}
+
+TOPOLOGIES: dict[str, Callable[[int, int], np.ndarray]] = {
+    "ring": lambda n, seed: topology.ring(n),
+    "exponential": lambda n, seed: topology.exponential(n),
+    "complete": lambda n, seed: topology.complete(n),
+    "star": lambda n, seed: topology.star(n),
+    "grid": lambda n, seed: topology.grid(*_square(n)),
+    "torus": lambda n, seed: topology.torus(*_square(n)),
+    "erdos_renyi": lambda n, seed: topology.erdos_renyi(n, 0.8, seed=seed),
+    "geometric": lambda n, seed: topology.random_geometric(n, 0.5, seed=seed),
+}
+
+WEIGHTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "metropolis": weights.metropolis_hastings,
+    "lazy_metropolis": lambda a: weights.lazy(weights.metropolis_hastings(a)),
+    # Kun Huang's D-RR code: his Metropolis variant, then made lazy (ALGORITHMS.md §1.1).
+    "drr_metropolis": lambda a: weights.lazy(weights.metropolis_drr(a, self_loop_in_degree=True)),
+    "uniform": weights.uniform,
+}
+
+OBJECTIVES: dict[str, Callable[..., objectives.Objective]] = {
+    "logistic": objectives.logistic_regression,
+    "nonconvex_logistic": objectives.nonconvex_logistic_regression,
+    "least_squares": objectives.least_squares,
+}
+
+PARTITIONS = ("label_sorted", "iid", "dirichlet")
+
+
+def _square(n: int) -> tuple[int, int]:
+    side = int(round(np.sqrt(n)))
+    if side * side != n:
+        raise ValueError(f"grid and torus need a square number of agents, got n_agents={n}.")
+    return side, side
+
+
+def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}.")
+    return table[name]
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks every name and number of a config before any data is loaded."""
+    for name in config.algorithms:
+        _lookup(ALGORITHMS, name, "algorithm")
+    for name in config.topologies:
+        _lookup(TOPOLOGIES, name, "topology")
+    _lookup(WEIGHTS, config.weights, "weights")
+    _lookup(OBJECTIVES, config.objective.name, "objective")
+    if config.data.partition not in PARTITIONS:
+        raise ValueError(f"unknown partition {config.data.partition!r}; valid: {list(PARTITIONS)}.")
+    if config.n_agents < 1 or config.num_epochs < 1 or config.log_every < 1:
+        raise ValueError(
+            "n_agents, num_epochs and log_every must be >= 1; got "
+            f"{config.n_agents}, {config.num_epochs}, {config.log_every}."
+        )
+    if config.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {config.dtype!r}.")
+    if config.step.schedule not in ("constant", "inverse_epoch"):
+        raise ValueError(
+            f"step.schedule must be 'constant' or 'inverse_epoch', got {config.step.schedule!r}."
+        )
+
+
+def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.Dataset, str]:
+    """The pooled dataset named by ``config.data`` and a description of it.
+
+    ``config.data.source`` is ``"sklearn:<name>"``, ``"svmlight:<path>"``,
+    ``"tfds:<name>"`` or ``"synthetic_logistic"`` / ``"synthetic_linear"``.
+    """
+    cfg = config.data
+    kind, _, name = cfg.source.partition(":")
+    if kind == "sklearn":
+        data = datasets.load_sklearn(name)
+    elif kind == "svmlight":
+        data = datasets.load_svmlight(name)
+    elif kind == "tfds":
+        data = datasets.load_tfds(name, split="train", max_examples=cfg.get("max_examples"))
+    elif kind == "synthetic_logistic":
+        data, _ = datasets.synthetic_logistic_regression(cfg.num_samples, cfg.dim, seed=config.seed)
+    elif kind == "synthetic_linear":
+        data, _ = datasets.synthetic_linear_regression(cfg.num_samples, cfg.dim, seed=config.seed)
+    else:
+        raise ValueError(
+            f"unknown data source {cfg.source!r}; use 'sklearn:<name>', 'svmlight:<path>', "
+            "'tfds:<name>', 'synthetic_logistic' or 'synthetic_linear'."
+        )
+    data = datasets.flatten(data)
+    if cfg.get("positive_classes"):
+        data = datasets.binarize_labels(data, tuple(cfg.positive_classes))
+    if cfg.get("normalize", False):
+        data = datasets.normalize_rows(data)
+    if cfg.get("bias", False):
+        data = datasets.append_bias(data)
+    n = data["x"].shape[0]
+    return data, f"{cfg.source} ({n} samples, {data['x'].shape[1]} features)"
+
+
+def split_over_agents(config: ml_collections.ConfigDict, data: datasets.Dataset):
+    """Partitions the pooled data over ``config.n_agents`` agents."""
+    n = config.n_agents
+    n_samples = data["x"].shape[0]
+    if n_samples < n:
+        raise ValueError(
+            f"dataset has {n_samples} samples but n_agents={n}; every agent needs at least "
+            "one sample."
+        )
+    if config.data.partition == "label_sorted":
+        return partition.partition_label_sorted(data, n)
+    if config.data.partition == "iid":
+        return partition.partition_iid(data, n, seed=config.seed)
+    return partition.partition_dirichlet(data, n, config.data.alpha, seed=config.seed)
+
+
+def mixing_operator(config: ml_collections.ConfigDict, name: str) -> tuple[comm.Gossip, float]:
+    """The gossip operator for topology ``name`` and its spectral gap."""
+    adjacency = _lookup(TOPOLOGIES, name, "topology")(config.n_agents, config.seed)
+    w = _lookup(WEIGHTS, config.weights, "weights")(adjacency)
+    return comm.gossip(w), weights.spectral_gap(w)
+
+
+def objective(config: ml_collections.ConfigDict) -> objectives.Objective:
+    """The per-agent objective named by ``config.objective``."""
+    return _lookup(OBJECTIVES, config.objective.name, "objective")(reg=config.objective.reg)
+
+
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    r"""Constant ``step.constant`` or the RR papers' :math:`\alpha_t = a/(bt+c)`."""
+    step = config.step
+    if step.schedule == "constant":
+        return float(step.constant)
+    return schedules.inverse_epoch(step.a, step.b, step.c, steps_per_epoch)
