@@ -1,6 +1,23 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
 from algos.centralized import CentralizedState, centralized
+from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
 from algos.dsgd import DsgdState, d_rr, dsgd
+from algos.tracking import TrackingState, gradient_tracking, gt_rr
 
-__all__ = ["CentralizedState", "DsgdState", "centralized", "d_rr", "dsgd"]
+__all__ = [
+    "CentralizedState",
+    "DiffusionState",
+    "DsgdState",
+    "ExtraState",
+    "TrackingState",
+    "centralized",
+    "d_rr",
+    "dsgd",
+    "ed_rr",
+    "exact_diffusion",
+    "extra",
+    "gradient_tracking",
+    "gt_rr",
+    "nids",
+]

@@ -48,8 +48,8 @@ class Algorithm(NamedTuple):
       step: ``(state, batch, key) -> (state, metrics)``: one inner iteration.
         ``key`` is the same on every device; per-agent randomness comes from
         :func:`core.mesh.agent_keys`. ``metrics`` must contain ``"bytes_sent"``,
-        the bytes one agent sends in this step (a scalar, equal on all agents or
-        averaged over them).
+        the bytes one agent sends in this step: a scalar, or a per-agent vector
+        ``(b,)`` when agents send different amounts (the run loop averages it).
       params: ``state -> params``: the per-agent iterate that metrics evaluate.
       name: short name for logs and plots.
 

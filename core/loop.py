@@ -40,6 +40,17 @@ _AGENTS = jax.P(AGENT_AXIS)
 _REPLICATED = jax.P()
 
 
+def _block_average(value: Any, dtype: Any) -> jax.Array:
+    """A per-step metric as a scalar: the mean over this device's agents.
+
+    Accepts a Python number, a scalar, or a per-agent vector ``(b,)`` (e.g. the
+    bytes of a method where only some agents send). The mean over devices is
+    taken once per epoch, not per step, to keep collectives off the inner loop.
+    """
+    value = jnp.asarray(value, dtype)
+    return jnp.mean(value) if value.ndim else value
+
+
 def _gather(data: PyTree, idx: jax.Array) -> PyTree:
     """Rows ``idx[i]`` of every agent ``i``'s local data: leaves ``(b, batch, ...)``."""
     return jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
@@ -116,33 +127,68 @@ class Runner:
             )
         return self._chunks[num_epochs]
 
-    def _local_run(self, state, data, test_data, key, first_epoch, *, num_epochs):
+    def _local_epoch(self, state, data, key, epoch, *, keep_states):
+        """One epoch in local view: draw the agents' sample orders, scan the steps.
+
+        Returns the new state and the per-step outputs: the bytes sent, and the
+        state after every step when ``keep_states`` (for :meth:`trace_epoch`).
+        """
         algorithm, sampler = self.algorithm, self.sampler
         block = jax.tree.leaves(data)[0].shape[0]
         float_dtype = jnp.result_type(float)
+        epoch_key = jax.random.fold_in(key, epoch)
+        keys = agent_keys(jax.random.fold_in(epoch_key, 0), block)
+        order = jnp.swapaxes(jax.vmap(sampler.indices)(keys), 0, 1)  # (steps, b, batch)
+        step_key = jax.random.fold_in(epoch_key, 1)
 
+        def one_step(state, xs):
+            position, idx = xs
+            batch = Batch(_gather(data, idx), epoch, position)
+            state, metrics = algorithm.step(state, batch, jax.random.fold_in(step_key, position))
+            sent = _block_average(metrics["bytes_sent"], float_dtype)
+            return state, (sent, state if keep_states else None)
+
+        steps = jnp.arange(sampler.steps_per_epoch, dtype=jnp.int32)
+        return jax.lax.scan(one_step, state, (steps, order))
+
+    def _local_run(self, state, data, test_data, key, first_epoch, *, num_epochs):
         def one_epoch(state, t):
-            epoch = first_epoch + t
-            epoch_key = jax.random.fold_in(key, epoch)
-            keys = agent_keys(jax.random.fold_in(epoch_key, 0), block)
-            order = jnp.swapaxes(jax.vmap(sampler.indices)(keys), 0, 1)  # (steps, b, batch)
-            step_key = jax.random.fold_in(epoch_key, 1)
-
-            def one_step(state, xs):
-                position, idx = xs
-                batch = Batch(_gather(data, idx), epoch, position)
-                state, metrics = algorithm.step(
-                    state, batch, jax.random.fold_in(step_key, position)
-                )
-                return state, jnp.asarray(metrics["bytes_sent"], float_dtype)
-
-            steps = jnp.arange(sampler.steps_per_epoch, dtype=jnp.int32)
-            state, sent = jax.lax.scan(one_step, state, (steps, order))
-            metrics = self._evaluate(algorithm.params(state), data, test_data)
-            metrics["bytes_sent"] = jnp.sum(sent)
+            state, (sent, _) = self._local_epoch(
+                state, data, key, first_epoch + t, keep_states=False
+            )
+            metrics = self._evaluate(self.algorithm.params(state), data, test_data)
+            # pmean also makes a device-varying count (per-agent bytes) replicated.
+            metrics["bytes_sent"] = jax.lax.pmean(jnp.sum(sent), AGENT_AXIS)
             return state, metrics
 
         return jax.lax.scan(one_epoch, state, jnp.arange(num_epochs, dtype=jnp.int32))
+
+    def trace_epoch(self, state: Any, data: PyTree, key: jax.Array, epoch: int) -> Any:
+        """The state after every step of epoch ``epoch`` (for tests and debugging).
+
+        Uses the same sample orders and keys as :meth:`run_epochs`. ``state`` is
+        not donated.
+
+        Returns:
+          A state pytree whose leaves have a leading step axis:
+          ``(steps_per_epoch, n_agents, ...)``.
+        """
+        self._check_data(data)
+
+        def body(state, data, key, epoch):
+            _, (_, states) = self._local_epoch(state, data, key, epoch, keep_states=True)
+            return states
+
+        traced = jax.jit(
+            jax.shard_map(
+                body,
+                mesh=self.mesh,
+                in_specs=(_AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
+                out_specs=jax.P(None, AGENT_AXIS),
+            )
+        )
+        rep = replicated(self.mesh)
+        return traced(state, data, jax.device_put(key, rep), jax.device_put(jnp.int32(epoch), rep))
 
     def run_epochs(
         self,
