@@ -86,6 +86,10 @@ def gradient_tracking(
     Invariant: :math:`\sum_i y_i^k = \sum_i g_i^k`. Communication: two vectors per
     agent per step (:math:`x` and :math:`y`), one on the tracker's first step.
 
+    Precision: rounding breaks the invariant by about one ulp per step and nothing
+    restores it, so over 10^4+ steps in float32 the error floor rises; use float64
+    for long runs of the non-restarting variants (GT-RR restarts every epoch).
+
     Args:
       loss_fn: per-agent objective ``(params, batch) -> scalar``.
       comm: gossip operator (``W`` doubly stochastic).

@@ -265,10 +265,11 @@ def load_tfds(
         raise ValueError(
             f"{name!r} is not a TensorFlow Datasets name (see `tfds.list_builders()`)"
         ) from e
-    except (NotImplementedError, FileNotFoundError, AssertionError) as e:
+    except (NotImplementedError, FileNotFoundError, AssertionError, KeyError) as e:
         # With download=False an unprepared dataset surfaces as one of these, e.g.
         # NotImplementedError("Random access data source for file format TFRECORD ...")
-        # when no prepared files exist, which would mislead users into a format issue.
+        # when no prepared files exist, which would mislead users into a format issue,
+        # or KeyError("... `splits` is empty ...") when only the metadata is known.
         where = (
             f"data_dir={os.fspath(data_dir)!r}"
             if data_dir is not None

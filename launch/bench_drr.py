@@ -43,7 +43,7 @@ def main() -> None:
     import numpy as np
 
     from algos import d_rr
-    from core import comm, loop, mesh, sampling
+    from core import loop, mesh, sampling
     from launch import experiment
     from launch.configs import quickstart
 

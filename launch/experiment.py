@@ -30,6 +30,14 @@ class AlgorithmSpec(NamedTuple):
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "d_rr": AlgorithmSpec(algos.d_rr, "reshuffle", True),
+    "gt_rr": AlgorithmSpec(algos.gt_rr, "reshuffle", True),
+    "ed_rr": AlgorithmSpec(algos.ed_rr, "reshuffle", True),
+    "dsgt": AlgorithmSpec(algos.gradient_tracking, "iid", True),
+    "gt_atc": AlgorithmSpec(functools.partial(algos.gradient_tracking, variant="atc"), "iid", True),
+    "diging": AlgorithmSpec(functools.partial(algos.gradient_tracking, variant="cta"), "iid", True),
+    "ed": AlgorithmSpec(algos.exact_diffusion, "iid", True),
+    "nids": AlgorithmSpec(algos.nids, "iid", True),
+    "extra": AlgorithmSpec(algos.extra, "iid", True),
     "dsgd": AlgorithmSpec(algos.dsgd, "iid", True),
     "dsgd_cta": AlgorithmSpec(functools.partial(algos.dsgd, variant="cta"), "iid", True),
     "dsgd_full": AlgorithmSpec(algos.dsgd, "full", True),
@@ -99,9 +107,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {config.dtype!r}.")
-    if config.step.schedule not in ("constant", "inverse_epoch"):
+    if config.step.schedule not in ("constant", "inverse_epoch", "piecewise"):
         raise ValueError(
-            f"step.schedule must be 'constant' or 'inverse_epoch', got {config.step.schedule!r}."
+            "step.schedule must be 'constant', 'inverse_epoch' or 'piecewise', got "
+            f"{config.step.schedule!r}."
         )
 
 
@@ -109,9 +118,27 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.Dataset, str]
     """The pooled dataset named by ``config.data`` and a description of it.
 
     ``config.data.source`` is ``"sklearn:<name>"``, ``"svmlight:<path>"``,
-    ``"tfds:<name>"`` or ``"synthetic_logistic"`` / ``"synthetic_linear"``.
+    ``"tfds:<name>"`` or ``"synthetic_logistic"`` / ``"synthetic_linear"``;
+    optional fields: ``binary_classes`` (keep two classes, the first labelled 1),
+    ``positive_classes`` (binarise), ``normalize`` (unit-norm samples), ``bias``
+    (append a constant feature), ``max_examples`` (TFDS). When a TFDS dataset is
+    not prepared on this machine and ``config.data.fallback`` holds another data
+    config, that one is used and the description says so.
     """
     cfg = config.data
+    try:
+        return _load_source(config, cfg)
+    except FileNotFoundError as error:
+        if not (cfg.source.startswith("tfds:") and cfg.get("fallback")):
+            raise
+        data, description = _load_source(config, cfg.fallback)
+        del error  # Its long message is in the traceback of a direct load_tfds call.
+        return data, f"{description} [fallback: {cfg.source} is not prepared here]"
+
+
+def _load_source(
+    config: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict
+) -> tuple[datasets.Dataset, str]:
     kind, _, name = cfg.source.partition(":")
     if kind == "sklearn":
         data = datasets.load_sklearn(name)
@@ -129,14 +156,20 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.Dataset, str]
             "'tfds:<name>', 'synthetic_logistic' or 'synthetic_linear'."
         )
     data = datasets.flatten(data)
-    if cfg.get("positive_classes"):
+    what = ""
+    if cfg.get("binary_classes"):
+        positive, negative = cfg.binary_classes
+        data = datasets.binary_subset(data, positive, negative)
+        what = f", {positive} vs {negative}"
+    elif cfg.get("positive_classes"):
         data = datasets.binarize_labels(data, tuple(cfg.positive_classes))
+        what = f", classes {tuple(cfg.positive_classes)} vs rest"
     if cfg.get("normalize", False):
         data = datasets.normalize_rows(data)
     if cfg.get("bias", False):
         data = datasets.append_bias(data)
     n = data["x"].shape[0]
-    return data, f"{cfg.source} ({n} samples, {data['x'].shape[1]} features)"
+    return data, f"{cfg.source}{what} ({n} samples, {data['x'].shape[1]} features)"
 
 
 def split_over_agents(config: ml_collections.ConfigDict, data: datasets.Dataset):
@@ -168,8 +201,18 @@ def objective(config: ml_collections.ConfigDict) -> objectives.Objective:
 
 
 def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    r"""Constant ``step.constant`` or the RR papers' :math:`\alpha_t = a/(bt+c)`."""
+    r"""The step size of ``config.step``.
+
+    ``constant``: ``step.constant``; ``inverse_epoch``: the RR papers'
+    :math:`\alpha_t = a/(bt+c)`; ``piecewise``: ``step.levels`` switching at the
+    epochs ``step.boundaries``.
+    """
     step = config.step
     if step.schedule == "constant":
         return float(step.constant)
+    if step.schedule == "piecewise":
+        return schedules.piecewise_epoch(list(step.levels), list(step.boundaries), steps_per_epoch)
     return schedules.inverse_epoch(step.a, step.b, step.c, steps_per_epoch)
+
+
+CONVEX_OBJECTIVES = ("logistic", "least_squares")

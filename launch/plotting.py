@@ -30,7 +30,10 @@ def plot_histories(
       x: key for the x axis, ``"epoch"`` or ``"bytes_sent"``.
       title: figure title.
     """
-    panels = sorted({t for t, _ in histories if t != "centralized"}) or ["centralized"]
+    panels = list(dict.fromkeys(t for t, _ in histories if t != "centralized")) or ["centralized"]
+    # One colour per method across panels, in the order the methods were run.
+    names = list(dict.fromkeys(name for _, name in histories))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for (topo, name), history in histories.items():
@@ -39,12 +42,14 @@ def plot_histories(
             xs = [row[x] for row in history]
             ys = [max(row[metric], 1e-300) for row in history]
             style = "--" if topo == "centralized" else "-"
-            ax.semilogy(xs, ys, style, label=name)
+            ax.semilogy(xs, ys, style, color=colors[name], label=name)
         ax.set_title(panel)
         ax.set_xlabel("bytes sent per agent" if x == "bytes_sent" else x)
         ax.set_ylabel(metric)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: names.index(labels[i]))
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

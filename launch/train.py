@@ -20,7 +20,7 @@ import numpy as np
 import tqdm
 
 from core import loop, mesh, metrics, optimum, sampling
-from launch import experiment, plotting
+from launch import experiment, plotting, rates
 
 
 def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> np.ndarray:
@@ -31,13 +31,13 @@ def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> 
 
 
 def _format_table(rows: list[dict[str, Any]], metric: str) -> str:
-    header = f"{'topology':<14}{'algorithm':<18}{metric:>14}{'loss':>12}{'consensus':>12}"
-    header += f"{'accuracy':>10}{'MB sent':>10}{'s':>8}"
+    header = f"{'topology':<14}{'algorithm':<18}{metric:>14}{'rate':>7}{'loss':>12}"
+    header += f"{'consensus':>12}{'accuracy':>10}{'MB sent':>10}{'s':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r['topology']:<14}{r['algorithm']:<18}{r[metric]:>14.4e}{r['loss']:>12.6f}"
-            f"{r['consensus']:>12.3e}{r.get('accuracy', float('nan')):>10.4f}"
+            f"{r['topology']:<14}{r['algorithm']:<18}{r[metric]:>14.4e}{r['rate']:>7.2f}"
+            f"{r['loss']:>12.6f}{r['consensus']:>12.3e}{r.get('accuracy', float('nan')):>10.4f}"
             f"{r['bytes_sent'] / 1e6:>10.3f}{r['seconds']:>8.2f}"
         )
     return "\n".join(lines)
@@ -67,10 +67,19 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     parts = {"x": parts["x"].astype(dtype), "y": parts["y"]}
     n, m, dim = parts["x"].shape
     obj = experiment.objective(config)
-    x_star, f_star = optimum.solve(obj.loss, parts, np.zeros(dim, dtype))
     metric = config.get("plot_metric", "dist_to_opt")
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
-    print(f"objective: {obj.name}, f* = {f_star:.10f}")
+    if config.objective.name in experiment.CONVEX_OBJECTIVES:
+        x_star, f_star = optimum.solve(obj.loss, parts, np.zeros(dim, dtype))
+        print(f"objective: {obj.name}, f* = {f_star:.10f} (float64 L-BFGS)")
+    else:
+        x_star = f_star = None
+        if metric in ("dist_to_opt", "gap"):
+            raise ValueError(
+                f"plot_metric={metric!r} needs x*, which is not computed for the nonconvex "
+                f"objective {config.objective.name!r}; use 'grad_norm_sq' or 'loss'."
+            )
+        print(f"objective: {obj.name} (nonconvex: no x*)")
 
     agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
     shard = mesh.shard_agents(parts, agent_mesh)
@@ -112,22 +121,34 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 histories[(label, name)] = history
                 for row in history:
                     log.write(json.dumps({"topology": label, "algorithm": name, **row}) + "\n")
-                summary.append({"topology": label, "algorithm": name, **history[-1]})
+                rate = rates.history_rate(history, metric)
+                summary.append({"topology": label, "algorithm": name, **history[-1], "rate": rate})
                 del state
 
     table = _format_table(summary, metric)
-    print(f"\nafter {config.num_epochs} epochs:\n{table}")
+    table += (
+        f"\nrate: fitted slope of log({metric}) against log(epoch) over epochs "
+        f"{config.num_epochs // 2}..{config.num_epochs}"
+    )
+    print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
     summary_path = os.path.join(workdir, "summary.txt")
     with open(summary_path, "w") as f:
         f.write(table + "\n")
     plot_path = os.path.join(workdir, f"{metric}_vs_epochs.png")
     plotting.plot_histories(histories, metric, plot_path, title=description)
-    print(f"wrote {metrics_path}, {summary_path}, {plot_path}")
+    bytes_path = os.path.join(workdir, f"{metric}_vs_bytes.png")
+    plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
+    print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
     return {
         "histories": histories,
         "summary": summary,
         "metric": metric,
         "x_star": x_star,
         "f_star": f_star,
-        "files": {"metrics": metrics_path, "summary": summary_path, "plot": plot_path},
+        "files": {
+            "metrics": metrics_path,
+            "summary": summary_path,
+            "plot": plot_path,
+            "plot_bytes": bytes_path,
+        },
     }

@@ -1,13 +1,15 @@
 """The quickstart experiment end to end, and config errors before any compilation."""
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from launch import experiment, train
+from launch import experiment, rates, train
 from launch.configs import quickstart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,3 +72,39 @@ def test_main_rejects_unknown_config_key(tmp_path):
     )
     assert result.returncode != 0
     assert "learning_rat" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["rr_logistic", "rr_nonconvex"])
+def test_reproduction_configs_run_and_fall_back_to_embedded_data(name, tmp_path, monkeypatch):
+    module = importlib.import_module(f"launch.configs.{name}")
+    config = module.get_config("runlocal")
+    config.topologies = ("ring",)  # One graph keeps the test short; all methods run.
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds_here"))
+    out = train.train_and_evaluate(config, str(tmp_path))
+    assert {a for _, a in out["histories"]} == set(config.algorithms)
+    metric = out["metric"]
+    for history in out["histories"].values():
+        assert history[-1][metric] < history[0][metric]
+    assert out["x_star"] is None if name == "rr_nonconvex" else out["x_star"] is not None
+
+
+def test_tfds_source_is_used_when_prepared(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    config = importlib.import_module("launch.configs.rr_logistic").get_config("runlocal")
+    config.data.max_examples = 400
+    with tfds.testing.mock_data(num_examples=400):
+        data, description = experiment.load_data(config)
+    assert description.startswith("tfds:mnist, 2 vs 6") and "fallback" not in description
+    assert data["x"].shape[1] == 28 * 28 + 1  # Flattened pixels plus the bias feature.
+    assert set(np.unique(data["y"])) <= {0, 1}
+    np.testing.assert_allclose(np.linalg.norm(data["x"][:, :-1], axis=1), 1.0, rtol=1e-5)
+
+
+def test_fit_rate_recovers_power_laws():
+    epochs = np.arange(0, 201)
+    for p in (1.0, 2.0, 2.0 / 3.0):
+        values = 5.0 * np.maximum(epochs, 1.0) ** -p
+        assert rates.fit_rate(epochs, values) == pytest.approx(-p, abs=1e-9)
+    assert np.isnan(rates.fit_rate([0, 1], [1.0, 0.5]))
+    history = [{"epoch": e, "err": 3.0 / e**2 if e else 1.0} for e in range(50)]
+    assert rates.history_rate(history, "err") == pytest.approx(-2.0)
