@@ -1,6 +1,7 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
 from algos.centralized import CentralizedState, centralized
+from algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
 from algos.dsgd import DsgdState, d_rr, dsgd
 from algos.tracking import TrackingState, gradient_tracking, gt_rr
@@ -10,8 +11,12 @@ __all__ = [
     "DiffusionState",
     "DsgdState",
     "ExtraState",
+    "LeadState",
     "TrackingState",
+    "cedas",
     "centralized",
+    "choco_sgd",
+    "compressed",
     "d_rr",
     "dsgd",
     "ed_rr",
@@ -19,5 +24,6 @@ __all__ = [
     "extra",
     "gradient_tracking",
     "gt_rr",
+    "lead",
     "nids",
 ]

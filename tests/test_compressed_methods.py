@@ -1,0 +1,176 @@
+"""Compressed gossip, CHOCO-SGD, LEAD and CEDAS against the exact references."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+import algos
+from core import comm, compression, loop, mesh, metrics, sampling, schedules, topology, weights
+from core.compressed_gossip import compressed_gossip
+from models import objectives
+
+N, D, M = 8, 5, 10
+LS = objectives.least_squares()
+
+
+@functools.cache
+def problem():
+    """Heterogeneous least squares with its exact minimiser."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, M, D))
+    y = np.einsum("nmd,nd->nm", x, rng.normal(size=(N, D)) * 3.0) + rng.normal(size=(N, M))
+    a, b = x.reshape(-1, D), y.reshape(-1)
+    return {"x": x, "y": y}, np.linalg.solve(a.T @ a, a.T @ b)
+
+
+def ring():
+    return weights.metropolis_hastings(topology.ring(N))
+
+
+def run(algorithm, sampler, epochs, *, n_devices=1, x0=None, w=None):
+    parts, x_star = problem()
+    op = comm.gossip(ring() if w is None else w)
+    agent_mesh = mesh.make_agent_mesh(N, n_devices)
+    data = mesh.shard_agents(parts, agent_mesh)
+    runner = loop.Runner(
+        algorithm, sampler, agent_mesh, metrics.make_evaluator(LS.loss, op, x_star=x_star)
+    )
+    x0 = np.broadcast_to(np.linspace(-1, 1, D), (N, D)).copy() if x0 is None else x0
+    state = runner.init(mesh.shard_agents(x0, agent_mesh), data, jax.random.key(0))
+    state, history = loop.train(
+        runner, state, data, jax.random.key(1), epochs, log_every=max(1, epochs // 2)
+    )
+    return history, np.asarray(jax.device_get(algorithm.params(state))), state
+
+
+def assert_dual_sums_to_zero(state, x, steps):
+    """sum_i z_i = 0 up to rounding.
+
+    Rounding makes sum_i (h_i - h^w_i) drift by ~n eps max|x| per step, and the dual
+    integrates that drift, so the bound grows as steps^2 (measured: 7e-14, 1.3e-12,
+    3.1e-11 after 250, 1000, 4000 full-gradient steps); a wrong update would be O(1).
+    """
+    dual = np.asarray(jax.device_get(state.dual))
+    worst = np.abs(dual.sum(axis=0)).max()
+    scale = max(np.abs(x).max(), np.abs(dual).max())
+    bound = steps**2 * N * np.finfo(np.float64).eps * scale
+    assert worst < bound, f"max |sum_i z_i| = {worst:.3e}, rounding bound {bound:.3e}"
+    assert np.abs(dual).max() > 1e3 * worst  # The duals themselves are not zero.
+
+
+def dist(x):
+    return float(np.linalg.norm(x - problem()[1][None]))
+
+
+@pytest.mark.parametrize("mode", ["ef21", "ef"])
+@pytest.mark.parametrize(
+    "factory, kwargs",
+    [
+        (algos.dsgd, {"learning_rate": 0.05}),
+        (algos.gradient_tracking, {"learning_rate": 0.05}),
+        (algos.exact_diffusion, {"learning_rate": 0.05}),
+    ],
+)
+def test_identity_compression_with_unit_step_is_exact_gossip(mode, factory, kwargs):
+    base = comm.gossip(ring())
+    x0 = np.random.default_rng(1).normal(size=(N, D))
+    plain = factory(LS.loss, base, **kwargs)
+    comp = algos.compressed(factory, LS.loss, base, compression.identity(), mode=mode, **kwargs)
+    _, x_plain, _ = run(plain, sampling.iid(M, 2), 3, x0=x0)
+    h, x_comp, _ = run(comp, sampling.iid(M, 2), 3, x0=x0)
+    np.testing.assert_allclose(x_comp, x_plain, rtol=0, atol=1e-12)
+
+
+def test_compressed_gossip_counts_compressor_bits():
+    base = comm.gossip(ring())
+    top = compression.top_k(2)
+    alg = algos.compressed(algos.dsgd, LS.loss, base, top, consensus_step=0.5, learning_rate=0.05)
+    history, *_ = run(alg, sampling.iid(M), 2)
+    per_step = top.bits(D, 64) / 8  # 2 values of 64 bits + 2 indices of 3 bits.
+    assert per_step == (2 * 64 + 2 * 3) / 8
+    assert [r["bytes_sent"] for r in history] == [0, M * per_step, 2 * M * per_step]
+
+
+def test_mix_outside_a_compressed_step_is_an_error():
+    op = compressed_gossip(comm.gossip(ring()), compression.identity())
+    with pytest.raises(RuntimeError, match="outside a compressed step"):
+        op.mix(np.zeros((N, D)))
+    with pytest.raises(ValueError, match="consensus_step must be in"):
+        compressed_gossip(comm.gossip(ring()), compression.identity(), consensus_step=0.0)
+
+
+def test_cedas_with_identity_is_edas_step_for_step():
+    w = ring()
+    sched = schedules.inverse_epoch(1.0, 0.5, 8.0, steps_per_epoch=1)  # Time-varying step.
+    x0 = np.random.default_rng(2).normal(size=(N, D))
+    cedas = algos.cedas(
+        LS.loss, comm.gossip(w), compression.identity(), sched, consensus_step=1.0, averaging=1.0
+    )
+    edas = algos.exact_diffusion(LS.loss, comm.gossip(weights.lazy(w)), sched)
+    for epochs in (1, 2, 25):
+        _, x_c, _ = run(cedas, sampling.full_batch(M), epochs, x0=x0)
+        _, x_e, _ = run(edas, sampling.full_batch(M), epochs, x0=x0, w=weights.lazy(w))
+        np.testing.assert_allclose(x_c, x_e, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cedas", "lead"])
+def test_exact_with_unbiased_compression_and_full_gradients(name):
+    rand = compression.rand_k(2)  # omega = 1.5
+    factory = getattr(algos, name)
+    alg = factory(LS.loss, comm.gossip(ring()), rand, 0.05, consensus_step=0.2)
+    history, x, state = run(alg, sampling.full_batch(M), 4000)
+    assert dist(x) < 1e-8, f"{name}: ||X - 1 x*|| = {dist(x):.3e} after 4000 steps"
+    assert_dual_sums_to_zero(state, x, steps=4000)
+
+
+def test_compressed_dsgd_and_choco_do_not_reach_x_star():
+    rand = compression.rand_k(2)
+    choco = algos.choco_sgd(
+        LS.loss, comm.gossip(ring()), compression.contractive(rand), 0.05, consensus_step=0.4
+    )
+    _, x, _ = run(choco, sampling.full_batch(M), 4000)
+    assert dist(x) > 1e-2, f"CHOCO-SGD ||X - 1 x*|| = {dist(x):.3e} should stall at a bias"
+
+
+def test_cedas_dual_sum_stays_zero_with_stochastic_gradients():
+    alg = algos.cedas(LS.loss, comm.gossip(ring()), compression.qsgd(4), 0.02, consensus_step=0.5)
+    _, x, state = run(alg, sampling.iid(M, 2), 20)
+    assert_dual_sums_to_zero(state, x, steps=20 * M // 2)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda op: algos.cedas(LS.loss, op, compression.qsgd(4), 0.02, consensus_step=0.5),
+        lambda op: algos.lead(LS.loss, op, compression.rand_k(2), 0.02, consensus_step=0.5),
+        lambda op: algos.choco_sgd(LS.loss, op, compression.top_k(2), 0.02, consensus_step=0.5),
+        lambda op: algos.compressed(
+            algos.gradient_tracking,
+            LS.loss,
+            op,
+            compression.top_k(2),
+            consensus_step=0.5,
+            mode="ef",
+            learning_rate=0.02,
+        ),
+    ],
+)
+def test_one_and_eight_devices_agree(build):
+    x0 = np.random.default_rng(0).normal(size=(N, D))
+    alg = build(comm.gossip(ring()))
+    h1, x1, _ = run(alg, sampling.iid(M, 2), 2, x0=x0, n_devices=1)
+    h8, x8, _ = run(alg, sampling.iid(M, 2), 2, x0=x0, n_devices=8)
+    np.testing.assert_allclose(x1, x8, rtol=0, atol=1e-12)
+    assert [r["bytes_sent"] for r in h1] == [r["bytes_sent"] for r in h8]
+
+
+def test_lead_family_rejects_biased_compressors_and_bad_steps():
+    op = comm.gossip(ring())
+    with pytest.raises(ValueError, match="assumes an unbiased compressor"):
+        algos.cedas(LS.loss, op, compression.top_k(2), 0.1)
+    with pytest.raises(ValueError, match="averaging must be in"):
+        algos.lead(LS.loss, op, compression.rand_k(2), 0.1, averaging=2.0)
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        algos.cedas(LS.loss, op, compression.rand_k(2), 0.0)
