@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 import algos
-from core import comm, datasets, partition, schedules, topology, weights
+from core import comm, compression, datasets, partition, schedules, topology, weights
 from models import objectives
 
 PyTree = Any
@@ -46,6 +46,30 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     ),
     "centralized_sgd": AlgorithmSpec(
         functools.partial(algos.centralized, name="centralized-sgd"), "iid", False
+    ),
+}
+
+# Methods that take a compressor: a config names them "<method>@<compressor key>", the
+# key indexing config.compressors (a compressor spec plus its consensus step).
+COMPRESSED_ALGORITHMS: dict[str, Callable[..., Any]] = {
+    "cedas": lambda loss, op, lr, c, spec: algos.cedas(
+        loss, op, c, lr, consensus_step=spec.consensus_step
+    ),
+    "lead": lambda loss, op, lr, c, spec: algos.lead(
+        loss, op, c, lr, consensus_step=spec.consensus_step
+    ),
+    # CHOCO's theory is for contractive compressors: unbiased ones are scaled by 1/(1+w).
+    "choco_sgd": lambda loss, op, lr, c, spec: algos.choco_sgd(
+        loss, op, compression.contractive(c), lr, consensus_step=spec.consensus_step
+    ),
+    "dsgd_ef": lambda loss, op, lr, c, spec: algos.compressed(
+        algos.dsgd,
+        loss,
+        op,
+        c,
+        consensus_step=spec.consensus_step,
+        mode="ef",
+        learning_rate=lr,
     ),
 }
 
@@ -90,10 +114,27 @@ def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
     return table[name]
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"cedas@qsgd4"`` -> ``("cedas", "qsgd4")``; ``"dsgd"`` -> ``("dsgd", None)``."""
+    method, _, compressor = name.partition("@")
+    return method, compressor or None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every name and number of a config before any data is loaded."""
     for name in config.algorithms:
-        _lookup(ALGORITHMS, name, "algorithm")
+        method, compressor = split_name(name)
+        if compressor is None:
+            _lookup(ALGORITHMS, method, "algorithm")
+            continue
+        _lookup(COMPRESSED_ALGORITHMS, method, "compressed algorithm")
+        specs = config.get("compressors") or {}
+        if compressor not in specs:
+            raise ValueError(
+                f"algorithm {name!r} names compressor {compressor!r}, which config.compressors "
+                f"does not define; defined: {sorted(specs)}."
+            )
+        _lookup(compression.COMPRESSORS, specs[compressor].name, "compressor")
     for name in config.topologies:
         _lookup(TOPOLOGIES, name, "topology")
     _lookup(WEIGHTS, config.weights, "weights")
@@ -216,3 +257,22 @@ def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int):
 
 
 CONVEX_OBJECTIVES = ("logistic", "least_squares")
+
+
+def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]:
+    """``(sampler name, decentralized)`` of the method a config name denotes."""
+    method, compressor_key = split_name(name)
+    if compressor_key is None:
+        return ALGORITHMS[method].sampler, ALGORITHMS[method].decentralized
+    return config.get("compressed_sampler", "iid"), True
+
+
+def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
+    """The method a config name denotes (``"dsgd"``, ``"cedas@qsgd4"``, ...)."""
+    method, compressor_key = split_name(name)
+    if compressor_key is None:
+        return ALGORITHMS[method].factory(loss_fn, comm_op, lr)
+    spec = config.compressors[compressor_key]
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "consensus_step")}
+    compressor = compression.make_compressor(spec.name, **kwargs)
+    return COMPRESSED_ALGORITHMS[method](loss_fn, comm_op, lr, compressor, spec)

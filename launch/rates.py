@@ -57,6 +57,14 @@ def history_rate(history: list[dict[str, float]], metric: str, start: float | No
     )
 
 
+def bytes_to_reach(history: list[dict[str, float]], metric: str, target: float) -> float:
+    """Bytes one agent had sent when ``metric`` first fell to ``target`` (inf: never)."""
+    for row in history:
+        if row[metric] <= target:
+            return row["bytes_sent"]
+    return math.inf
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Prints the fitted rate of every (topology, algorithm) run in a metrics file."""
     parser = argparse.ArgumentParser(description="Fit log-log rates from metrics.jsonl.")

@@ -30,16 +30,21 @@ def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> 
     return np.broadcast_to(x0, (config.n_agents, dim)).copy()
 
 
-def _format_table(rows: list[dict[str, Any]], metric: str) -> str:
-    header = f"{'topology':<14}{'algorithm':<18}{metric:>14}{'rate':>7}{'loss':>12}"
-    header += f"{'consensus':>12}{'accuracy':>10}{'MB sent':>10}{'s':>8}"
+def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None) -> str:
+    width = max(18, *(len(r["algorithm"]) + 2 for r in rows))
+    header = f"{'topology':<14}{'algorithm':<{width}}{metric:>14}{'rate':>7}{'loss':>12}"
+    header += f"{'consensus':>12}{'accuracy':>10}{'MB sent':>10}"
+    header += f"{'MB@target':>11}{'s':>8}" if target is not None else f"{'s':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(
-            f"{r['topology']:<14}{r['algorithm']:<18}{r[metric]:>14.4e}{r['rate']:>7.2f}"
+        line = (
+            f"{r['topology']:<14}{r['algorithm']:<{width}}{r[metric]:>14.4e}{r['rate']:>7.2f}"
             f"{r['loss']:>12.6f}{r['consensus']:>12.3e}{r.get('accuracy', float('nan')):>10.4f}"
-            f"{r['bytes_sent'] / 1e6:>10.3f}{r['seconds']:>8.2f}"
+            f"{r['bytes_sent'] / 1e6:>10.3f}"
         )
+        if target is not None:
+            line += f"{r['bytes_to_target'] / 1e6:>11.4f}"
+        lines.append(line + f"{r['seconds']:>8.2f}")
     return "\n".join(lines)
 
 
@@ -68,6 +73,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     n, m, dim = parts["x"].shape
     obj = experiment.objective(config)
     metric = config.get("plot_metric", "dist_to_opt")
+    target = config.get("target_error")
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
     if config.objective.name in experiment.CONVEX_OBJECTIVES:
         x_star, f_star = optimum.solve(obj.loss, parts, np.zeros(dim, dtype))
@@ -97,13 +103,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 obj.loss, comm_op, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star
             )
             for name in config.algorithms:
-                spec = experiment.ALGORITHMS[name]
-                label = topo if spec.decentralized else "centralized"
+                sampler_name, decentralized = experiment.sampler_of(config, name)
+                label = topo if decentralized else "centralized"
                 if (label, name) in histories:
                     continue
-                sampler = sampling.make_sampler(spec.sampler, m, config.batch_size)
+                sampler = sampling.make_sampler(sampler_name, m, config.batch_size)
                 lr = experiment.learning_rate(config, sampler.steps_per_epoch)
-                algorithm = spec.factory(obj.loss, comm_op, lr)
+                algorithm = experiment.build_algorithm(config, name, obj.loss, comm_op, lr)
                 runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
                 state = runner.init(mesh.shard_agents(x0, agent_mesh), shard, key)
                 with tqdm.tqdm(
@@ -121,15 +127,20 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 histories[(label, name)] = history
                 for row in history:
                     log.write(json.dumps({"topology": label, "algorithm": name, **row}) + "\n")
-                rate = rates.history_rate(history, metric)
-                summary.append({"topology": label, "algorithm": name, **history[-1], "rate": rate})
+                row = {"topology": label, "algorithm": name, **history[-1]}
+                row["rate"] = rates.history_rate(history, metric)
+                if target is not None:
+                    row["bytes_to_target"] = rates.bytes_to_reach(history, metric, target)
+                summary.append(row)
                 del state
 
-    table = _format_table(summary, metric)
+    table = _format_table(summary, metric, target)
     table += (
         f"\nrate: fitted slope of log({metric}) against log(epoch) over epochs "
         f"{config.num_epochs // 2}..{config.num_epochs}"
     )
+    if target is not None:
+        table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
     summary_path = os.path.join(workdir, "summary.txt")
     with open(summary_path, "w") as f:

@@ -108,3 +108,25 @@ def test_fit_rate_recovers_power_laws():
     assert np.isnan(rates.fit_rate([0, 1], [1.0, 0.5]))
     history = [{"epoch": e, "err": 3.0 / e**2 if e else 1.0} for e in range(50)]
     assert rates.history_rate(history, "err") == pytest.approx(-2.0)
+
+
+def test_compressed_config_counts_bits_and_reports_bytes_to_target(tmp_path):
+    config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
+    config.topologies = ("ring",)
+    config.algorithms = ("dsgd", "cedas@qsgd2", "choco_sgd@rand30")
+    config.target_error = 10.0  # Reached at epoch 0: bytes to target is then 0.
+    out = train.train_and_evaluate(config, str(tmp_path))
+    sent = {a: h[-1]["bytes_sent"] for (_, a), h in out["histories"].items()}
+    m, d = 112, 65
+    assert sent["dsgd"] == config.num_epochs * m * d * 8  # float64 vectors.
+    assert sent["cedas@qsgd2"] == config.num_epochs * m * (d * 3 + 64) / 8
+    assert sent["choco_sgd@rand30"] == config.num_epochs * m * 20 * (64 + 7) / 8
+    assert all(row["bytes_to_target"] == 0 for row in out["summary"])
+    assert os.path.getsize(out["files"]["plot_bytes"]) > 10_000
+
+
+def test_compressed_config_rejects_unknown_compressor(tmp_path):
+    config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
+    config.algorithms = ("cedas@zip",)
+    with pytest.raises(ValueError, match="names compressor 'zip', which config.compressors"):
+        train.train_and_evaluate(config, str(tmp_path))
