@@ -4,14 +4,43 @@ from algos.centralized import CentralizedState, centralized
 from algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
 from algos.dsgd import DsgdState, d_rr, dsgd
+from algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
+from algos.push import (
+    ApdState,
+    CppState,
+    PushDigingState,
+    PushPullState,
+    PushSumState,
+    apd,
+    apd_sc,
+    b_cpp,
+    cpp,
+    push_diging,
+    push_pull,
+    push_sum_sgp,
+)
 from algos.tracking import TrackingState, gradient_tracking, gt_rr
 
 __all__ = [
+    "ApdState",
+    "CppState",
+    "PushDigingState",
+    "PushPullState",
+    "PushSumState",
+    "apd",
+    "apd_sc",
+    "b_cpp",
+    "cpp",
+    "push_diging",
+    "push_pull",
+    "push_sum_sgp",
     "CentralizedState",
     "DiffusionState",
     "DsgdState",
     "ExtraState",
+    "FedAvgState",
     "LeadState",
+    "ScaffoldState",
     "TrackingState",
     "cedas",
     "centralized",
@@ -22,8 +51,11 @@ __all__ = [
     "ed_rr",
     "exact_diffusion",
     "extra",
+    "fedavg",
+    "fedprox",
     "gradient_tracking",
     "gt_rr",
     "lead",
     "nids",
+    "scaffold",
 ]
