@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core import weights as weights_lib
-from core.mesh import AGENT_AXIS
+from core.mesh import AGENT_AXIS, as_varying
 
 PyTree = Any
 Path = Literal["auto", "shift", "dense"]
@@ -176,7 +176,7 @@ class Gossip:
         """
         means = self.mean(tree)
         return jax.tree.map(
-            lambda m, x: jax.lax.pcast(jnp.broadcast_to(m, x.shape), AGENT_AXIS, to="varying"),
+            lambda m, x: as_varying(jnp.broadcast_to(m, x.shape)),
             means,
             tree,
         )

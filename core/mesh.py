@@ -140,3 +140,12 @@ def agent_keys(key: jax.Array, block: int) -> jax.Array:
     Must be called inside ``jax.shard_map`` over :data:`AGENT_AXIS`.
     """
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, local_agent_ids(block))
+
+
+def as_varying(x: jax.Array) -> jax.Array:
+    """Types a value created inside ``shard_map`` as varying over the agent axis.
+
+    Fresh constants (``jnp.zeros``) are typed device-invariant; per-agent state
+    carried through ``lax.scan`` or both branches of ``lax.cond`` must be varying.
+    """
+    return jax.lax.pcast(x, AGENT_AXIS, to="varying")

@@ -1,0 +1,81 @@
+"""Checkpoints of a run's state through one thin orbax wrapper.
+
+Everything a run needs to continue exactly is one pytree ``{"state": ..., "epoch":
+...}``: the algorithm's state (iterates, trackers, optimizer and server states,
+participation masks, counters) and the number of epochs done; the run's key is part
+of the config, and every epoch's randomness is ``fold_in(key, epoch)``, so a resumed
+run draws the same samples, clients and compression masks as an uninterrupted one.
+
+Kept as one module so that moving to orbax's v1 ``training.Checkpointer`` is a
+one-file change (STYLE.md item 15).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+class Checkpointer:
+    """Saves and restores ``(state, epoch)`` under a directory.
+
+    Args:
+      directory: folder for the checkpoints (created if missing).
+      max_to_keep: how many recent checkpoints to keep.
+    """
+
+    def __init__(self, directory: str, *, max_to_keep: int = 2):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep)
+        )
+
+    def latest_epoch(self) -> int | None:
+        """The epoch of the newest checkpoint, or None when there is none."""
+        return self._manager.latest_step()
+
+    def save(self, epoch: int, state: PyTree) -> None:
+        """Saves ``state`` as the checkpoint of ``epoch`` (asynchronously)."""
+        self._manager.save(
+            int(epoch),
+            args=ocp.args.StandardSave({"state": state, "epoch": np.asarray(epoch, np.int64)}),
+        )
+
+    def restore(self, like: PyTree, epoch: int | None = None) -> tuple[PyTree, int]:
+        """Restores a state shaped and sharded like ``like``.
+
+        Args:
+          like: a state of the same structure (e.g. fresh from ``Runner.init``);
+            its shapes, dtypes and shardings are what the restored arrays get.
+          epoch: which checkpoint; default the newest.
+
+        Returns:
+          ``(state, epoch)``.
+
+        Raises:
+          FileNotFoundError: when the directory holds no checkpoint.
+        """
+        epoch = self.latest_epoch() if epoch is None else epoch
+        if epoch is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}.")
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like
+        )
+        target = {"state": abstract, "epoch": np.asarray(0, np.int64)}
+        restored = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+        return restored["state"], int(restored["epoch"])
+
+    def wait_until_finished(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes pending saves and releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
