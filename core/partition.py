@@ -100,6 +100,47 @@ def partition_label_sorted(data: Mapping[str, np.ndarray], n_agents: int) -> Dat
     return _gather(data, order[: n_agents * m].reshape(n_agents, m))
 
 
+def partition_pathological(
+    data: Mapping[str, np.ndarray], n_agents: int, *, classes_per_agent: int = 2, seed: int
+) -> Dataset:
+    """McMahan et al.'s pathological non-i.i.d. split: a few label-sorted shards each.
+
+    Sorts by label, cuts the sorted samples into ``n_agents * classes_per_agent``
+    contiguous shards of equal size and gives every agent ``classes_per_agent``
+    shards drawn at random without replacement, so each agent sees at most that
+    many classes (McMahan et al. 2017, arXiv 1602.05629, "pathological non-IID").
+
+    Args:
+      data: a dataset with 1-D integer labels.
+      n_agents: the number of agents, ``>= 1``.
+      classes_per_agent: shards (hence at most classes) per agent, ``>= 1``.
+      seed: seed of the shard assignment.
+
+    Returns:
+      Arrays of shape ``(n_agents, m, ...)`` with ``m = classes_per_agent * s`` and
+      ``s = N // (n_agents * classes_per_agent)``.
+
+    Raises:
+      ValueError: if a shard would be empty or an argument is out of range.
+    """
+    n = validate_dataset(data, require=("y",))
+    y = check_labels(data)
+    n_agents = _check_n_agents(n_agents, n)
+    if not isinstance(classes_per_agent, (int, np.integer)) or classes_per_agent < 1:
+        raise ValueError(f"classes_per_agent must be an integer >= 1, got {classes_per_agent!r}")
+    shards = n_agents * int(classes_per_agent)
+    size = n // shards
+    if size < 1:
+        raise ValueError(
+            f"dataset has {n} samples, fewer than n_agents * classes_per_agent = {shards} "
+            "shards; use fewer agents or shards"
+        )
+    order = np.argsort(y, kind="stable")[: shards * size].reshape(shards, size)
+    assignment = np.random.default_rng(_check_seed(seed)).permutation(shards)
+    index = order[assignment].reshape(n_agents, int(classes_per_agent) * size)
+    return _gather(data, index)
+
+
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
     """Integer counts summing to ``total`` in proportion to ``weights`` (Hamilton)."""
     quota = total * weights / weights.sum()

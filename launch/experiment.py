@@ -12,10 +12,11 @@ from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
+import optax
 
 import algos
 from core import comm, compression, datasets, partition, schedules, topology, weights
-from models import objectives
+from models import nets, objectives
 
 PyTree = Any
 
@@ -73,6 +74,31 @@ COMPRESSED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     ),
 }
 
+# Federated methods: hyperparameters from config.federated (local_steps, participation,
+# mu, server_learning_rate). "local_sgd" is FedAvg with every client in every round.
+FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
+    "local_sgd": lambda loss, op, lr, fed: algos.fedavg(
+        loss, op, lr, local_steps=fed.local_steps, participation=1.0
+    ),
+    "fedavg": lambda loss, op, lr, fed: algos.fedavg(
+        loss, op, lr, local_steps=fed.local_steps, participation=fed.participation
+    ),
+    "fedavgm": lambda loss, op, lr, fed: algos.fedavg(
+        loss,
+        op,
+        lr,
+        local_steps=fed.local_steps,
+        participation=fed.participation,
+        server_optimizer=optax.sgd(1.0, momentum=0.9),
+    ),
+    "fedprox": lambda loss, op, lr, fed: algos.fedprox(
+        loss, op, lr, mu=fed.mu, local_steps=fed.local_steps, participation=fed.participation
+    ),
+    "scaffold": lambda loss, op, lr, fed: algos.scaffold(
+        loss, op, lr, local_steps=fed.local_steps, participation=fed.participation
+    ),
+}
+
 TOPOLOGIES: dict[str, Callable[[int, int], np.ndarray]] = {
     "ring": lambda n, seed: topology.ring(n),
     "exponential": lambda n, seed: topology.exponential(n),
@@ -98,7 +124,9 @@ OBJECTIVES: dict[str, Callable[..., objectives.Objective]] = {
     "least_squares": objectives.least_squares,
 }
 
-PARTITIONS = ("label_sorted", "iid", "dirichlet")
+PARTITIONS = ("label_sorted", "iid", "dirichlet", "pathological")
+
+MODELS = ("linear", "mlp", "cnn")
 
 
 def _square(n: int) -> tuple[int, int]:
@@ -124,6 +152,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every name and number of a config before any data is loaded."""
     for name in config.algorithms:
         method, compressor = split_name(name)
+        if compressor is None and method in FEDERATED_ALGORITHMS:
+            if not config.get("federated"):
+                raise ValueError(f"algorithm {name!r} needs a config.federated section.")
+            continue
         if compressor is None:
             _lookup(ALGORITHMS, method, "algorithm")
             continue
@@ -138,7 +170,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for name in config.topologies:
         _lookup(TOPOLOGIES, name, "topology")
     _lookup(WEIGHTS, config.weights, "weights")
-    _lookup(OBJECTIVES, config.objective.name, "objective")
+    if config.objective.name == "softmax":
+        if config.get("model", {}).get("name") not in MODELS:
+            raise ValueError(
+                f"objective 'softmax' needs config.model.name in {list(MODELS)}, got "
+                f"{config.get('model', {}).get('name')!r}."
+            )
+    else:
+        _lookup(OBJECTIVES, config.objective.name, "objective")
     if config.data.partition not in PARTITIONS:
         raise ValueError(f"unknown partition {config.data.partition!r}; valid: {list(PARTITIONS)}.")
     if config.n_agents < 1 or config.num_epochs < 1 or config.log_every < 1:
@@ -205,12 +244,17 @@ def _load_source(
     elif cfg.get("positive_classes"):
         data = datasets.binarize_labels(data, tuple(cfg.positive_classes))
         what = f", classes {tuple(cfg.positive_classes)} vs rest"
+    if cfg.get("scale"):
+        data = {**data, "x": (data["x"] * cfg.scale).astype(data["x"].dtype)}
     if cfg.get("normalize", False):
         data = datasets.normalize_rows(data)
     if cfg.get("bias", False):
         data = datasets.append_bias(data)
+    if cfg.get("image_shape"):
+        data = {**data, "x": data["x"].reshape((-1, *cfg.image_shape))}
     n = data["x"].shape[0]
-    return data, f"{cfg.source}{what} ({n} samples, {data['x'].shape[1]} features)"
+    shape = "x".join(str(k) for k in data["x"].shape[1:])
+    return data, f"{cfg.source}{what} ({n} samples of {shape})"
 
 
 def split_over_agents(config: ml_collections.ConfigDict, data: datasets.Dataset):
@@ -226,6 +270,10 @@ def split_over_agents(config: ml_collections.ConfigDict, data: datasets.Dataset)
         return partition.partition_label_sorted(data, n)
     if config.data.partition == "iid":
         return partition.partition_iid(data, n, seed=config.seed)
+    if config.data.partition == "pathological":
+        return partition.partition_pathological(
+            data, n, classes_per_agent=config.data.get("classes_per_agent", 2), seed=config.seed
+        )
     return partition.partition_dirichlet(data, n, config.data.alpha, seed=config.seed)
 
 
@@ -236,8 +284,21 @@ def mixing_operator(config: ml_collections.ConfigDict, name: str) -> tuple[comm.
     return comm.gossip(w), weights.spectral_gap(w)
 
 
-def objective(config: ml_collections.ConfigDict) -> objectives.Objective:
-    """The per-agent objective named by ``config.objective``."""
+def model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_classes: int):
+    """The Flax NNX model of ``config.model`` as pure ``init``/``apply`` functions."""
+    name, dtype = config.model.name, np.dtype(config.dtype)
+    features = int(np.prod(input_shape))
+    if name == "linear":
+        return nets.linear(features, num_classes, param_dtype=dtype)
+    if name == "mlp":
+        return nets.mlp(features, tuple(config.model.hidden), num_classes, param_dtype=dtype)
+    return nets.cnn(tuple(input_shape), num_classes, param_dtype=dtype)
+
+
+def objective(config: ml_collections.ConfigDict, net=None) -> objectives.Objective:
+    """The per-agent objective named by ``config.objective`` (``net`` for softmax)."""
+    if config.objective.name == "softmax":
+        return objectives.softmax_cross_entropy(net.apply, reg=config.objective.reg)
     return _lookup(OBJECTIVES, config.objective.name, "objective")(reg=config.objective.reg)
 
 
@@ -262,6 +323,8 @@ CONVEX_OBJECTIVES = ("logistic", "least_squares")
 def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]:
     """``(sampler name, decentralized)`` of the method a config name denotes."""
     method, compressor_key = split_name(name)
+    if compressor_key is None and method in FEDERATED_ALGORITHMS:
+        return "iid", False
     if compressor_key is None:
         return ALGORITHMS[method].sampler, ALGORITHMS[method].decentralized
     return config.get("compressed_sampler", "iid"), True
@@ -270,6 +333,8 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
 def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
     """The method a config name denotes (``"dsgd"``, ``"cedas@qsgd4"``, ...)."""
     method, compressor_key = split_name(name)
+    if compressor_key is None and method in FEDERATED_ALGORITHMS:
+        return FEDERATED_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
     if compressor_key is None:
         return ALGORITHMS[method].factory(loss_fn, comm_op, lr)
     spec = config.compressors[compressor_key]

@@ -19,8 +19,9 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from core import loop, mesh, metrics, optimum, sampling
+from core import datasets, heterogeneity, loop, mesh, metrics, optimum, partition, sampling
 from launch import experiment, plotting, rates
+from models import nets, objectives
 
 
 def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> np.ndarray:
@@ -33,13 +34,14 @@ def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> 
 def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None) -> str:
     width = max(18, *(len(r["algorithm"]) + 2 for r in rows))
     header = f"{'topology':<14}{'algorithm':<{width}}{metric:>14}{'rate':>7}{'loss':>12}"
-    header += f"{'consensus':>12}{'accuracy':>10}{'MB sent':>10}"
+    header += f"{'consensus':>12}{'accuracy':>10}{'test acc':>10}{'MB sent':>10}"
     header += f"{'MB@target':>11}{'s':>8}" if target is not None else f"{'s':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         line = (
             f"{r['topology']:<14}{r['algorithm']:<{width}}{r[metric]:>14.4e}{r['rate']:>7.2f}"
             f"{r['loss']:>12.6f}{r['consensus']:>12.3e}{r.get('accuracy', float('nan')):>10.4f}"
+            f"{r.get('test_accuracy', float('nan')):>10.4f}"
             f"{r['bytes_sent'] / 1e6:>10.3f}"
         )
         if target is not None:
@@ -66,12 +68,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return _run(config, workdir, dtype)
 
 
+def _heterogeneity(config, parts, dtype, num_classes) -> None:
+    """Prints sigma_f^* and zeta^2 of the split (ALGORITHMS.md §2.8).
+
+    Both need the minimisers of f and every f_i, so they are measured on the l2
+    softmax (multinomial logistic) regression of the same data when the run's own
+    objective is not convex; the printed line says which.
+    """
+    if config.objective.name in experiment.CONVEX_OBJECTIVES:
+        loss, init, what = experiment.objective(config).loss, np.zeros(parts["x"].shape[2:]), ""
+    else:
+        features = int(np.prod(parts["x"].shape[2:]))
+        net = nets.linear(features, num_classes, param_dtype=dtype)
+        loss = objectives.softmax_cross_entropy(net.apply, reg=0.01).loss
+        init, what = net.init(jax.random.key(0)), " (measured on l2 softmax regression)"
+    report = heterogeneity.report(loss, parts, init)
+    print(
+        f"heterogeneity{what}: sigma_f* = {report['sigma_f_star']:.4g}, "
+        f"zeta^2 = {report['zeta_sq']:.4g}"
+    )
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> dict[str, Any]:
     data, description = experiment.load_data(config)
+    test_parts = None
+    if config.data.get("test_fraction"):
+        data, test = datasets.train_test_split(
+            data, test_fraction=config.data.test_fraction, seed=config.seed
+        )
+        test_parts = partition.partition_iid(test, config.n_agents, seed=config.seed)
+        test_parts = {"x": test_parts["x"].astype(dtype), "y": test_parts["y"]}
     parts = experiment.split_over_agents(config, data)
     parts = {"x": parts["x"].astype(dtype), "y": parts["y"]}
-    n, m, dim = parts["x"].shape
-    obj = experiment.objective(config)
+    n, m = parts["x"].shape[:2]
+    dim = parts["x"].shape[2] if parts["x"].ndim == 3 else None
+    num_classes = int(data["y"].max()) + 1
+    net = None
+    if config.objective.name == "softmax":
+        net = experiment.model(config, parts["x"].shape[2:], num_classes)
+    obj = experiment.objective(config, net)
     metric = config.get("plot_metric", "dist_to_opt")
     target = config.get("target_error")
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
@@ -87,9 +122,17 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
             )
         print(f"objective: {obj.name} (nonconvex: no x*)")
 
+    if config.get("report_heterogeneity"):
+        _heterogeneity(config, parts, dtype, num_classes)
+
     agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
     shard = mesh.shard_agents(parts, agent_mesh)
-    x0 = _initial_params(config, dim, dtype)
+    test_shard = None if test_parts is None else mesh.shard_agents(test_parts, agent_mesh)
+    if net is None:
+        x0 = _initial_params(config, dim, dtype)
+    else:  # Every agent starts from the same network initialisation.
+        init = net.init(jax.random.key(config.seed))
+        x0 = jax.tree.map(lambda p: np.broadcast_to(np.asarray(p), (n, *p.shape)).copy(), init)
     key = jax.random.key(config.seed)
 
     histories: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -112,16 +155,19 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 algorithm = experiment.build_algorithm(config, name, obj.loss, comm_op, lr)
                 runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
                 state = runner.init(mesh.shard_agents(x0, agent_mesh), shard, key)
+                # e.g. decentralized GT given the federated methods' budget of rounds.
+                epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
                 with tqdm.tqdm(
-                    total=config.num_epochs, desc=f"{label}/{name}", unit="epoch", leave=False
+                    total=epochs, desc=f"{label}/{name}", unit="epoch", leave=False
                 ) as bar:
                     state, history = loop.train(
                         runner,
                         state,
                         shard,
                         key,
-                        config.num_epochs,
-                        log_every=config.log_every,
+                        epochs,
+                        log_every=min(config.log_every, epochs),
+                        test_data=test_shard,
                         progress=lambda done, bar=bar: bar.update(done - bar.n),
                     )
                 histories[(label, name)] = history

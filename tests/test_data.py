@@ -299,3 +299,18 @@ def test_partition_dirichlet_bad_alpha():
     for alpha in (0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
             partition.partition_dirichlet(data, 2, alpha, seed=0)
+
+
+def test_pathological_partition_gives_each_agent_few_classes():
+    from core import partition
+
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(1000, 3)), "y": np.repeat(np.arange(10), 100)}
+    parts = partition.partition_pathological(data, 20, classes_per_agent=2, seed=0)
+    assert parts["x"].shape == (20, 50, 3)
+    classes = [len(np.unique(labels)) for labels in parts["y"]]
+    assert max(classes) <= 2
+    flat = parts["x"].reshape(-1, 3)
+    assert len(np.unique(flat, axis=0)) == 1000  # Every sample used exactly once.
+    with pytest.raises(ValueError, match="fewer than n_agents"):
+        partition.partition_pathological(data, 600, classes_per_agent=2, seed=0)

@@ -130,3 +130,21 @@ def test_compressed_config_rejects_unknown_compressor(tmp_path):
     config.algorithms = ("cedas@zip",)
     with pytest.raises(ValueError, match="names compressor 'zip', which config.compressors"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_federated_config_runs_with_models_test_split_and_round_budget(tmp_path):
+    config = importlib.import_module("launch.configs.federated").get_config("alpha=0.5,runlocal")
+    config.model.name = "mlp"
+    config.model.hidden = (16,)
+    config.report_heterogeneity = False  # core.heterogeneity has its own tests.
+    config.num_epochs = 2
+    config.algorithm_epochs = {"dsgt": 1}
+    out = train.train_and_evaluate(config, str(tmp_path))
+    histories = {a: h for (_, a), h in out["histories"].items()}
+    assert set(histories) == set(config.algorithms)
+    assert len(histories["dsgt"]) == 2 and len(histories["fedavg"]) == 3
+    for history in histories.values():
+        assert 0.0 <= history[-1]["test_accuracy"] <= 1.0
+        assert history[-1]["loss"] < history[0]["loss"]
+    # Rounds of K = 5 local steps; local SGD uploads from all clients, FedAvg from half.
+    assert histories["fedavg"][-1]["bytes_sent"] < histories["local_sgd"][-1]["bytes_sent"]
