@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 import algos
-from core import comm, compression, datasets, partition, schedules, topology, weights
+from core import comm, compression, datasets, directed, partition, schedules, topology, weights
 from models import nets, objectives
 
 PyTree = Any
@@ -99,6 +99,30 @@ FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     ),
 }
 
+# Directed-graph methods take (loss, pull R, push C, lr, config); compressed ones are
+# named "<method>@<compressor key>" like the undirected compressed methods.
+DIRECTED_ALGORITHMS: dict[str, Callable[..., Any]] = {
+    "push_pull": lambda loss, r, c, lr, cfg, comp: algos.push_pull(loss, r, c, lr),
+    "ab": lambda loss, r, c, lr, cfg, comp: algos.push_pull(loss, r, c, lr, variant="ab"),
+    "push_diging": lambda loss, r, c, lr, cfg, comp: algos.push_diging(loss, c, lr),
+    "push_sum": lambda loss, r, c, lr, cfg, comp: algos.push_sum_sgp(loss, c, lr),
+    "apd": lambda loss, r, c, lr, cfg, comp: algos.apd(loss, c, gamma=lr, w1=cfg.apd.w1),
+    "apd_sc": lambda loss, r, c, lr, cfg, comp: algos.apd_sc(
+        loss, c, gamma=lr, alpha=cfg.apd.alpha, beta=1.0 / (2.0 * cfg.apd.alpha)
+    ),
+    "cpp": lambda loss, r, c, lr, cfg, comp: algos.cpp(loss, r, c, lr, compressor=comp),
+    "b_cpp": lambda loss, r, c, lr, cfg, comp: algos.b_cpp(
+        loss, r, c, lr, compressor=comp, p=cfg.b_cpp_p
+    ),
+}
+
+DIRECTED_TOPOLOGIES: dict[str, Callable[[int, int], np.ndarray]] = {
+    "directed_ring": lambda n, seed: directed.directed_ring(n),
+    "directed_exponential": lambda n, seed: directed.directed_exponential(n),
+    "random_digraph": lambda n, seed: directed.random_strongly_connected(n, 0.2, seed=seed),
+    "unbalanced": lambda n, seed: directed.unbalanced_example(n),
+}
+
 TOPOLOGIES: dict[str, Callable[[int, int], np.ndarray]] = {
     "ring": lambda n, seed: topology.ring(n),
     "exponential": lambda n, seed: topology.exponential(n),
@@ -152,6 +176,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every name and number of a config before any data is loaded."""
     for name in config.algorithms:
         method, compressor = split_name(name)
+        if config.get("directed"):
+            _lookup(DIRECTED_ALGORITHMS, method, "directed-graph algorithm")
+            if compressor is not None and compressor not in (config.get("compressors") or {}):
+                raise ValueError(f"algorithm {name!r} names undefined compressor {compressor!r}.")
+            continue
         if compressor is None and method in FEDERATED_ALGORITHMS:
             if not config.get("federated"):
                 raise ValueError(f"algorithm {name!r} needs a config.federated section.")
@@ -168,8 +197,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             )
         _lookup(compression.COMPRESSORS, specs[compressor].name, "compressor")
     for name in config.topologies:
-        _lookup(TOPOLOGIES, name, "topology")
-    _lookup(WEIGHTS, config.weights, "weights")
+        _lookup(DIRECTED_TOPOLOGIES if config.get("directed") else TOPOLOGIES, name, "topology")
+    if not config.get("directed"):
+        _lookup(WEIGHTS, config.weights, "weights")
     if config.objective.name == "softmax":
         if config.get("model", {}).get("name") not in MODELS:
             raise ValueError(
@@ -277,8 +307,19 @@ def split_over_agents(config: ml_collections.ConfigDict, data: datasets.Dataset)
     return partition.partition_dirichlet(data, n, config.data.alpha, seed=config.seed)
 
 
-def mixing_operator(config: ml_collections.ConfigDict, name: str) -> tuple[comm.Gossip, float]:
-    """The gossip operator for topology ``name`` and its spectral gap."""
+def mixing_operator(config: ml_collections.ConfigDict, name: str):
+    """The gossip operator for topology ``name`` and its spectral gap.
+
+    For directed graphs (``config.directed``): the pair ``(R, C)`` of pull
+    (row-stochastic) and push (column-stochastic) operators, and the spectral gap
+    of ``R`` (one minus its second-largest eigenvalue modulus).
+    """
+    if config.get("directed"):
+        adjacency = _lookup(DIRECTED_TOPOLOGIES, name, "topology")(config.n_agents, config.seed)
+        r, c = directed.row_stochastic(adjacency), directed.column_stochastic(adjacency)
+        ops = tuple(comm.gossip(w, symmetric=False, doubly_stochastic=False) for w in (r, c))
+        moduli = np.sort(np.abs(np.linalg.eigvals(r)))[::-1]
+        return ops, float(1.0 - moduli[1]) if len(moduli) > 1 else 1.0
     adjacency = _lookup(TOPOLOGIES, name, "topology")(config.n_agents, config.seed)
     w = _lookup(WEIGHTS, config.weights, "weights")(adjacency)
     return comm.gossip(w), weights.spectral_gap(w)
@@ -323,6 +364,8 @@ CONVEX_OBJECTIVES = ("logistic", "least_squares")
 def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]:
     """``(sampler name, decentralized)`` of the method a config name denotes."""
     method, compressor_key = split_name(name)
+    if config.get("directed"):
+        return config.get("directed_sampler", "full"), True
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return "iid", False
     if compressor_key is None:
@@ -333,11 +376,20 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
 def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
     """The method a config name denotes (``"dsgd"``, ``"cedas@qsgd4"``, ...)."""
     method, compressor_key = split_name(name)
+    if config.get("directed"):
+        compressor = None
+        if compressor_key is not None:
+            compressor = _make_compressor(config.compressors[compressor_key])
+        pull, push = comm_op
+        return DIRECTED_ALGORITHMS[method](loss_fn, pull, push, lr, config, compressor)
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return FEDERATED_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
     if compressor_key is None:
         return ALGORITHMS[method].factory(loss_fn, comm_op, lr)
     spec = config.compressors[compressor_key]
+    return COMPRESSED_ALGORITHMS[method](loss_fn, comm_op, lr, _make_compressor(spec), spec)
+
+
+def _make_compressor(spec: ml_collections.ConfigDict) -> compression.Compressor:
     kwargs = {k: v for k, v in spec.items() if k not in ("name", "consensus_step")}
-    compressor = compression.make_compressor(spec.name, **kwargs)
-    return COMPRESSED_ALGORITHMS[method](loss_fn, comm_op, lr, compressor, spec)
+    return compression.make_compressor(spec.name, **kwargs)

@@ -32,18 +32,23 @@ def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> 
 
 
 def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None) -> str:
-    width = max(18, *(len(r["algorithm"]) + 2 for r in rows))
-    header = f"{'topology':<14}{'algorithm':<{width}}{metric:>14}{'rate':>7}{'loss':>12}"
-    header += f"{'consensus':>12}{'accuracy':>10}{'test acc':>10}{'MB sent':>10}"
-    header += f"{'MB@target':>11}{'s':>8}" if target is not None else f"{'s':>8}"
+    topo_w = max(14, *(len(r["topology"]) + 2 for r in rows))
+    alg_w = max(18, *(len(r["algorithm"]) + 2 for r in rows))
+    test = any("test_accuracy" in r for r in rows)
+    header = f"{'topology':<{topo_w}}{'algorithm':<{alg_w}}{metric:>14}{'rate':>7}{'loss':>12}"
+    header += f"{'consensus':>12}{'accuracy':>10}" + (f"{'test acc':>10}" if test else "")
+    header += f"{'MB sent':>10}" + (f"{'MB@target':>11}" if target is not None else "")
+    header += f"{'s':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         line = (
-            f"{r['topology']:<14}{r['algorithm']:<{width}}{r[metric]:>14.4e}{r['rate']:>7.2f}"
-            f"{r['loss']:>12.6f}{r['consensus']:>12.3e}{r.get('accuracy', float('nan')):>10.4f}"
-            f"{r.get('test_accuracy', float('nan')):>10.4f}"
-            f"{r['bytes_sent'] / 1e6:>10.3f}"
+            f"{r['topology']:<{topo_w}}{r['algorithm']:<{alg_w}}{r[metric]:>14.4e}"
+            f"{r['rate']:>7.2f}{r['loss']:>12.6f}{r['consensus']:>12.3e}"
+            f"{r.get('accuracy', float('nan')):>10.4f}"
         )
+        if test:
+            line += f"{r.get('test_accuracy', float('nan')):>10.4f}"
+        line += f"{r['bytes_sent'] / 1e6:>10.3f}"
         if target is not None:
             line += f"{r['bytes_to_target'] / 1e6:>11.4f}"
         lines.append(line + f"{r['seconds']:>8.2f}")
@@ -68,21 +73,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return _run(config, workdir, dtype)
 
 
-def _heterogeneity(config, parts, dtype, num_classes) -> None:
+def _heterogeneity(config, parts, num_classes) -> None:
     """Prints sigma_f^* and zeta^2 of the split (ALGORITHMS.md §2.8).
 
     Both need the minimisers of f and every f_i, so they are measured on the l2
     softmax (multinomial logistic) regression of the same data when the run's own
     objective is not convex; the printed line says which.
     """
-    if config.objective.name in experiment.CONVEX_OBJECTIVES:
-        loss, init, what = experiment.objective(config).loss, np.zeros(parts["x"].shape[2:]), ""
-    else:
-        features = int(np.prod(parts["x"].shape[2:]))
-        net = nets.linear(features, num_classes, param_dtype=dtype)
-        loss = objectives.softmax_cross_entropy(net.apply, reg=0.01).loss
-        init, what = net.init(jax.random.key(0)), " (measured on l2 softmax regression)"
-    report = heterogeneity.report(loss, parts, init)
+    # float64 throughout: the n + 1 L-BFGS solves need gradients accurate to ~1e-9.
+    with jax.enable_x64(True):
+        if config.objective.name in experiment.CONVEX_OBJECTIVES:
+            loss = experiment.objective(config).loss
+            init, what = np.zeros(parts["x"].shape[2:]), ""
+        else:
+            features = int(np.prod(parts["x"].shape[2:]))
+            net = nets.linear(features, num_classes, param_dtype=np.float64)
+            loss = objectives.softmax_cross_entropy(net.apply, reg=0.01).loss
+            init, what = net.init(jax.random.key(0)), " (measured on l2 softmax regression)"
+        try:
+            report = heterogeneity.report(loss, parts, init)
+        except RuntimeError as error:  # A local solve that stalls must not end the run.
+            print(f"heterogeneity{what}: not measured, {error}")
+            return
     print(
         f"heterogeneity{what}: sigma_f* = {report['sigma_f_star']:.4g}, "
         f"zeta^2 = {report['zeta_sq']:.4g}"
@@ -111,7 +123,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     target = config.get("target_error")
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
     if config.objective.name in experiment.CONVEX_OBJECTIVES:
-        x_star, f_star = optimum.solve(obj.loss, parts, np.zeros(dim, dtype))
+        x_star, f_star = optimum.solve(
+            obj.loss, parts, np.zeros(dim, dtype), gtol=config.get("solver_gtol", 1e-11)
+        )
         print(f"objective: {obj.name}, f* = {f_star:.10f} (float64 L-BFGS)")
     else:
         x_star = f_star = None
@@ -123,7 +137,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
         print(f"objective: {obj.name} (nonconvex: no x*)")
 
     if config.get("report_heterogeneity"):
-        _heterogeneity(config, parts, dtype, num_classes)
+        _heterogeneity(config, parts, num_classes)
 
     agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
     shard = mesh.shard_agents(parts, agent_mesh)
@@ -141,9 +155,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     with open(metrics_path, "w") as log:
         for topo in config.topologies:
             comm_op, gap = experiment.mixing_operator(config, topo)
-            print(f"topology: {topo}, spectral gap {gap:.4f}, gossip path {comm_op.path}")
+            # Directed graphs give (R, C); metrics only use the server mean of either.
+            server = comm_op[0] if isinstance(comm_op, tuple) else comm_op
+            print(f"topology: {topo}, spectral gap {gap:.4f}, gossip path {server.path}")
             evaluate = metrics.make_evaluator(
-                obj.loss, comm_op, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star
+                obj.loss, server, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star
             )
             for name in config.algorithms:
                 sampler_name, decentralized = experiment.sampler_of(config, name)

@@ -148,3 +148,20 @@ def test_federated_config_runs_with_models_test_split_and_round_budget(tmp_path)
         assert history[-1]["loss"] < history[0]["loss"]
     # Rounds of K = 5 local steps; local SGD uploads from all clients, FedAvg from half.
     assert histories["fedavg"][-1]["bytes_sent"] < histories["local_sgd"][-1]["bytes_sent"]
+
+
+@pytest.mark.parametrize("experiment_name", ["apd", "cpp"])
+def test_directed_config_runs(experiment_name, tmp_path):
+    config = importlib.import_module("launch.configs.directed").get_config(
+        f"{experiment_name},runlocal"
+    )
+    config.topologies = ("random_digraph",)
+    out = train.train_and_evaluate(config, str(tmp_path))
+    assert {a for _, a in out["histories"]} == set(config.algorithms)
+    metric = out["metric"]
+    for history in out["histories"].values():
+        assert history[-1][metric] < history[0][metric]
+    if experiment_name == "cpp":
+        sent = {a: h[-1]["bytes_sent"] for (_, a), h in out["histories"].items()}
+        assert sent["cpp@qsgd2"] < 0.1 * sent["push_pull"]
+        assert 0.3 < sent["b_cpp@qsgd2"] / sent["cpp@qsgd2"] < 0.7  # p = 0.5.
