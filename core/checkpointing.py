@@ -13,6 +13,7 @@ one-file change (STYLE.md item 15).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -60,16 +61,36 @@ class Checkpointer:
 
         Raises:
           FileNotFoundError: when the directory holds no checkpoint.
+          RuntimeError: when every checkpoint is unreadable (a damaged newest one
+            falls back to the previous one with a warning; never a silent restart).
         """
-        epoch = self.latest_epoch() if epoch is None else epoch
-        if epoch is None:
+        epochs = sorted(self._manager.all_steps(), reverse=True)
+        if epoch is not None:
+            epochs = [epoch]
+        if not epochs:
             raise FileNotFoundError(f"no checkpoint in {self.directory}.")
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like
         )
         target = {"state": abstract, "epoch": np.asarray(0, np.int64)}
-        restored = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
-        return restored["state"], int(restored["epoch"])
+        errors = []
+        for candidate in epochs:  # Newest first; a damaged one falls back to the previous.
+            try:
+                restored = self._manager.restore(candidate, args=ocp.args.StandardRestore(target))
+            except Exception as error:  # noqa: BLE001 - orbax raises many types here.
+                errors.append(f"epoch {candidate}: {type(error).__name__}: {error}"[:300])
+                warnings.warn(
+                    f"checkpoint of epoch {candidate} in {self.directory} is unreadable "
+                    f"({type(error).__name__}); trying the previous one.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            return restored["state"], int(restored["epoch"])
+        raise RuntimeError(
+            f"every checkpoint in {self.directory} is unreadable (" + "; ".join(errors) + "); "
+            "delete the directory to start the run afresh."
+        )
 
     def wait_until_finished(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""

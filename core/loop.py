@@ -228,18 +228,26 @@ def train(
     log_every: int = 1,
     test_data: PyTree | None = None,
     progress: Callable[[int], None] | None = None,
+    history: list[dict[str, float]] | None = None,
+    on_chunk: Callable[[Any, int, list[dict[str, float]]], None] | None = None,
 ) -> tuple[Any, list[dict[str, float]]]:
-    """Runs ``num_epochs`` epochs, ``log_every`` epochs per compiled call.
+    """Runs the epochs up to ``num_epochs``, ``log_every`` epochs per compiled call.
 
     Args:
       runner: the compiled run.
-      state: initial state from ``runner.init`` (donated).
+      state: the state to start from (donated): fresh from ``runner.init``, or a
+        restored checkpoint together with its ``history``.
       data: sharded per-agent data.
       key: PRNG key of the run.
-      num_epochs: epochs to run.
+      num_epochs: the epoch to run up to.
       log_every: epochs per compiled chunk (metrics are still kept per epoch).
       test_data: optional sharded test set.
       progress: called with the number of epochs done after each chunk.
+      history: the history of a resumed run (its last row's epoch is where it
+        resumes); ``None`` starts at epoch 0 and evaluates the initial point.
+      on_chunk: called as ``on_chunk(state, epochs_done, history)`` after each
+        chunk whose metrics are finite (e.g. to checkpoint). The state passed is
+        still used afterwards: do not donate it.
 
     Returns:
       The final state and the history: one dict per epoch ``0..num_epochs``
@@ -247,30 +255,40 @@ def train(
       ``bytes_sent`` cumulative per agent, and ``seconds`` of wall time.
 
     Raises:
-      FloatingPointError: if a metric becomes NaN or Inf, naming the epochs.
+      FloatingPointError: if a metric becomes NaN or Inf, naming the algorithm,
+        the metrics and the epochs.
     """
     if num_epochs < 0 or log_every < 1:
         raise ValueError(f"need num_epochs >= 0 and log_every >= 1, got {num_epochs}, {log_every}.")
-    initial = jax.device_get(runner.evaluate(state, data, test_data))
-    history = [{"epoch": 0, **{k: float(v) for k, v in initial.items()}, "bytes_sent": 0.0}]
-    history[0]["seconds"] = 0.0
-    sent, start, done = 0.0, time.perf_counter(), 0
+    if history is None:
+        initial = jax.device_get(runner.evaluate(state, data, test_data))
+        history = [{"epoch": 0, **{k: float(v) for k, v in initial.items()}, "bytes_sent": 0.0}]
+        history[0]["seconds"] = 0.0
+    else:
+        history = list(history)
+    done = int(history[-1]["epoch"])
+    sent, offset = history[-1]["bytes_sent"], history[-1]["seconds"]
+    start = time.perf_counter()
     while done < num_epochs:
         chunk = min(log_every, num_epochs - done)
         state, metrics = runner.run_epochs(state, data, key, done, chunk, test_data)
         metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - start
+        elapsed = offset + time.perf_counter() - start
         for t in range(chunk):
             row = {k: float(np.asarray(v)[t]) for k, v in metrics.items()}
             sent += row.pop("bytes_sent")
             history.append({"epoch": done + t + 1, **row, "bytes_sent": sent, "seconds": elapsed})
-        bad = [k for k, v in history[-1].items() if not math.isfinite(v)]
+        bad = sorted(
+            {k for row in history[-chunk:] for k, v in row.items() if not math.isfinite(v)}
+        )
         if bad:
             raise FloatingPointError(
                 f"{runner.algorithm.name}: metrics {bad} became non-finite in epochs "
                 f"{done + 1}..{done + chunk}; lower the step size."
             )
         done += chunk
+        if on_chunk is not None:
+            on_chunk(state, done, history)
         if progress is not None:
             progress(done)
     return state, history

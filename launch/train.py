@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any
 
 import jax
@@ -19,7 +20,17 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from core import datasets, heterogeneity, loop, mesh, metrics, optimum, partition, sampling
+from core import (
+    checkpointing,
+    datasets,
+    heterogeneity,
+    loop,
+    mesh,
+    metrics,
+    optimum,
+    partition,
+    sampling,
+)
 from launch import experiment, plotting, rates
 from models import nets, objectives
 
@@ -71,6 +82,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     dtype = np.dtype(config.dtype)
     with jax.enable_x64(config.dtype == "float64"):
         return _run(config, workdir, dtype)
+
+
+class _RunCheckpoints:
+    """Checkpoints of one (topology, algorithm) run: orbax state plus a JSON history.
+
+    With ``every > 0`` the state is saved at epoch 0 and then every ``every``
+    epochs (at chunk ends) and at the last epoch; the history up to that epoch is
+    written next to it. ``resume`` restores the newest readable checkpoint onto the
+    current mesh, so a rerun of the same command with the same workdir continues a
+    killed run exactly: every epoch's randomness is ``fold_in(key, epoch)``.
+    """
+
+    def __init__(self, directory: str, every: int, epochs: int):
+        self.directory, self.every, self.epochs = directory, int(every), epochs
+        self.ckpt = checkpointing.Checkpointer(directory) if self.every > 0 else None
+        self.last_saved = -1
+
+    def _history_path(self, epoch: int) -> str:
+        return os.path.join(self.directory, f"history_{epoch}.json")
+
+    def resume(self, fresh_state: Any) -> tuple[Any, list[dict[str, float]] | None]:
+        """``(state, history)`` of the newest checkpoint, or ``(fresh_state, None)``.
+
+        The history is ``None`` at epoch 0 (the run evaluates its start itself).
+        """
+        if self.ckpt is None:
+            return fresh_state, None
+        if self.ckpt.latest_epoch() is None:
+            # Keep the start too, so a run that diverges early leaves a checkpoint.
+            self._save(0, fresh_state, None)
+            return fresh_state, None
+        state, epoch = self.ckpt.restore(fresh_state)
+        with open(self._history_path(epoch)) as f:
+            history = json.load(f)
+        print(f"resumed {self.directory} at epoch {epoch}")
+        self.last_saved = epoch
+        return state, history
+
+    def on_chunk(self, state: Any, done: int, history: list[dict[str, float]]) -> None:
+        """Saves after a chunk when ``every`` epochs have passed or the run ends."""
+        if self.ckpt is None:
+            return
+        if done - self.last_saved >= self.every or done == self.epochs:
+            self._save(done, state, history)
+        kill_at = os.environ.get("DECENTJAX_TEST_KILL_AT_EPOCH")
+        if kill_at is not None and done >= int(kill_at):  # Tests of resume after SIGKILL.
+            self.ckpt.wait_until_finished()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _save(self, epoch: int, state: Any, history: list[dict[str, float]] | None) -> None:
+        # The history first, atomically: a checkpoint is only ever read with its history.
+        tmp = self._history_path(epoch) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(history, f)
+        os.replace(tmp, self._history_path(epoch))
+        self.ckpt.save(epoch, state)
+        self.ckpt.wait_until_finished()  # The next chunk donates the state's buffers.
+        self.last_saved = epoch
+
+    def close(self) -> None:
+        """Waits for pending saves."""
+        if self.ckpt is not None:
+            self.ckpt.close()
 
 
 def _heterogeneity(config, parts, num_classes) -> None:
@@ -173,6 +247,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 state = runner.init(mesh.shard_agents(x0, agent_mesh), shard, key)
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
+                run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}")
+                saver = _RunCheckpoints(run_dir, config.get("checkpoint_every", 0), epochs)
+                state, resumed = saver.resume(state)
                 with tqdm.tqdm(
                     total=epochs, desc=f"{label}/{name}", unit="epoch", leave=False
                 ) as bar:
@@ -185,7 +262,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                         log_every=min(config.log_every, epochs),
                         test_data=test_shard,
                         progress=lambda done, bar=bar: bar.update(done - bar.n),
+                        history=resumed,
+                        on_chunk=saver.on_chunk,
                     )
+                saver.close()
                 histories[(label, name)] = history
                 for row in history:
                     log.write(json.dumps({"topology": label, "algorithm": name, **row}) + "\n")

@@ -78,5 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 1 if "runlocal" in options else 5
     # Same communication rounds: DSGT talks every step, the others every K steps.
     config.algorithm_epochs = {"dsgt": max(1, config.num_epochs // config.federated.local_steps)}
+    # Save the state every this many epochs (0: never); rerunning a killed command with
+    # the same --workdir resumes from the newest checkpoint.
+    config.checkpoint_every = 25
     config.plot_metric = "loss"
     return config

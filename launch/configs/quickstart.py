@@ -61,6 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.num_epochs = 200
     config.log_every = 20
+    # Save the state every this many epochs (0: never); rerunning a killed command with
+    # the same --workdir resumes from the newest checkpoint.
+    config.checkpoint_every = 100
     config.plot_metric = "dist_to_opt"
 
     if arg == "runlocal":

@@ -86,5 +86,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.num_epochs = 3 if "runlocal" in args else 100
     config.log_every = 1 if "runlocal" in args else 10
+    # Save the state every this many epochs (0: never); rerunning a killed command with
+    # the same --workdir resumes from the newest checkpoint.
+    config.checkpoint_every = 50
     config.plot_metric = "dist_to_opt"
     return config

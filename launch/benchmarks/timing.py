@@ -1,0 +1,173 @@
+"""Timing of decentjax runs and of peer subprocesses, the same way for every comparison.
+
+A decentjax chunk (``num_epochs`` epochs, one compiled ``jit(shard_map(scan(scan(step))))``)
+is called once to compile, then ``reps`` times from a fresh state; the time per step is
+the median chunk time over the steps it holds. Compile time is the first call's time
+less the median run, so it counts tracing, lowering and XLA compilation. Peak memory is
+read from the compiled executable's ``memory_analysis()``: arguments + outputs +
+temporaries − what donation aliases (XLA's own figure for the buffers the program needs
+at once; the CPU backend has no device memory statistics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from launch.benchmarks.workloads import Workload
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of repeated timings."""
+    return float(statistics.median(values))
+
+
+def time_calls(fn: Callable[[], Any], reps: int) -> list[float]:
+    """Wall times of ``reps`` calls of ``fn`` (which must block until its work is done)."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_bytes(workload: Workload, state: Any, num_epochs: int) -> int | None:
+    """XLA's peak buffer size for one chunk of ``workload`` (see the module docstring).
+
+    ``core.loop.Runner`` exposes no public handle on its compiled chunk, so this lowers
+    the runner's own jitted chunk function (a cache hit after the first call).
+    """
+    rep = jax.NamedSharding(workload.runner.mesh, jax.P())
+    args = (
+        state,
+        workload.data,
+        None,
+        jax.device_put(jax.random.key(0), rep),
+        jax.device_put(jax.numpy.int32(0), rep),
+    )
+    try:
+        stats = workload.runner._chunk_fn(num_epochs).lower(*args).compile().memory_analysis()
+    except Exception:  # noqa: BLE001 - a missing statistic must not lose the timings.
+        return None
+    if stats is None:
+        return None
+    return int(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+
+
+def time_workload(
+    workload: Workload, *, num_epochs: int, reps: int, memory: bool = False
+) -> dict[str, Any]:
+    """Times ``reps`` chunks of ``num_epochs`` epochs of a decentjax workload.
+
+    Returns:
+      ``step_s`` (median seconds per step), ``steps`` (per chunk), ``chunk_s`` (every
+      repetition), ``compile_s``, ``agent_steps_per_s`` and, with ``memory``,
+      ``peak_bytes``.
+    """
+    runner, data, key = workload.runner, workload.data, jax.random.key(0)
+
+    def run(state):
+        state, _ = runner.run_epochs(state, data, key, 0, num_epochs)
+        jax.block_until_ready(state)
+        return state
+
+    state = workload.fresh_state()
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    run(state)
+    first = time.perf_counter() - start
+    chunks = []
+    for _ in range(reps):
+        state = workload.fresh_state()
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        run(state)
+        chunks.append(time.perf_counter() - start)
+    steps = num_epochs * workload.steps_per_epoch
+    step_s = median(chunks) / steps
+    out = {
+        "step_s": step_s,
+        "steps": steps,
+        "chunk_s": chunks,
+        "compile_s": max(first - median(chunks), 0.0),
+        "agent_steps_per_s": workload.n_agents / step_s,
+    }
+    if memory:
+        out["peak_bytes"] = peak_bytes(workload, workload.fresh_state(), num_epochs)
+    return out
+
+
+class PeerError(RuntimeError):
+    """A peer's subprocess failed; the message holds the key line of its error."""
+
+
+def run_peer(python: str, script: str, payload: dict, timeout: float) -> dict:
+    """Runs a peer worker script under its own venv's Python and parses its JSON.
+
+    The worker reads ``payload`` as JSON on stdin and prints one JSON object as its
+    last line of stdout.
+
+    Raises:
+      PeerError: if it exits non-zero, times out, or prints no JSON.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+    try:
+        proc = subprocess.run(
+            [python, path],
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise PeerError(f"{script} timed out after {timeout:.0f} s") from e
+    if proc.returncode:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise PeerError(f"{script} exited {proc.returncode}: {lines[-1] if lines else ''}")
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError) as e:
+        raise PeerError(f"{script} printed no JSON: {proc.stdout[-200:]!r}") from e
+
+
+def peer_python(peers_dir: str, name: str) -> tuple[str | None, str]:
+    """The Python of a peer's venv made by ``setup_peers.sh``, or ``None`` and why not.
+
+    Returns:
+      ``(python, status)``: ``status`` is the line ``setup_peers.sh`` recorded for the
+      peer (``"ok ..."`` or ``"failed: ..."``), or says the venv is absent.
+    """
+    python = os.path.join(peers_dir, name, "bin", "python")
+    status_file = os.path.join(peers_dir, f"{name}.status")
+    status = ""
+    if os.path.exists(status_file):
+        with open(status_file) as f:
+            status = f.read().strip()
+    if not status:
+        status = (
+            f"venv absent ({os.path.join(peers_dir, name)}); run "
+            f"bash launch/benchmarks/setup_peers.sh {name}"
+        )
+    if not status.startswith("ok") or not os.path.exists(python):
+        return None, status
+    return python, status
+
+
+def this_python() -> str:
+    """The interpreter running the benchmark (for workers that need only NumPy)."""
+    return sys.executable
