@@ -164,6 +164,12 @@ def compressed_gossip(
         raise ValueError(f"consensus_step must be in (0, 1], got {consensus_step}.")
     if mode not in ("ef21", "ef"):
         raise ValueError(f"mode must be 'ef21' or 'ef', got {mode!r}.")
+    if mode == "ef21" and not isinstance(base, Gossip):
+        # ef21 keeps W x_hat as a running sum of W q, which is only W x_hat for a fixed W.
+        raise ValueError(
+            f"mode='ef21' needs a fixed mixing matrix, got a {type(base).__name__}; use "
+            "mode='ef' with time-varying graphs."
+        )
     return CompressedGossip(base, compressor, float(consensus_step), mode)
 
 

@@ -174,3 +174,12 @@ def test_lead_family_rejects_biased_compressors_and_bad_steps():
         algos.lead(LS.loss, op, compression.rand_k(2), 0.1, averaging=2.0)
     with pytest.raises(ValueError, match="learning_rate must be positive"):
         algos.cedas(LS.loss, op, compression.rand_k(2), 0.0)
+
+
+def test_ef21_mode_rejects_time_varying_graphs():
+    from core import time_varying
+
+    op = time_varying.link_failures(comm.gossip(ring()), 0.2)
+    with pytest.raises(ValueError, match="mode='ef21' needs a fixed mixing matrix"):
+        compressed_gossip(op, compression.identity())
+    compressed_gossip(op, compression.identity(), mode="ef")  # Error feedback is fine.

@@ -1,0 +1,725 @@
+r"""Time-varying graphs: random link failures and fixed periodic sequences of graphs.
+
+:class:`TimeVaryingGossip` has the interface of :class:`core.comm.Gossip`, but its
+``mix`` at round :math:`k` applies a matrix :math:`W_k` that changes from round to
+round, inside the compiled step. Build a method with the operator, then wrap it
+with :func:`time_varying`, which keeps a round counter in the state and tells the
+operator, during each traced step, the round index :math:`k` and the round's key.
+Every ``mix`` inside one step uses the same :math:`W_k` (one round = one step: a
+link that is down is down for all messages of that step, and all operators
+wrapped together see the same draws, so a pull operator ``R`` and a push operator
+``C`` on the same graph lose the same physical links).
+
+**O(degree) per round.** Every :math:`W_k` lives on the support of a fixed set of
+shift offsets :math:`S` (those of the base matrix, or the union over a sequence),
+
+.. math::
+
+  W_k = \sum_{s \in S} \operatorname{diag}(c^{(k)}_s)\, P_s, \qquad
+  (P_s X)_i = X_{(i + s) \bmod n},
+
+so only the coefficients :math:`c^{(k)}_s` change per round. Each device computes
+its own agents' :math:`c^{(k)}_s[i]` on device (``|S|`` numbers per agent) from the
+round's key or index, then exchanges exactly as :class:`~core.comm.Gossip` does
+(block ``ppermute``\ s per offset, or the dense all-gather path for graphs with many
+offsets). No ``n x n`` matrix is built per step.
+
+**Link failures** (:func:`link_failures`). Each round every edge of the base graph
+fails independently with probability :math:`p`; the weight of a failed edge moves
+to a diagonal, so :math:`W_k` keeps the base's stochasticity:
+
+.. math::
+
+  \text{symmetric:}\ & w^{(k)}_{ij} = 0,\ w^{(k)}_{ii} \mathrel{+}= w_{ij},\
+    w^{(k)}_{jj} \mathrel{+}= w_{ji} = w_{ij}
+    \quad (\text{one draw per undirected edge } \{i, j\}), \\
+  \text{pull:}\ & w^{(k)}_{ij} = 0,\ w^{(k)}_{ii} \mathrel{+}= w_{ij}
+    \quad (\text{the receiver keeps the mass: } W_k \mathbf 1 = \mathbf 1), \\
+  \text{push:}\ & w^{(k)}_{ij} = 0,\ w^{(k)}_{jj} \mathrel{+}= w_{ij}
+    \quad (\text{the sender keeps it: } \mathbf 1^\top W_k = \mathbf 1^\top).
+
+``symmetric`` keeps a symmetric doubly stochastic :math:`W` symmetric doubly
+stochastic (and positive semidefinite if :math:`W` is, since a failure adds
+:math:`w_{ij}(e_i - e_j)(e_i - e_j)^\top`); ``pull`` keeps a row-stochastic ``R``
+row-stochastic, ``push`` a column-stochastic ``C`` column-stochastic. The failure of
+edge :math:`j \to i` is the bit ``bits(fold_in(fold_in(key_k, i), j)) < p 2^32``
+(for ``symmetric``, with ``(min(i, j), max(i, j))`` so both endpoints agree): every
+agent that needs a draw computes it itself from global agent indices, so the
+result does not depend on the device count. Under ``push`` the sender :math:`j`
+needs :math:`w_{ij}` of its out-edges, a row of the transposed decomposition that is
+a host constant because the base :math:`W` is. The union of the graphs over rounds
+is the base graph, so a base graph that is (strongly) connected meets the usual
+"B-connected" condition of time-varying methods with probability one.
+
+**Sequences** (:func:`sequence`). :math:`W_k = W_{k \bmod T}` for a fixed list, e.g.
+the one-peer exponential graph :func:`core.directed.one_peer_exponential`, whose
+product over one period is exactly the average when ``n`` is a power of two. The
+matrices may have different supports: :math:`S` is the union of their offsets, with
+zero coefficients where a matrix lacks an offset.
+
+**Bytes.** ``bytes_per_mix`` counts one broadcast of the agent's vector per round,
+as :class:`~core.comm.Gossip` does, whether or not links fail: the sender does not
+know in advance which links will drop its message, so it still transmits, and the
+count stays a static number that plots runs with and without failures on the same
+axis. For a sequence it is one vector per round whenever some matrix of the
+sequence has an off-diagonal entry; ``max_out_degree`` is the largest out-degree of
+any single round (1 for the one-peer exponential graph).
+
+References:
+  * A. Nedić, A. Olshevsky, W. Shi. "Achieving Geometric Convergence for Distributed
+    Optimization over Time-Varying Graphs." SIAM J. Optim. 2017.
+    https://arxiv.org/abs/1607.03218
+  * F. Saadatniaki, R. Xin, U. A. Khan. "Decentralized Optimization over Time-Varying
+    Directed Graphs with Row and Column-Stochastic Matrices." IEEE TAC 2020.
+    https://arxiv.org/abs/1810.07393
+  * B. Ying, K. Yuan, Y. Chen, H. Hu, P. Pan, W. Yin. "Exponential Graph is Provably
+    Efficient for Decentralized Deep Training." NeurIPS 2021.
+    https://arxiv.org/abs/2110.13363
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.typing as npt
+
+from core import comm, directed, weights
+from core.algorithm import Algorithm, Batch
+from core.comm import Gossip
+from core.mesh import AGENT_AXIS, local_agent_ids
+
+__all__ = [
+    "TimeVaryingGossip",
+    "TimeVaryingState",
+    "link_failures",
+    "round_key",
+    "round_matrix",
+    "sequence",
+    "time_varying",
+]
+
+PyTree = Any
+FailureKind = Literal["symmetric", "pull", "push"]
+Kind = Literal["symmetric", "pull", "push", "sequence"]
+
+# Separates the graph's randomness from the method's own use of the step key.
+_ROUND_KEY_TAG = 0x74766772  # "tvgr"
+_ATOL = 1e-10  # The tolerance of the host checks, as in core.weights / core.directed.
+
+
+def round_key(step_key: jax.Array) -> jax.Array:
+    """The key a step's graph is drawn from: ``fold_in(step_key, tag)``.
+
+    :func:`time_varying` hands this key to the operators; tests use it to rebuild
+    the round's matrix on the host with :func:`round_matrix`.
+    """
+    return jax.random.fold_in(step_key, _ROUND_KEY_TAG)
+
+
+def _edge_fails(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
+    """Whether link ``(a, b)`` fails: one uint32 draw below ``threshold = p 2^32``.
+
+    Integer bits instead of ``bernoulli``: the draw is exact and the same whether or
+    not float64 is enabled, so host and device always agree.
+    """
+    k = jax.random.fold_in(jax.random.fold_in(key, a), b)
+    return jax.random.bits(k, (), jnp.uint32) < threshold
+
+
+def _draw_edges(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
+    """:func:`_edge_fails` over arrays of endpoints of any (equal) shape."""
+    flat = jax.vmap(_edge_fails, in_axes=(None, 0, 0, None))(
+        key, a.reshape(-1), b.reshape(-1), threshold
+    )
+    return flat.reshape(a.shape)
+
+
+_HOST_CHUNK = 4096
+
+
+@jax.jit
+def _draw_chunk(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
+    return _draw_edges(key, a, b, threshold)
+
+
+def _host_draws(key: jax.Array, a: np.ndarray, b: np.ndarray, threshold: jax.Array) -> np.ndarray:
+    """:func:`_draw_edges` for host index arrays, in fixed-size chunks.
+
+    Padding to one chunk size compiles the draw once per process instead of once per
+    edge count (compiling threefry takes about a second on CPU).
+    """
+    size = max(1, -(-len(a) // _HOST_CHUNK)) * _HOST_CHUNK
+    padded = np.zeros((2, size), np.int32)
+    padded[0, : len(a)], padded[1, : len(b)] = a, b
+    chunks = [
+        np.asarray(_draw_chunk(key, *padded[:, i : i + _HOST_CHUNK], threshold))
+        for i in range(0, size, _HOST_CHUNK)
+    ]
+    return np.concatenate(chunks)[: len(a)]
+
+
+class _Round(NamedTuple):
+    """What the operator knows of the current round inside a traced step."""
+
+    index: jax.Array  # int32, scalar or per agent (b,): the round k.
+    key: jax.Array  # The round's key, the same on every device.
+
+
+@dataclasses.dataclass(eq=False)
+class TimeVaryingGossip:
+    r"""Gossip with a matrix :math:`W_k` that changes every round (local view).
+
+    Build with :func:`link_failures` or :func:`sequence`; use ``mix`` only inside a
+    method wrapped by :func:`time_varying` (or inside :meth:`in_round`). ``mean``,
+    ``average`` and ``bytes_per_mean`` are the server operations of the nominal
+    operator and need no round.
+
+    Attributes:
+      kind: ``"symmetric"``, ``"pull"`` or ``"push"`` (link failures) or
+        ``"sequence"``.
+      base: the nominal operator: the failure-free base for link failures; for a
+        sequence, the period average :math:`\frac1T \sum_k W_k` (its support is the
+        union graph, which is what connectivity checks need).
+      path: ``"shift"`` (neighbour exchange) or ``"dense"`` (all-gather).
+      offsets: the shift offsets :math:`S` shared by every round (0 included).
+      coeffs: ``(T, len(offsets), n)``: per-round coefficient tables; ``T = 1``
+        (the base's) for link failures, where the round's draws modify them.
+      out_coeffs: for ``push``, ``(len(offsets), n)`` with entry ``[s, j]`` the
+        weight :math:`w_{(j - s) \bmod n,\, j}` of sender ``j``'s out-edge at
+        offset ``s``; ``None`` otherwise.
+      p: failure probability per edge and round (0 for a sequence).
+      matrices: the sequence's ``T`` matrices (for link failures, the base matrix).
+    """
+
+    kind: Kind
+    base: Gossip
+    path: Literal["shift", "dense"]
+    offsets: tuple[int, ...]
+    coeffs: np.ndarray
+    out_coeffs: np.ndarray | None
+    p: float
+    matrices: tuple[np.ndarray, ...]
+    _round: _Round | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The nominal ``(n, n)`` matrix (see ``base``)."""
+        return self.base.matrix
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents ``n``."""
+        return self.base.n_agents
+
+    @property
+    def period(self) -> int | None:
+        """``T`` for a sequence, ``None`` for link failures (no period)."""
+        return len(self.matrices) if self.kind == "sequence" else None
+
+    @property
+    def max_out_degree(self) -> int:
+        """Largest number of other agents one agent sends to in any single round."""
+        n = self.n_agents
+        off = ~np.eye(n, dtype=bool)
+        return max(int(((m != 0.0) & off).sum(axis=0).max(initial=0)) for m in self.matrices)
+
+    @contextlib.contextmanager
+    def in_round(self, round_index: jax.Array | int, key: jax.Array) -> Iterator[None]:
+        """Makes ``mix`` apply :math:`W_k` for round ``round_index`` drawn from ``key``.
+
+        Used by :func:`time_varying`; call it directly only to apply one round's
+        matrix by hand (tests), inside ``jax.shard_map``.
+
+        Args:
+          round_index: int32 scalar or per-agent vector ``(b,)`` (all entries equal):
+            the round :math:`k`; a sequence uses :math:`W_{k \bmod T}`.
+          key: the round's key, the same on every device (for link failures); see
+            :func:`round_key`.
+        """
+        previous = self._round
+        self._round = _Round(jnp.asarray(round_index, jnp.int32), key)
+        try:
+            yield
+        finally:
+            self._round = previous
+
+    def mix(self, tree: PyTree) -> PyTree:
+        """Returns ``W_k @ tree`` along the agent axis (local view).
+
+        Args:
+          tree: pytree of this device's block, every leaf of shape ``(b, ...)``.
+
+        Returns:
+          A pytree of the same structure, shapes and dtypes.
+
+        Raises:
+          RuntimeError: outside a time-varying step (no round to mix with).
+        """
+        if self._round is None:
+            raise RuntimeError(
+                "TimeVaryingGossip.mix was called outside a time-varying step: wrap the "
+                "method with core.time_varying.time_varying(algorithm, comm)."
+            )
+        leaves = jax.tree.leaves(tree)
+        if not leaves:
+            return tree
+        block = leaves[0].shape[0]
+        n_devices = jax.lax.axis_size(AGENT_AXIS)
+        if block * n_devices != self.n_agents:
+            raise ValueError(
+                f"the time-varying graph is for n_agents={self.n_agents} but the agent axis "
+                f"holds {block} agents on each of {n_devices} devices "
+                f"({block * n_devices} agents)."
+            )
+        ids = local_agent_ids(block)
+        # The round's draws once per call, its coefficients once per dtype, shared by
+        # all leaves (not cached across calls: a call may sit inside a cond or scan).
+        masks = self._failure_masks(ids)
+        coeffs: dict[Any, jax.Array] = {}
+
+        def leaf(x: jax.Array) -> jax.Array:
+            if x.dtype not in coeffs:
+                coeffs[x.dtype] = self._local_coeffs(ids, masks, x.dtype)
+            return self._mix_leaf(x, ids, coeffs[x.dtype])
+
+        return jax.tree.map(leaf, tree)
+
+    def _failure_masks(self, ids: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+        """This round's failed links of the agents ``ids``, each ``(len(offsets), b)``.
+
+        The first mask marks agent ``i``'s in-edge from ``i + s``; the second (``push``
+        only) its out-edge to ``i - s``. ``None`` for a sequence.
+        """
+        if self.kind == "sequence":
+            return None
+        n, key = self.n_agents, self._round.key
+        threshold = jnp.uint32(min(math.floor(self.p * 2**32), 2**32 - 1))
+        offsets = np.asarray(self.offsets, np.int32)[:, None]
+        off_diagonal = jnp.asarray(offsets != 0)
+        receivers = jnp.broadcast_to(ids[None, :], (len(self.offsets), ids.shape[0]))
+        senders = (ids[None, :] + offsets) % n
+        if self.kind == "symmetric":
+            a, b = jnp.minimum(receivers, senders), jnp.maximum(receivers, senders)
+        else:
+            a, b = receivers, senders
+        failed = _draw_edges(key, a, b, threshold) & off_diagonal
+        if self.kind != "push":
+            return failed, failed
+        # Sender j draws the failure of its out-edge j -> j - s itself, with the same
+        # (receiver, sender) pair as the receiver j - s did.
+        out_failed = _draw_edges(key, (ids[None, :] - offsets) % n, receivers, threshold)
+        return failed, out_failed & off_diagonal
+
+    def _local_coeffs(
+        self, ids: jax.Array, masks: tuple[jax.Array, jax.Array] | None, dtype: Any
+    ) -> jax.Array:
+        """This round's ``c_s[i]`` for the agents ``ids``: shape ``(len(offsets), b)``."""
+        table = jnp.asarray(self.coeffs, dtype)[:, :, ids]  # (T, |S|, b)
+        if masks is None:
+            period = table.shape[0]
+            index = jnp.broadcast_to(self._round.index, ids.shape) % period
+            # Each agent reads its own round's column (all agents share the round).
+            return jax.vmap(lambda k, col: col[k], in_axes=(0, 2), out_axes=1)(index, table)
+        c, zero = table[0], jnp.zeros((), dtype)
+        failed, out_failed = masks
+        if self.kind == "push":
+            # Sender j keeps the weights of its failed out-edges; they are a host
+            # constant because the base W is.
+            lost = jnp.where(out_failed, jnp.asarray(self.out_coeffs, dtype)[:, ids], zero)
+        else:
+            # Pull: the receiver i keeps w_ij. Symmetric: w_ji = w_ij and the draw is
+            # shared, so this row rule is also the column rule.
+            lost = jnp.where(failed, c, zero)
+        kept = jnp.where(failed, zero, c)
+        return kept.at[self.offsets.index(0)].add(jnp.sum(lost, axis=0))
+
+    def _mix_leaf(self, x: jax.Array, ids: jax.Array, coeffs: jax.Array) -> jax.Array:
+        block = x.shape[0]
+        n_devices = jax.lax.axis_size(AGENT_AXIS)
+        if self.path == "dense":
+            # This device's rows of W_k, scattered from the |S| coefficients per agent,
+            # then the all-gather reference path of core.comm.
+            offsets = np.asarray(self.offsets, np.int32)[:, None]
+            cols = (ids[None, :] + offsets) % self.n_agents
+            rows = jnp.broadcast_to(jnp.arange(block, dtype=cols.dtype)[None, :], cols.shape)
+            local = jnp.zeros((block, self.n_agents), x.dtype).at[rows, cols].add(coeffs)
+            full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
+            return jnp.tensordot(local, full, axes=1, precision=jax.lax.Precision.HIGHEST)
+        out = jnp.zeros_like(x)
+        for k, s in enumerate(self.offsets):
+            q, r = divmod(s, block)
+            parts = [comm._from_device_ahead(x[r:], q, n_devices)]
+            if r:
+                parts.append(comm._from_device_ahead(x[:r], q + 1, n_devices))
+            shifted = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+            out = out + comm._expand(coeffs[k], x.ndim) * shifted
+        return out
+
+    def mean(self, tree: PyTree) -> PyTree:
+        """Average over all agents (the server's mean); no round needed."""
+        return self.base.mean(tree)
+
+    def average(self, tree: PyTree) -> PyTree:
+        """The all-agent average kept per agent (delegates to ``base``)."""
+        return self.base.average(tree)
+
+    def bytes_per_mix(self, tree: PyTree) -> int:
+        """Bytes each agent sends in one :meth:`mix`: one broadcast of its vector.
+
+        Counted whether or not its links fail this round (see the module
+        docstring); zero when no round has off-diagonal entries.
+        """
+        return comm._bytes_per_agent(tree) if self.max_out_degree else 0
+
+    def bytes_per_mean(self, tree: PyTree) -> int:
+        """Bytes each agent uploads in one :meth:`mean` (one vector)."""
+        return self.base.bytes_per_mean(tree)
+
+
+# --------------------------------------------------------------------------------------
+# Host-side construction and validation.
+# --------------------------------------------------------------------------------------
+
+
+def _check_stochastic(w: np.ndarray, what: str, axis: int, where: str) -> None:
+    """Nonnegative, finite, and every row (``axis=1``) or column (0) summing to 1."""
+    if not np.all(np.isfinite(w)):
+        i, j = np.argwhere(~np.isfinite(w))[0]
+        raise ValueError(f"{where}[{i}, {j}] = {w[i, j]}; the matrix needs finite entries.")
+    i, j = np.unravel_index(np.argmin(w), w.shape)
+    if w[i, j] < -_ATOL:
+        raise ValueError(
+            f"{where}[{i}, {j}] = {w[i, j]:.6g} is negative; a {what} matrix needs "
+            f"nonnegative entries."
+        )
+    name = "row" if axis == 1 else "column"
+    sums = w.sum(axis=axis)
+    k = int(np.argmax(np.abs(sums - 1.0)))
+    if abs(sums[k] - 1.0) > _ATOL:
+        raise ValueError(
+            f"{name} {k} of {where} sums to {sums[k]:.12g}; a {what} matrix needs every "
+            f"{name} to sum to 1 (atol={_ATOL})."
+        )
+
+
+def _with_zero_offset(offsets: tuple[int, ...], coeffs: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """Adds offset 0 (with zero coefficients) so failed weight has a diagonal to go to."""
+    if 0 in offsets:
+        return offsets, coeffs
+    return (0, *offsets), np.concatenate([np.zeros((1, coeffs.shape[1])), coeffs])
+
+
+def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") -> TimeVaryingGossip:
+    r"""Random link failures: every edge of ``base`` fails with probability ``p`` per round.
+
+    See the module docstring for the update of :math:`W_k` and how draws are shared.
+
+    Args:
+      base: the failure-free operator from :func:`core.comm.gossip` (either path).
+      p: failure probability per edge and round, in ``[0, 1)`` (0 gives ``base``).
+      kind: ``"symmetric"`` (one draw per undirected edge, failed weight to both
+        diagonals; needs a symmetric doubly stochastic ``W``), ``"pull"`` (one draw
+        per directed edge, the receiver keeps the weight; needs a row-stochastic
+        ``R``) or ``"push"`` (the sender keeps it; needs a column-stochastic ``C``).
+
+    Returns:
+      A :class:`TimeVaryingGossip`; wrap the method built with it in
+      :func:`time_varying`.
+
+    Raises:
+      ValueError: if ``p`` is not in ``[0, 1)``, ``kind`` is unknown, or ``base``'s
+        matrix lacks the stochasticity ``kind`` must preserve.
+
+    Examples:
+      >>> from core import comm, topology, weights
+      >>> w = weights.metropolis_hastings(topology.ring(8))
+      >>> link_failures(comm.gossip(w), 0.2).offsets
+      (0, 1, 7)
+    """
+    if kind not in ("symmetric", "pull", "push"):
+        raise ValueError(f"kind must be 'symmetric', 'pull' or 'push', got {kind!r}.")
+    if (
+        isinstance(p, bool)
+        or not isinstance(p, (int, float, np.floating))
+        or not 0.0 <= float(p) < 1.0
+    ):
+        raise ValueError(
+            f"the link failure probability p must be a number in [0, 1), got p={p!r} "
+            "(p = 1 would disconnect every round)."
+        )
+    if not isinstance(base, Gossip):
+        raise ValueError(f"base must be a core.comm.Gossip, got {type(base).__name__}.")
+    w = base.matrix
+    if kind == "symmetric":
+        asym = float(np.max(np.abs(w - w.T)))
+        if asym > _ATOL:
+            raise ValueError(
+                f"kind='symmetric' needs a symmetric W (one failure draw per undirected "
+                f"edge), but |W - W^T| reaches {asym:.3g}; use kind='pull' (row-stochastic "
+                "R) or kind='push' (column-stochastic C) for a directed graph."
+            )
+        _check_stochastic(w, "symmetric doubly stochastic", 1, "W")
+    elif kind == "pull":
+        _check_stochastic(w, "row-stochastic (kind='pull')", 1, "R")
+    else:
+        _check_stochastic(w, "column-stochastic (kind='push')", 0, "C")
+    offsets, coeffs = _with_zero_offset(base.offsets, base.coeffs)
+    n = base.n_agents
+    out_coeffs = None
+    if kind == "push":
+        cols = np.arange(n)
+        out_coeffs = np.stack([w[(cols - s) % n, cols] for s in offsets])
+    return TimeVaryingGossip(
+        kind=kind,
+        base=base,
+        path=base.path,
+        offsets=offsets,
+        coeffs=coeffs[None],
+        out_coeffs=out_coeffs,
+        p=float(p),
+        matrices=(w,),
+    )
+
+
+def sequence(
+    matrices: Sequence[npt.ArrayLike],
+    *,
+    path: comm.Path = "auto",
+    symmetric: bool = False,
+    doubly_stochastic: bool = True,
+) -> TimeVaryingGossip:
+    r"""A fixed periodic sequence of graphs: round ``k`` mixes with ``matrices[k % T]``.
+
+    Each matrix is validated like :func:`core.comm.gossip` validates one, except for
+    connectivity, which only the sequence as a whole needs (the one-peer exponential
+    graph's single rounds are disconnected): the **period average**
+    :math:`\bar W = \frac1T \sum_k W_k`, whose support is the union graph, must pass
+    :func:`core.weights.check_mixing_matrix` (doubly stochastic) or
+    :func:`core.directed.check_row_stochastic` / ``check_column_stochastic`` (strongly
+    connected, aperiodic union). :math:`\bar W` is also the operator's nominal
+    ``matrix``, so the directed methods' host checks apply to the union graph.
+
+    Args:
+      matrices: ``T >= 1`` matrices of the same shape ``(n, n)``; they may have
+        different supports.
+      path: ``"shift"``, ``"dense"`` or ``"auto"`` (by the number of distinct offsets
+        of the union, as in :func:`core.comm.gossip`).
+      symmetric: require every matrix to be symmetric. Unlike
+        :func:`core.comm.gossip` the default is ``False``, because the typical
+        sequence (one-peer exponential) is doubly stochastic but not symmetric.
+      doubly_stochastic: require rows and columns to sum to one. With ``False``
+        every matrix must be row-stochastic (a pull sequence) or every matrix
+        column-stochastic (a push sequence).
+
+    Returns:
+      A :class:`TimeVaryingGossip`; wrap the method built with it in
+      :func:`time_varying`.
+
+    Raises:
+      ValueError: for an empty list, matrices of different shapes, a matrix that is
+        not stochastic as required (the message names the matrix and its row or
+        column), or a union graph that does not mix.
+
+    Examples:
+      >>> from core import directed
+      >>> op = sequence(directed.one_peer_exponential(8))
+      >>> op.period, op.offsets, op.max_out_degree
+      (3, (0, 1, 2, 4), 1)
+    """
+    if path not in ("auto", "shift", "dense"):
+        raise ValueError(f"path must be 'auto', 'shift' or 'dense', got {path!r}.")
+    mats = [
+        weights._as_square_float(m, f"matrix {k} of the sequence") for k, m in enumerate(matrices)
+    ]
+    if not mats:
+        raise ValueError("sequence needs at least one matrix, got an empty list.")
+    shapes = [m.shape for m in mats]
+    if len(set(shapes)) > 1:
+        k = next(k for k, s in enumerate(shapes) if s != shapes[0])
+        raise ValueError(
+            f"every matrix of the sequence must have the same shape (n, n): matrix 0 has "
+            f"shape {shapes[0]} but matrix {k} has shape {shapes[k]}."
+        )
+    if doubly_stochastic:
+        axes = (1, 0)
+        what = "symmetric doubly stochastic" if symmetric else "doubly stochastic"
+    else:
+        # A pull sequence (rows) or a push sequence (columns), never a mixture.
+        rows_ok = all(np.allclose(m.sum(axis=1), 1.0, rtol=0, atol=_ATOL) for m in mats)
+        axes = (1,) if rows_ok else (0,)
+        what = "row-stochastic" if rows_ok else "column-stochastic (or all row-stochastic)"
+    for k, m in enumerate(mats):
+        for axis in axes:
+            _check_stochastic(m, what, axis, f"matrix {k} of the sequence")
+        if symmetric:
+            asym = np.abs(m - m.T)
+            i, j = np.unravel_index(np.argmax(asym), m.shape)
+            if asym[i, j] > _ATOL:
+                raise ValueError(
+                    f"matrix {k} of the sequence is not symmetric: |W - W^T| = "
+                    f"{asym[i, j]:.6g} at ({i}, {j}); pass symmetric=False for doubly "
+                    "stochastic but non-symmetric matrices."
+                )
+    average = np.mean(mats, axis=0)
+    try:
+        if doubly_stochastic:
+            weights.check_mixing_matrix(average, symmetric=symmetric)
+        elif axes == (1,):
+            directed.check_row_stochastic(average)
+        else:
+            directed.check_column_stochastic(average)
+    except ValueError as err:
+        raise ValueError(
+            f"the sequence does not mix: its period average (1/T) sum_k W_k, whose support "
+            f"is the union graph of the {len(mats)} rounds, fails its check: {err}"
+        ) from None
+    n = average.shape[0]
+    decomposed = [comm._shift_decomposition(m) for m in mats]
+    offsets = tuple(sorted({0}.union(*(set(offs) for offs, _ in decomposed))))
+    coeffs = np.zeros((len(mats), len(offsets), n))
+    for k, (offs, c) in enumerate(decomposed):
+        for s, row in zip(offs, c, strict=True):
+            coeffs[k, offsets.index(s)] = row
+    if path == "auto":
+        path = "shift" if len(offsets) <= max(8, n // 4) else "dense"
+    nominal = comm.gossip(average, path=path, doubly_stochastic=False)
+    return TimeVaryingGossip(
+        kind="sequence",
+        base=nominal,
+        path=path,
+        offsets=offsets,
+        coeffs=coeffs,
+        out_coeffs=None,
+        p=0.0,
+        matrices=tuple(mats),
+    )
+
+
+def round_matrix(op: TimeVaryingGossip, key_or_round: jax.Array | int) -> np.ndarray:
+    """The ``(n, n)`` matrix :math:`W_k` of one round, rebuilt densely on the host.
+
+    An independent reference for tests and plots: it draws the same failure bits as
+    the device (same keys, same pair indices) but applies the failure rule to the
+    dense matrix in NumPy.
+
+    Args:
+      op: the operator.
+      key_or_round: for link failures, the round's key (:func:`round_key` of the step
+        key); for a sequence, the round index ``k``.
+
+    Returns:
+      The float64 matrix :math:`W_k`.
+
+    Raises:
+      TypeError: if ``key_or_round`` does not fit ``op`` (a key for a sequence, an
+        index for link failures).
+    """
+    is_index = isinstance(key_or_round, (int, np.integer))
+    if op.kind == "sequence":
+        if not is_index:
+            raise TypeError("a sequence's round matrix is chosen by the round index k, an int.")
+        return op.matrices[int(key_or_round) % len(op.matrices)].copy()
+    if is_index:
+        raise TypeError("link failures are drawn from the round's key: pass round_key(step_key).")
+    w = op.base.matrix
+    n = w.shape[0]
+    threshold = jnp.uint32(min(math.floor(op.p * 2**32), 2**32 - 1))
+    recv, send = np.nonzero((w != 0.0) & ~np.eye(n, dtype=bool))
+    if op.kind == "symmetric":
+        a, b = np.minimum(recv, send), np.maximum(recv, send)
+    else:
+        a, b = recv, send
+    failed = _host_draws(key_or_round, a, b, threshold)
+    out = w.copy()
+    lost = np.zeros((n, n))
+    lost[recv[failed], send[failed]] = w[recv[failed], send[failed]]
+    out -= lost
+    # pull/symmetric: the receiver i (row) keeps w_ij; push: the sender j (column).
+    out[np.diag_indices(n)] += lost.sum(axis=0 if op.kind == "push" else 1)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The wrapper.
+# --------------------------------------------------------------------------------------
+
+
+class TimeVaryingState(NamedTuple):
+    """State of a method run over a time-varying graph.
+
+    Attributes:
+      inner: the method's own state.
+      round: int32 ``(b,)``: the round :math:`k` of the next step, per agent (all
+        equal; kept per agent so every leaf has the agent axis).
+    """
+
+    inner: Any
+    round: jax.Array
+
+
+def time_varying(
+    algorithm: Algorithm, op: TimeVaryingGossip | Sequence[TimeVaryingGossip]
+) -> Algorithm:
+    r"""Runs ``algorithm`` (built with ``op``) over the time-varying graph of ``op``.
+
+    During step :math:`k` (the state's round counter) every ``mix`` of every operator
+    in ``op`` applies :math:`W_k`, drawn from ``round_key(step_key)`` (link failures)
+    or chosen as :math:`W_{k \bmod T}` (sequence); the same :math:`W_k` for every
+    call within the step. Mixes inside ``init`` use round 0 drawn from
+    ``round_key(init_key)``. Steps must receive different keys, as the run loop's
+    do, for link failures to be redrawn every round. The method's metrics, its
+    ``params`` and its name pass through unchanged.
+
+    Args:
+      algorithm: a method built with the operator(s).
+      op: the :class:`TimeVaryingGossip` it was built with, or several (e.g.
+        Push-Pull's pull ``R`` and push ``C``), which then share each round's key.
+
+    Returns:
+      An :class:`~core.algorithm.Algorithm` with state :class:`TimeVaryingState`.
+
+    Raises:
+      ValueError: if an operator is not a :class:`TimeVaryingGossip` or the operators
+        are for different numbers of agents.
+    """
+    ops = tuple(op) if isinstance(op, (list, tuple)) else (op,)
+    if not ops or not all(isinstance(o, TimeVaryingGossip) for o in ops):
+        raise ValueError(
+            "time_varying needs the TimeVaryingGossip operator(s) the method was built "
+            f"with (from link_failures or sequence), got {op!r}."
+        )
+    if len({o.n_agents for o in ops}) > 1:
+        raise ValueError(
+            f"the operators are for different numbers of agents: {[o.n_agents for o in ops]}."
+        )
+    ops = tuple({id(o): o for o in ops}.values())  # The same operator passed twice.
+
+    def in_round(fn, round_index, key):
+        with contextlib.ExitStack() as stack:
+            for o in ops:
+                stack.enter_context(o.in_round(round_index, key))
+            return fn()
+
+    def init(params: PyTree, data: PyTree, key: jax.Array) -> TimeVaryingState:
+        block = jax.tree.leaves(params)[0].shape[0]
+        start = jnp.zeros((block,), jnp.int32)
+        inner = in_round(lambda: algorithm.init(params, data, key), start, round_key(key))
+        return TimeVaryingState(inner, start)
+
+    def step(state: TimeVaryingState, batch: Batch, key: jax.Array):
+        inner, metrics = in_round(
+            lambda: algorithm.step(state.inner, batch, key), state.round, round_key(key)
+        )
+        return TimeVaryingState(inner, state.round + 1), metrics
+
+    def params(state: TimeVaryingState) -> PyTree:
+        return algorithm.params(state.inner)
+
+    return Algorithm(init=init, step=step, params=params, name=algorithm.name)
