@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.algorithm import Algorithm, Batch
-from core.mesh import AGENT_AXIS, agent_keys, num_agents, replicated
+from core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate
 from core.metrics import Evaluator
 from core.sampling import Sampler
 
@@ -107,7 +107,7 @@ class Runner:
                 f"params hold {num_agents(params)} agents but data holds {num_agents(data)}."
             )
         self._check_data(data)
-        return self._init(params, data, jax.device_put(key, replicated(self.mesh)))
+        return self._init(params, data, replicate(key, self.mesh))
 
     def evaluate(self, state: Any, data: PyTree, test_data: PyTree | None = None) -> dict:
         """Metrics of ``state`` (on device; see :mod:`core.metrics`)."""
@@ -187,8 +187,7 @@ class Runner:
                 out_specs=jax.P(None, AGENT_AXIS),
             )
         )
-        rep = replicated(self.mesh)
-        return traced(state, data, jax.device_put(key, rep), jax.device_put(jnp.int32(epoch), rep))
+        return traced(state, data, replicate(key, self.mesh), replicate(np.int32(epoch), self.mesh))
 
     def run_epochs(
         self,
@@ -208,13 +207,12 @@ class Runner:
           ``(num_epochs,)``; ``bytes_sent`` is what one agent sent in each epoch.
         """
         self._check_data(data)
-        rep = replicated(self.mesh)
         return self._chunk_fn(num_epochs)(
             state,
             data,
             test_data,
-            jax.device_put(key, rep),
-            jax.device_put(jnp.int32(first_epoch), rep),
+            replicate(key, self.mesh),
+            replicate(np.int32(first_epoch), self.mesh),
         )
 
 

@@ -76,6 +76,11 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
     return jax.NamedSharding(mesh, jax.P())
 
 
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Places host values whole on every device of ``mesh`` (any process count)."""
+    return put(tree, replicated(mesh))
+
+
 def shard_agents(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """Places a pytree of per-agent host arrays on ``mesh``, sharded on the agent axis.
 
@@ -97,7 +102,27 @@ def shard_agents(tree: Any, mesh: jax.sharding.Mesh) -> Any:
             f"n_agents={n} is not divisible by the device count {n_devices}; "
             "every device must hold the same number of agents."
         )
-    return jax.device_put(tree, agent_sharding(mesh))
+    return put(tree, agent_sharding(mesh))
+
+
+def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """Places host values (arrays, scalars, typed PRNG keys) with ``sharding``.
+
+    Works with one process and with many (``jax.distributed``): each process
+    builds only the shards of its own devices from the host value, so a process
+    never needs another's devices (``jax.device_put`` refuses shardings over
+    devices a process cannot address).
+    """
+
+    def leaf(x: Any) -> jax.Array:
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(
+                leaf(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+            )
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(leaf, tree)
 
 
 def num_agents(tree: Any) -> int:

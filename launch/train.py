@@ -226,7 +226,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     histories: dict[tuple[str, str], list[dict[str, float]]] = {}
     summary: list[dict[str, Any]] = []
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    with open(metrics_path, "w") as log:
+    # Only process 0 writes files; every process computes (multi-process runs).
+    lead = jax.process_index() == 0
+    with open(metrics_path if lead else os.devnull, "w") as log:
         for topo in config.topologies:
             comm_op, gap = experiment.mixing_operator(config, topo)
             # Directed graphs give (R, C); metrics only use the server mean of either.
@@ -285,13 +287,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
     summary_path = os.path.join(workdir, "summary.txt")
-    with open(summary_path, "w") as f:
-        f.write(table + "\n")
     plot_path = os.path.join(workdir, f"{metric}_vs_epochs.png")
-    plotting.plot_histories(histories, metric, plot_path, title=description)
     bytes_path = os.path.join(workdir, f"{metric}_vs_bytes.png")
-    plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
-    print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
+    if lead:
+        with open(summary_path, "w") as f:
+            f.write(table + "\n")
+        plotting.plot_histories(histories, metric, plot_path, title=description)
+        plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
+        print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
     return {
         "histories": histories,
         "summary": summary,
