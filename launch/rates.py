@@ -26,15 +26,20 @@ import numpy as np
 
 
 def fit_rate(
-    epochs: Sequence[float], values: Sequence[float], *, start: float | None = None
+    epochs: Sequence[float],
+    values: Sequence[float],
+    *,
+    start: float | None = None,
+    end: float | None = None,
 ) -> float:
-    """Slope of ``log(values)`` against ``log(epochs)`` over ``epochs >= start``.
+    """Slope of ``log(values)`` against ``log(epochs)`` over ``start <= epochs <= end``.
 
     Args:
       epochs: epoch numbers (epoch 0 and non-positive values are skipped).
       values: the metric at those epochs (non-positive or non-finite values are
         skipped).
       start: first epoch of the window; default half of the last epoch.
+      end: last epoch of the window; default the last epoch.
 
     Returns:
       The fitted slope, or NaN when fewer than three points are usable.
@@ -44,17 +49,22 @@ def fit_rate(
     if e.shape != v.shape:
         raise ValueError(f"epochs and values differ in shape: {e.shape} vs {v.shape}.")
     start = 0.5 * float(np.max(e, initial=0.0)) if start is None else start
-    keep = (e > 0) & (e >= start) & np.isfinite(v) & (v > 0)
+    end = float(np.max(e, initial=0.0)) if end is None else end
+    keep = (e > 0) & (e >= start) & (e <= end) & np.isfinite(v) & (v > 0)
     if keep.sum() < 3:
         return math.nan
     return float(np.polyfit(np.log(e[keep]), np.log(v[keep]), 1)[0])
 
 
-def history_rate(history: list[dict[str, float]], metric: str, start: float | None = None):
+def history_rate(
+    history: list[dict[str, float]],
+    metric: str,
+    start: float | None = None,
+    end: float | None = None,
+) -> float:
     """:func:`fit_rate` of ``metric`` over a run's per-epoch history."""
-    return fit_rate(
-        [row["epoch"] for row in history], [row[metric] for row in history], start=start
-    )
+    epochs = [row["epoch"] for row in history]
+    return fit_rate(epochs, [row[metric] for row in history], start=start, end=end)
 
 
 def bytes_to_reach(history: list[dict[str, float]], metric: str, target: float) -> float:

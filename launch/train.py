@@ -195,6 +195,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     obj = experiment.objective(config, net)
     metric = config.get("plot_metric", "dist_to_opt")
     target = config.get("target_error")
+    # Epochs over which the summary fits log(metric) ~ rate * log(epoch).
+    window = tuple(config.get("rate_window") or (config.num_epochs // 2, config.num_epochs))
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
     if config.objective.name in experiment.CONVEX_OBJECTIVES:
         x_star, f_star = optimum.solve(
@@ -272,7 +274,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 for row in history:
                     log.write(json.dumps({"topology": label, "algorithm": name, **row}) + "\n")
                 row = {"topology": label, "algorithm": name, **history[-1]}
-                row["rate"] = rates.history_rate(history, metric)
+                row["rate"] = rates.history_rate(history, metric, *window)
                 if target is not None:
                     row["bytes_to_target"] = rates.bytes_to_reach(history, metric, target)
                 summary.append(row)
@@ -281,7 +283,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     table = _format_table(summary, metric, target)
     table += (
         f"\nrate: fitted slope of log({metric}) against log(epoch) over epochs "
-        f"{config.num_epochs // 2}..{config.num_epochs}"
+        f"{window[0]}..{window[1]}"
     )
     if target is not None:
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
