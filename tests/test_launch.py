@@ -79,6 +79,7 @@ def test_reproduction_configs_run_and_fall_back_to_embedded_data(name, tmp_path,
     module = importlib.import_module(f"launch.configs.{name}")
     config = module.get_config("runlocal")
     config.topologies = ("ring",)  # One graph keeps the test short; all methods run.
+    config.n_devices = 1  # 1 vs 8 devices is tested elsewhere; fake devices are slow here.
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds_here"))
     out = train.train_and_evaluate(config, str(tmp_path))
     assert {a for _, a in out["histories"]} == set(config.algorithms)
@@ -114,6 +115,7 @@ def test_compressed_config_counts_bits_and_reports_bytes_to_target(tmp_path):
     config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
     config.topologies = ("ring",)
     config.algorithms = ("dsgd", "cedas@qsgd2", "choco_sgd@rand30")
+    config.n_devices = 1
     config.target_error = 10.0  # Reached at epoch 0: bytes to target is then 0.
     out = train.train_and_evaluate(config, str(tmp_path))
     sent = {a: h[-1]["bytes_sent"] for (_, a), h in out["histories"].items()}
@@ -139,6 +141,8 @@ def test_federated_config_runs_with_models_test_split_and_round_budget(tmp_path)
     config.report_heterogeneity = False  # core.heterogeneity has its own tests.
     config.num_epochs = 2
     config.algorithm_epochs = {"dsgt": 1}
+    config.algorithms = ("local_sgd", "fedavg", "dsgt")  # The rest: tests/test_federated.py.
+    config.n_devices = 1
     out = train.train_and_evaluate(config, str(tmp_path))
     histories = {a: h for (_, a), h in out["histories"].items()}
     assert set(histories) == set(config.algorithms)
@@ -156,6 +160,7 @@ def test_directed_config_runs(experiment_name, tmp_path):
         f"{experiment_name},runlocal"
     )
     config.topologies = ("random_digraph",)
+    config.n_devices = 1
     out = train.train_and_evaluate(config, str(tmp_path))
     assert {a for _, a in out["histories"]} == set(config.algorithms)
     metric = out["metric"]
