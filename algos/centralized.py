@@ -50,7 +50,15 @@ def centralized(
     optimizer: optax.GradientTransformation | None = None,
     name: str = "centralized",
 ) -> Algorithm:
-    r"""Centralized (server-averaged) gradient method; see the module docstring.
+    r"""Centralized (server-averaged) gradient method.
+
+    .. math::
+
+      x^{k+1} = x^k - \alpha_k \frac1n \sum_{i=1}^n \nabla f_{i,\xi_i^k}(x^k),
+
+    held by every agent (with ``optimizer``, its optax update of the averaged
+    gradient). Driven by :func:`core.sampling.reshuffle` it is centralized RR;
+    by :func:`core.sampling.iid`, minibatch SGD.
 
     The initial iterate is the average of the agents' initial parameters. Each
     step every agent uploads one gradient (counted in ``bytes_sent``).
@@ -64,6 +72,9 @@ def centralized(
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`CentralizedState`.
+
+    References:
+          Huang et al., IEEE TSP 2023, https://arxiv.org/abs/2112.15287 (CRR baseline).
     """
     opt = local_optimizer(learning_rate, optimizer)
     grad_fn = jax.vmap(jax.grad(loss_fn))

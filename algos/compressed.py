@@ -49,7 +49,19 @@ def compressed(
     mode: Mode = "ef21",
     **kwargs: Any,
 ) -> Algorithm:
-    """Any ``mix``-only method over compressed gossip, unchanged otherwise.
+    r"""Any ``mix``-only method over compressed gossip, unchanged otherwise.
+
+    Every ``mix(x)`` of the method becomes, per agent, with compressor
+    :math:`\mathcal C` and consensus step :math:`\gamma`,
+
+    .. math::
+
+      \text{ef21:}\ \hat x \leftarrow \hat x + \mathcal C(x - \hat x),\
+      x + \gamma (W \hat x - \hat x); \qquad
+      \text{ef:}\ m = \mathcal C(x + e),\ e \leftarrow x + e - m,\
+      x + \gamma (W m - m),
+
+    and sends one compressed vector (see :mod:`core.compressed_gossip`).
 
     Example: ``compressed(algos.dsgd, loss, op, compression.top_k(10),
     consensus_step=0.3, mode="ef", learning_rate=0.1)`` is DSGD with error feedback.
@@ -62,6 +74,11 @@ def compressed(
       consensus_step: :math:`\\gamma` of :mod:`core.compressed_gossip`.
       mode: ``"ef21"`` (CHOCO-gossip public copies) or ``"ef"`` (error feedback).
       **kwargs: the method's own hyperparameters.
+
+    References:
+          Koloskova, Stich, Jaggi 2019, https://arxiv.org/abs/1902.00340 (CHOCO-gossip);
+          Richtárik, Sokolov, Fatkhullin 2021, https://arxiv.org/abs/2106.05203 (EF21);
+          Stich, Cordonnier, Jaggi 2018, https://arxiv.org/abs/1809.07599 (error feedback).
     """
     op = compressed_gossip(comm, compressor, consensus_step=consensus_step, mode=mode)
     algorithm = compress_communication(factory(loss_fn, op, **kwargs), op)
@@ -89,6 +106,9 @@ def choco_sgd(
     compressors; pass an unbiased one through :func:`core.compression.contractive`
     (:math:`\mathcal C/(1+\omega)`). Converges to a neighbourhood of :math:`x^*`
     (DSGD's bias remains).
+
+    References:
+          Koloskova, Stich, Jaggi, ICML 2019, https://arxiv.org/abs/1902.00340
     """
     op = compressed_gossip(comm, compressor, consensus_step=consensus_step, mode="ef21")
     inner = dsgd(loss_fn, op, learning_rate, variant="atc")
@@ -232,6 +252,9 @@ def cedas(
       consensus_step: :math:`\gamma \in (0, 1]`, order :math:`1/(1+\omega)` under
         heavy compression.
       averaging: :math:`\beta \in (0, 1]`; default :math:`1/(1+\omega)`.
+
+    References:
+          Huang & Pu, IEEE TAC 2024, https://arxiv.org/abs/2301.05872
     """
     return _lead_family(
         loss_fn, comm, learning_rate, compressor, consensus_step, averaging, False, "cedas"
@@ -261,6 +284,9 @@ def lead(
     a constant step it coincides with CEDAS (:math:`Z = \eta D`); with a varying
     step the dual is scaled differently. Linear convergence with exact gradients
     under unbiased compression. One compressed vector per agent per step.
+
+    References:
+          Liu, Li, Wang, Tang, Yan, ICLR 2021, https://arxiv.org/abs/2007.00232
     """
     return _lead_family(
         loss_fn, comm, learning_rate, compressor, consensus_step, averaging, True, "lead"

@@ -145,6 +145,10 @@ def exact_diffusion(
       restart_every_epoch: restart the recursion (:math:`\psi := x`) at every
         epoch's first step, as ED-RR does.
       name: name for logs.
+
+    References:
+          Yuan, Ying, Zhao, Sayed, IEEE TSP 2019, https://arxiv.org/abs/1702.05122;
+          Tang et al. (D²), ICML 2018, https://arxiv.org/abs/1803.07068
     """
     opt = local_optimizer(learning_rate, optimizer)
     return _diffusion(
@@ -188,6 +192,9 @@ def ed_rr(
     it is the EDAS/D² form of the authors' code, and it costs one gradient per
     step; the literal form (two gradients per step, plain SGD steps only) is
     ``same_sample_difference=True``. Run with :func:`core.sampling.reshuffle`.
+
+    References:
+          Huang, Zhou, Pu, IEEE TAC 2025, https://arxiv.org/abs/2306.12037
     """
     if same_sample_difference:
         if optimizer is not None:
@@ -241,6 +248,9 @@ def nids(
       learning_rate: constant :math:`\alpha > 0`.
       c: mixing constant, :math:`0 < c\alpha \le 1/(1-\lambda_{\min}(W))`;
         defaults to :math:`1/(2\alpha)`.
+
+    References:
+          Li, Shi, Yan, IEEE TSP 2019, https://arxiv.org/abs/1704.07807
     """
     alpha = _constant_step(learning_rate, "nids")
     c_alpha = 0.5 if c is None else c * alpha
@@ -302,6 +312,9 @@ def extra(
       loss_fn: per-agent objective.
       comm: gossip operator with symmetric doubly stochastic ``W``.
       learning_rate: constant :math:`\alpha > 0`.
+
+    References:
+          Shi, Ling, Wu, Yin, SIAM J. Optim. 2015, https://arxiv.org/abs/1404.6264
     """
     alpha = _constant_step(learning_rate, "extra")
     grad_fn = jax.vmap(jax.grad(loss_fn))

@@ -84,6 +84,10 @@ def dsgd(
       >>> alg = dsgd(least_squares().loss, comm.gossip(w), learning_rate=0.1)
       >>> alg.name
       'dsgd'
+
+    References:
+          Lian et al., NeurIPS 2017, https://arxiv.org/abs/1705.09056 (D-PSGD, CTA);
+          Nedić & Ozdaglar, IEEE TAC 2009 (DGD).
     """
     if variant not in ("atc", "cta"):
         raise ValueError(f"variant must be 'atc' or 'cta', got {variant!r}.")
@@ -139,6 +143,9 @@ def d_rr(
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`DsgdState`.
+
+    References:
+          Huang, Li, Milzarek, Pu, Qiu, IEEE TSP 2023, https://arxiv.org/abs/2112.15287
     """
     return dsgd(loss_fn, comm, learning_rate, optimizer=optimizer, variant="atc")._replace(
         name="d-rr"

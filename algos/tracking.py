@@ -103,6 +103,11 @@ def gradient_tracking(
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`TrackingState`.
+
+    References:
+          Pu & Nedić, Math. Prog. 2021, https://arxiv.org/abs/1805.11454 (DSGT);
+          Nedić, Olshevsky, Shi, SIAM J. Optim. 2017, https://arxiv.org/abs/1607.03218
+          (DIGing).
     """
     if variant not in ("dsgt", "atc", "cta"):
         raise ValueError(f"variant must be 'dsgt', 'atc' or 'cta', got {variant!r}.")
@@ -171,6 +176,9 @@ def gt_rr(
     :func:`gradient_tracking` with ``variant="dsgt", restart_every_epoch=True``;
     run it with :func:`core.sampling.reshuffle` and an epoch-indexed step.
     Communication: :math:`m` x-messages and :math:`m-1` y-messages per epoch.
+
+    References:
+          Huang, Zhou, Pu, IEEE TAC 2025, https://arxiv.org/abs/2306.12037
     """
     return gradient_tracking(
         loss_fn,
