@@ -1,0 +1,28 @@
+"""decentjax's benchmark suite: each comparison side by side in one invocation.
+
+Command (the full mode; add ``--quick`` for the small, one-repetition mode CI runs)::
+
+  bash launch/benchmarks/setup_peers.sh        # once: the peers' venvs (PyTorch, pfl, FedJAX)
+  python -m launch.benchmarks [--quick] [--only NAME,...] [--reps N] [--out DIR]
+
+It prints a table of ratios (medians of ``--reps`` repetitions), and writes
+``results.json`` and one PNG per comparison to ``--out``. The comparisons, one module each:
+
+* :mod:`~launch.benchmarks.equal_work`: a DSGD / GT step of 64 agents (MLP 784-256-10)
+  against one centralized step on the same total batch (target ≤ 1.3x);
+* :mod:`~launch.benchmarks.numpy_drr`: D-RR / DSGD on logistic regression against the
+  authors' NumPy style, n = 16 .. 1024 (target ≥ 10x at n = 256, growing);
+* :mod:`~launch.benchmarks.torch_loop`: DSGD against a per-agent PyTorch loop, n = 16, 64
+  (target ≥ 20x at n = 64);
+* :mod:`~launch.benchmarks.federated`: FedAvg rounds/s against pfl and FedJAX (targets
+  ≥ 5x, ≥ 10x);
+* :mod:`~launch.benchmarks.scaling`: time, memory and compile time for n = 16 .. 16384.
+
+Peers run in their own virtual environments (``setup_peers.sh``; nothing of theirs is in
+this repository) as subprocesses that print JSON; a peer that is not installed is
+reported with the reason, never silently dropped. Timings are wall-clock on whatever else
+the machine is doing: read ratios, not absolute times, and compare runs of one machine.
+"""
+
+COMPARISONS = ("equal_work", "numpy_drr", "torch_loop", "federated", "scaling")
+"""Module names of the comparisons, in the order they run and print."""

@@ -90,6 +90,8 @@ class RoundTimer(TrainingProcessCallback):
 def main() -> None:
     """Reads the payload, runs the rounds, prints the median round time as JSON."""
     cfg = json.loads(sys.stdin.read())
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
     image, batch, steps = tuple(cfg["image"]), cfg["batch"], cfg["local_steps"]
     clients, samples = cfg["clients"], steps * batch

@@ -30,6 +30,8 @@ from torch import nn
 def main() -> None:
     """Reads the payload, times ``reps`` chunks of ``steps`` DSGD steps, prints JSON."""
     cfg = json.loads(sys.stdin.read())
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
     n, batch, samples = cfg["n"], cfg["batch"], cfg["samples"]
     models = [

@@ -55,6 +55,28 @@ def mixing_matrix(graph: str, n: int, *, lazy: bool = False) -> np.ndarray:
     return weights.lazy(w) if lazy else w
 
 
+VALIDATE_UP_TO = 1024
+"""Above this many agents :func:`gossip_operator` skips ``comm.gossip``'s validation."""
+
+
+def gossip_operator(w: np.ndarray, path: str = "auto") -> comm.Gossip:
+    """``comm.gossip(w, path=path)``, without its spectral check for large ``n``.
+
+    ``comm.gossip`` validates ``W`` with ``weights.check_mixing_matrix``, whose mixing-rate
+    test is a dense SVD, O(n^3) on the host: 76 s at n = 4096 here, over an hour at
+    16384. The matrices of :func:`mixing_matrix` are valid by construction, so above
+    :data:`VALIDATE_UP_TO` agents the operator is assembled from the library's own shift
+    decomposition and ``"auto"`` rule without that check.
+    """
+    n = w.shape[0]
+    if n <= VALIDATE_UP_TO:
+        return comm.gossip(w, path=path)
+    offsets, coeffs = comm._shift_decomposition(w)  # The library's decomposition.
+    if path == "auto":  # comm.gossip's rule.
+        path = "shift" if len(offsets) <= max(8, n // 4) else "dense"
+    return comm.Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs)
+
+
 @dataclasses.dataclass
 class Workload:
     """A runner with its data and a factory of fresh (sharded) initial states.
@@ -182,7 +204,7 @@ def logistic_workload(
     """
     n, m, d = data["x"].shape
     loss = objectives.logistic_regression(reg=reg).loss
-    op = comm.gossip(w, path=path)
+    op = gossip_operator(w, path=path)
     if method == "d_rr":
         algorithm, sampler = algos.d_rr(loss, op, alpha), sampling.reshuffle(m)
     elif method == "dsgd":
