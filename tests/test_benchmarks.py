@@ -13,17 +13,14 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from launch.benchmarks import COMPARISONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    peers = tmp_path_factory.mktemp("no_peers")
+def _quick_run(tmp_path):
+    out, peers = tmp_path / "bench", tmp_path / "no_peers"
+    peers.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     proc = subprocess.run(
         [sys.executable, "-m", "launch.benchmarks", "--quick", "--out", str(out)]
@@ -37,11 +34,18 @@ def quick_run(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "results.json") as f:
-        return out, json.load(f), proc.stdout
+        return json.load(f), proc.stdout
 
 
-def test_every_comparison_reports_rows_and_positive_timings(quick_run):
-    out, doc, stdout = quick_run
+def test_quick_mode_writes_the_table_json_and_plots(tmp_path):
+    # One test around one run: under pytest-xdist a shared fixture would run once per worker.
+    doc, stdout = _quick_run(tmp_path)
+    _check_rows_and_plots(doc, stdout)
+    _check_decentjax_timings_and_equal_work(doc)
+    _check_absent_peers_are_reported(doc)
+
+
+def _check_rows_and_plots(doc, stdout):
     assert doc["meta"]["quick"] is True and doc["meta"]["failed"] == {}
     assert set(doc["comparisons"]) == set(COMPARISONS)
     for name, comp in doc["comparisons"].items():
@@ -56,8 +60,7 @@ def test_every_comparison_reports_rows_and_positive_timings(quick_run):
     assert "| comparison | case |" in stdout
 
 
-def test_decentjax_timings_and_equal_work_check(quick_run):
-    _, doc, _ = quick_run
+def _check_decentjax_timings_and_equal_work(doc):
     comps = doc["comparisons"]
     for entry in comps["equal_work"]["measurements"]:
         assert entry["step_s"] > 0 and entry["compile_s"] >= 0 and len(entry["step_s_all"]) == 1
@@ -72,8 +75,7 @@ def test_decentjax_timings_and_equal_work_check(quick_run):
     assert comps["federated"]["measurements"][0]["rounds_per_s"] > 0
 
 
-def test_absent_peers_are_reported_with_the_setup_command(quick_run):
-    _, doc, _ = quick_run
+def _check_absent_peers_are_reported(doc):
     rows = doc["comparisons"]["federated"]["rows"] + doc["comparisons"]["torch_loop"]["rows"]
     for row in rows:
         assert row["peer"] is None and row["value"] is None
