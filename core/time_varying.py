@@ -352,15 +352,7 @@ class TimeVaryingGossip:
             local = jnp.zeros((block, self.n_agents), x.dtype).at[rows, cols].add(coeffs)
             full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
             return jnp.tensordot(local, full, axes=1, precision=jax.lax.Precision.HIGHEST)
-        out = jnp.zeros_like(x)
-        for k, s in enumerate(self.offsets):
-            q, r = divmod(s, block)
-            parts = [comm._from_device_ahead(x[r:], q, n_devices)]
-            if r:
-                parts.append(comm._from_device_ahead(x[:r], q + 1, n_devices))
-            shifted = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-            out = out + comm._expand(coeffs[k], x.ndim) * shifted
-        return out
+        return comm._shift_mix(x, self.offsets, list(coeffs), n_devices)
 
     def mean(self, tree: PyTree) -> PyTree:
         """Average over all agents (the server's mean); no round needed."""
