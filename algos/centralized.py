@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from core.algorithm import Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 
 PyTree = Any
@@ -77,7 +77,7 @@ def centralized(
           Huang et al., IEEE TSP 2023, https://arxiv.org/abs/2112.15287 (CRR baseline).
     """
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CentralizedState:
         del data, key

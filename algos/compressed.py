@@ -32,7 +32,7 @@ import optax
 
 from algos.dsgd import dsgd
 from core import compression
-from core.algorithm import Algorithm, Batch
+from core.algorithm import Algorithm, Batch, agent_grad
 from core.comm import Gossip
 from core.compressed_gossip import Mode, compress_communication, compressed_gossip
 
@@ -165,7 +165,7 @@ def _lead_family(
     if not callable(learning_rate) and not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
     schedule = learning_rate if callable(learning_rate) else (lambda count: learning_rate)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
     gamma = consensus_step
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> LeadState:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from core.algorithm import Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.tree import select
 
@@ -72,7 +72,7 @@ def _diffusion(
     name: str,
 ) -> Algorithm:
     """The adapt-correct-combine skeleton shared by ED, ED-RR and NIDS."""
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> DiffusionState:
         del data, key
@@ -317,7 +317,7 @@ def extra(
           Shi, Ling, Wu, Yin, SIAM J. Optim. 2015, https://arxiv.org/abs/1404.6264
     """
     alpha = _constant_step(learning_rate, "extra")
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> ExtraState:
         del data, key

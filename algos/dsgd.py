@@ -23,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import optax
 
-from core.algorithm import Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 
 PyTree = Any
@@ -92,7 +92,7 @@ def dsgd(
     if variant not in ("atc", "cta"):
         raise ValueError(f"variant must be 'atc' or 'cta', got {variant!r}.")
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> DsgdState:
         del data, key  # DSGD needs neither.

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from core.algorithm import Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.mesh import as_varying, local_agent_ids
 from core.tree import select
@@ -241,7 +241,7 @@ def _local_sgd(
             "server_learning_rate applies only without server_optimizer (put the server step "
             f"size inside the optax transform); got server_learning_rate={server_learning_rate!r}."
         )
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> FedAvgState:
         del data, key  # The first round's draw uses the step key.
@@ -557,7 +557,7 @@ def scaffold(
     num = _num_participants(participation, n)
     lr = _check_step_size(learning_rate, "learning_rate")
     server_lr = _check_step_size(server_learning_rate, "server_learning_rate")
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def round_step_sum(count: jax.Array) -> jax.Array | float:
         """:math:`\\sum_k \\eta_l(rK + k)` over the round ending at step ``count``."""

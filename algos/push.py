@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import optax
 
 from core import compression, directed
-from core.algorithm import Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.mesh import agent_keys
 from core.tree import select
@@ -252,7 +252,7 @@ def push_sum_sgp(
     """
     _check_push(push, "push_sum_sgp")
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> PushSumState:
         del data, key
@@ -357,7 +357,7 @@ def push_pull(
     _check_variant(variant)
     _check_pair(pull, push, "push_pull")
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> PushPullState:
         del data, key
@@ -449,7 +449,7 @@ def push_diging(
     """
     _check_push(push, "push_diging")
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> PushDigingState:
         del data, key
@@ -514,7 +514,7 @@ def _apd(
     name: str,
 ) -> Algorithm:
     """The APD skeleton; ``beta=None`` is APD, a float is APD-SC's Z-update."""
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> ApdState:
         del data, key
@@ -755,7 +755,7 @@ def _cpp(
     name: str,
 ) -> Algorithm:
     """The CPP skeleton; ``p=None`` is CPP, a float is B-CPP's activation probability."""
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CppState:
         del data, key

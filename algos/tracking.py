@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from core.algorithm import Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.tree import select
 
@@ -112,7 +112,7 @@ def gradient_tracking(
     if variant not in ("dsgt", "atc", "cta"):
         raise ValueError(f"variant must be 'dsgt', 'atc' or 'cta', got {variant!r}.")
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = jax.vmap(jax.grad(loss_fn))
+    grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> TrackingState:
         del data, key

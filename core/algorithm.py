@@ -10,6 +10,7 @@ block of agents.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -87,3 +88,72 @@ def local_optimizer(
     if not callable(learning_rate) and not float(learning_rate) > 0.0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
     return optax.sgd(learning_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentMapped:
+    """A per-agent loss marked to be differentiated agent by agent (see :func:`map_over_agents`).
+
+    Calling it calls ``loss_fn``; only :func:`agent_grad` treats it differently.
+
+    Attributes:
+      loss_fn: ``(params, batch) -> scalar`` for one agent.
+      batch_size: agents per iteration of the ``lax.map`` (``None``: one at a time).
+    """
+
+    loss_fn: Callable[[Params, PyTree], jax.Array]
+    batch_size: int | None = None
+
+    def __call__(self, params: Params, batch: PyTree) -> jax.Array:
+        """The wrapped loss of one agent."""
+        return self.loss_fn(params, batch)
+
+
+def map_over_agents(
+    loss_fn: Callable[[Params, PyTree], jax.Array], batch_size: int | None = None
+) -> AgentMapped:
+    """Marks a loss so that every method computes its per-agent gradients with ``lax.map``.
+
+    By default a method lifts ``jax.grad(loss_fn)`` over the agents of a device block
+    with ``jax.vmap``: one batched program, the fastest choice for small per-agent
+    models (logistic regression, MLPs: on this project's CPU benchmark the MLP
+    784-256-10 step for 64 agents is 27 ms vmapped vs 34 ms mapped). For models whose
+    batched form XLA compiles poorly, a loop over the agents of the block with
+    ``jax.lax.map`` can be much faster: the small CNN of :func:`models.nets.cnn`, 16
+    clients, batch 32, runs a FedAvg step in 51 ms mapped vs 86 ms vmapped on 2 CPU
+    cores. Results are the same up to rounding; only the schedule changes.
+
+    Args:
+      loss_fn: ``(params, batch) -> scalar`` for one agent.
+      batch_size: agents per ``lax.map`` iteration (vmapped within it); ``None`` maps
+        one agent at a time; it need not divide the block size.
+
+    Returns:
+      An :class:`AgentMapped` that can be passed wherever a method takes ``loss_fn``.
+
+    Raises:
+      ValueError: if ``loss_fn`` is not callable or ``batch_size`` is not a positive int.
+    """
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable, got {loss_fn!r}.")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}.")
+    return AgentMapped(loss_fn, batch_size)
+
+
+def agent_grad(
+    loss_fn: Callable[[Params, PyTree], jax.Array],
+) -> Callable[[Params, PyTree], Params]:
+    """Per-agent gradients over a device block: ``(params, data) -> grads`` (local view).
+
+    ``params`` and ``data`` have a leading block axis of ``b`` agents; the result has
+    the leaves of ``params``. Agent ``i`` gets ``grad(loss_fn)(params[i], data[i])``,
+    computed with ``jax.vmap`` unless ``loss_fn`` came from :func:`map_over_agents`,
+    in which case with ``jax.lax.map``.
+    """
+    if isinstance(loss_fn, AgentMapped):
+        grad = jax.grad(loss_fn.loss_fn)
+        return lambda params, data: jax.lax.map(
+            lambda args: grad(*args), (params, data), batch_size=loss_fn.batch_size
+        )
+    return jax.vmap(jax.grad(loss_fn))

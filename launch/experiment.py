@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 import algos
+from core import algorithm as algorithm_lib
 from core import comm, compression, datasets, directed, partition, schedules, topology, weights
 from models import nets, objectives
 
@@ -215,6 +216,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "n_agents, num_epochs and log_every must be >= 1; got "
             f"{config.n_agents}, {config.num_epochs}, {config.log_every}."
         )
+    if config.get("agent_map", "auto") not in AGENT_MAPS:
+        raise ValueError(
+            f"agent_map must be one of {list(AGENT_MAPS)}, got {config.get('agent_map')!r}."
+        )
     if config.dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {config.dtype!r}.")
     if config.step.schedule not in ("constant", "inverse_epoch", "piecewise"):
@@ -371,6 +376,24 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
     if compressor_key is None:
         return ALGORITHMS[method].sampler, ALGORITHMS[method].decentralized
     return config.get("compressed_sampler", "iid"), True
+
+
+AGENT_MAPS = ("auto", "vmap", "map")
+"""``config.agent_map``: how per-agent gradients are batched (see :func:`agent_loss`)."""
+
+
+def agent_loss(config: ml_collections.ConfigDict, loss_fn):
+    """``loss_fn`` as the methods should differentiate it per agent.
+
+    ``config.agent_map`` (optional, default ``"auto"``): ``"vmap"`` batches the agents
+    of a device with ``jax.vmap``; ``"map"`` loops over them with ``jax.lax.map``
+    (:func:`core.algorithm.map_over_agents`); ``"auto"`` maps for the CNN, whose batched
+    form XLA:CPU runs slowly, and vmaps otherwise.
+    """
+    mode = config.get("agent_map", "auto")
+    if mode == "auto":
+        mode = "map" if config.get("model", {}).get("name") == "cnn" else "vmap"
+    return algorithm_lib.map_over_agents(loss_fn) if mode == "map" else loss_fn
 
 
 def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):

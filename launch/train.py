@@ -246,7 +246,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                     continue
                 sampler = sampling.make_sampler(sampler_name, m, config.batch_size)
                 lr = experiment.learning_rate(config, sampler.steps_per_epoch)
-                algorithm = experiment.build_algorithm(config, name, obj.loss, comm_op, lr)
+                loss_fn = experiment.agent_loss(config, obj.loss)
+                algorithm = experiment.build_algorithm(config, name, loss_fn, comm_op, lr)
                 runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
                 state = runner.init(mesh.shard_agents(x0, agent_mesh), shard, key)
                 # e.g. decentralized GT given the federated methods' budget of rounds.

@@ -1,6 +1,6 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
-from models.nets import CNN, MLP, Linear, Model, cnn, linear, mlp
+from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
 from models.objectives import (
     Objective,
     least_squares,
@@ -17,6 +17,7 @@ __all__ = [
     "Linear",
     "Model",
     "Objective",
+    "PatchConv",
     "cnn",
     "least_squares",
     "linear",

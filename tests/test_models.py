@@ -11,6 +11,7 @@ import optax
 import pytest
 import scipy.optimize
 import scipy.special
+from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from models import (
@@ -21,6 +22,7 @@ from models import (
     linear,
     logistic_regression,
     mlp,
+    nets,
     nonconvex_logistic_regression,
     smoothness_least_squares,
     smoothness_logistic,
@@ -358,3 +360,31 @@ def test_objective_is_a_namedtuple():
     assert obj.name == "logistic_regression"
     loss, accuracy, name = obj
     assert callable(loss) and callable(accuracy) and name == obj.name
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1), (3, 5)])
+def test_patch_conv_equals_nnx_conv(kernel_size):
+    # Same init (same RNG draws), same outputs and gradients as nnx.Conv "SAME", stride 1.
+    kwargs = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+    ours = nets.PatchConv(3, 5, kernel_size, rngs=nnx.Rngs(0), **kwargs)
+    ref = nnx.Conv(3, 5, kernel_size, rngs=nnx.Rngs(0), **kwargs)
+    np.testing.assert_array_equal(ours.kernel[...], ref.kernel[...])
+    bias = jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float64)
+    ours.bias[...], ref.bias[...] = bias, bias
+    x = jax.random.normal(jax.random.key(1), (2, 7, 6, 3), jnp.float64)
+    np.testing.assert_allclose(ours(x), ref(x), rtol=0, atol=1e-12)
+
+    def grads(module):
+        graphdef, params = nnx.split(module, nnx.Param)
+        return jax.grad(lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x))))(params)
+
+    for g_ours, g_ref in zip(
+        jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(ref)), strict=True
+    ):
+        np.testing.assert_allclose(g_ours, g_ref, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("kernel_size", [(2, 3), (0, 1), (3, -1)])
+def test_patch_conv_rejects_even_or_empty_kernel(kernel_size):
+    with pytest.raises(ValueError, match="kernel_size must be two odd positive ints"):
+        nets.PatchConv(1, 2, kernel_size, rngs=nnx.Rngs(0))

@@ -24,6 +24,7 @@ from core import (
     topology,
     weights,
 )
+from core.algorithm import map_over_agents
 from launch import experiment, train
 from launch.configs import quickstart
 from models import objectives
@@ -191,6 +192,7 @@ BAD_CONFIGS = [
     ),
     ({"topologies": ("grid",), "n_agents": 12}, "square number of agents, got n_agents=12"),
     ({"objective.reg": -1.0}, "reg must be a non-negative number, got reg=-1.0"),
+    ({"agent_map": "pmap"}, "agent_map must be one of \\['auto', 'vmap', 'map'\\], got 'pmap'"),
 ]
 
 
@@ -225,6 +227,8 @@ BAD_CALLS = [
         ),
         "alpha",
     ),
+    (lambda: map_over_agents(lambda p, b: 0.0, 0), "batch_size must be None or a positive int"),
+    (lambda: map_over_agents("loss"), "loss_fn must be callable, got 'loss'"),
     (lambda: sampling.reshuffle(4, batch_size=5), "batch_size must be in \\[1, num_samples=4\\]"),
     (
         lambda: algos.nids(

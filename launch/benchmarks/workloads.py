@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import algos
+from core import algorithm as algorithm_lib
 from core import comm, loop, mesh, sampling, topology, weights
 from models import nets, objectives
 
@@ -236,14 +237,21 @@ def cnn_fedavg_workload(
     image: tuple[int, int, int] = (28, 28, 1),
     lr: float = 0.05,
     n_devices: int = 1,
+    agent_map: str = "map",
 ) -> Workload:
     """FedAvg with :func:`models.nets.cnn` (two 3x3 convs 16/32, avg-pool, dense).
 
     One epoch is one round: every client holds ``local_steps * batch`` samples and takes
     ``local_steps`` i.i.d. minibatch steps, then the server averages (full participation).
+    ``agent_map`` is ``"map"`` (client gradients one client at a time, see
+    :func:`core.algorithm.map_over_agents`) or ``"vmap"``.
     """
     model = nets.cnn(image, 10)
     loss = objectives.softmax_cross_entropy(model.apply).loss
+    if agent_map == "map":
+        loss = algorithm_lib.map_over_agents(loss)
+    elif agent_map != "vmap":
+        raise ValueError(f"agent_map must be 'map' or 'vmap', got {agent_map!r}.")
     samples = local_steps * batch
     data = classification_data(clients, samples, image, 10)
     server = comm.gossip(weights.averaging(clients), path="shift")

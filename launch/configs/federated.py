@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.n_agents = 16
     config.n_devices = 0
     config.dtype = "float32"
+    config.agent_map = "auto"  # per-agent gradients: "vmap", "map" (lax.map), "auto": map for cnn
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "tfds:mnist"

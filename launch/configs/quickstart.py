@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.n_agents = 16
     config.n_devices = 0  # 0: as many devices as divide n_agents.
     config.dtype = "float32"
+    config.agent_map = "auto"  # per-agent gradients: "vmap", "map" (lax.map), "auto": map for cnn
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "sklearn:digits"

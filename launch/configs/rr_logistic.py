@@ -53,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # by that drift / alpha; measured on the ring with the decreasing step, ED ends at
     # 3e-2 in float32 against 2.8e-5 in float64. The RR methods restart every epoch.
     config.dtype = "float64"
+    config.agent_map = "auto"  # per-agent gradients: "vmap", "map" (lax.map), "auto": map for cnn
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "tfds:mnist"
