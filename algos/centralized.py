@@ -22,10 +22,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from core.algorithm import AgentMapped, Algorithm, Batch, local_optimizer
 from core.comm import Gossip
+from core.mesh import as_varying
 
 PyTree = Any
 
@@ -77,7 +79,15 @@ def centralized(
           Huang et al., IEEE TSP 2023, https://arxiv.org/abs/2112.15287 (CRR baseline).
     """
     opt = local_optimizer(learning_rate, optimizer)
-    grad_fn = agent_grad(loss_fn)
+    agent_loss = loss_fn.loss_fn if isinstance(loss_fn, AgentMapped) else loss_fn
+
+    def block_loss(params: PyTree, data: PyTree) -> jax.Array:
+        # Sum of this device's agents' losses at the one common iterate. Its gradient
+        # is the block's sum of per-agent gradients, computed as one model on the
+        # block's pooled batch (one GEMM per layer) instead of b per-agent gradients
+        # and b copies of the update: 64 agents of an MLP 784-256-10 went from 91 ms
+        # to the cost of one model on the pooled batch (launch.benchmarks equal_work).
+        return jnp.sum(jax.vmap(agent_loss, in_axes=(None, 0))(params, data))
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CentralizedState:
         del data, key
@@ -86,10 +96,18 @@ def centralized(
 
     def step(state: CentralizedState, batch: Batch, key: jax.Array):
         del key
-        grads = grad_fn(state.params, batch.data)
-        grads = comm.average(grads)
-        updates, opt_state = jax.vmap(opt.update)(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return CentralizedState(params, opt_state), {"bytes_sent": comm.bytes_per_mean(grads)}
+        # Every agent holds the same iterate and optimizer state (init averages them
+        # and every step applies the same update), so agent 0 of the block stands for all.
+        params, opt_state = jax.tree.map(lambda a: a[0], (state.params, state.opt_state))
+        grad_sum = jax.grad(block_loss)(params, batch.data)
+        grads = comm.mean(jax.tree.map(lambda g: g[None], grad_sum))
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        new = jax.tree.map(
+            lambda a, like: as_varying(jnp.broadcast_to(a, like.shape)),
+            CentralizedState(params, opt_state),
+            CentralizedState(state.params, state.opt_state),
+        )
+        return new, {"bytes_sent": comm.bytes_per_mean(state.params)}
 
     return Algorithm(init=init, step=step, name=name)

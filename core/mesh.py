@@ -172,5 +172,18 @@ def as_varying(x: jax.Array) -> jax.Array:
 
     Fresh constants (``jnp.zeros``) are typed device-invariant; per-agent state
     carried through ``lax.scan`` or both branches of ``lax.cond`` must be varying.
+    A value that is already varying is returned as it is.
     """
+    if AGENT_AXIS in _varying_axes(x):
+        return x
     return jax.lax.pcast(x, AGENT_AXIS, to="varying")
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    """The mesh axes ``x`` is typed as varying over (JAX <= 0.9: ``aval.vma``; later:
+    ``aval.manual_axis_type.varying``)."""
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)
+    if vma is None:
+        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", frozenset())
+    return frozenset(vma)

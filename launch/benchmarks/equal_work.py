@@ -75,7 +75,7 @@ def run(settings: report.Settings) -> report.Result:
             )
         )
     for graph in workloads.GRAPHS:
-        default = comm.gossip(workloads.mixing_matrix(graph, n)).path
+        default = comm.gossip(workloads.mixing_matrix(graph, n)).path_on(settings.devices)
         other = {"shift": "dense", "dense": "shift"}[default]
         # --quick: one method per graph, the default path only (few compilations).
         methods = (

@@ -73,9 +73,10 @@ def gossip_operator(w: np.ndarray, path: str = "auto") -> comm.Gossip:
     if n <= VALIDATE_UP_TO:
         return comm.gossip(w, path=path)
     offsets, coeffs = comm._shift_decomposition(w)  # The library's decomposition.
-    if path == "auto":  # comm.gossip's rule.
+    auto = path == "auto"
+    if auto:  # comm.gossip's rule.
         path = "shift" if len(offsets) <= max(8, n // 4) else "dense"
-    return comm.Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs)
+    return comm.Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs, auto=auto)
 
 
 @dataclasses.dataclass
