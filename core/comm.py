@@ -97,7 +97,13 @@ about ``|S| / n`` times 11 on this project's 2-core CPU (150 GFLOP/s, 27 GB/s) a
 larger on GPUs. Measured (MLP 784-256-10, 64 agents, 1 CPU device): exponential
 graph (``|S| = 12``) 64 ms per DSGD step shifted, 42 ms dense; ring (``|S| = 3``)
 32 ms shifted, 43 ms dense. A threshold of 8 is on the safe side of both.
+Only leaves of at least :data:`SINGLE_DEVICE_DENSE_MIN_BYTES` qualify: a block that
+fits in cache is not bandwidth-bound (D-RR logistic, n = 16, d = 785, exponential
+graph: 16 us per step shifted, 31 us dense).
 """
+
+SINGLE_DEVICE_DENSE_MIN_BYTES = 4 << 20
+"""Smallest leaf (all agents, bytes) for which ``"auto"`` may go dense on one device."""
 
 SEGMENTED_MAX_OFFSETS = 32
 """Up to this many offsets :func:`_shift_mix` builds the output by row segments."""
@@ -173,8 +179,8 @@ class Gossip:
       offsets: the offsets ``s`` of the shift decomposition.
       coeffs: ``(len(offsets), n)`` coefficients ``c_s``.
       auto: the path was chosen by ``gossip(path="auto")``; then on a single device
-        (no communication at all) :meth:`mix` takes the dense path whenever
-        ``8 |S| > n`` (see :data:`SINGLE_DEVICE_DENSE_RATIO`).
+        (no communication at all) :meth:`mix` may take the dense path for large
+        leaves (see :meth:`path_on`).
     """
 
     matrix: np.ndarray
@@ -194,10 +200,16 @@ class Gossip:
         off = (self.matrix != 0.0) & ~np.eye(self.n_agents, dtype=bool)
         return int(off.sum(axis=0).max(initial=0))
 
-    def path_on(self, n_devices: int) -> Literal["shift", "dense"]:
-        """The path :meth:`mix` takes when the agent axis spans ``n_devices`` devices."""
-        single = n_devices == 1 and len(self.offsets) * SINGLE_DEVICE_DENSE_RATIO > self.n_agents
-        return "dense" if self.auto and single else self.path
+    def path_on(self, n_devices: int, leaf_bytes: int | None = None) -> Literal["shift", "dense"]:
+        """The path :meth:`mix` takes for a leaf of ``leaf_bytes`` bytes (all agents).
+
+        With ``path="auto"`` on a single device a leaf of at least
+        :data:`SINGLE_DEVICE_DENSE_MIN_BYTES` (``None``: assume it is) goes dense when
+        ``|S| * SINGLE_DEVICE_DENSE_RATIO > n``; otherwise :attr:`path`.
+        """
+        big = leaf_bytes is None or leaf_bytes >= SINGLE_DEVICE_DENSE_MIN_BYTES
+        many = len(self.offsets) * SINGLE_DEVICE_DENSE_RATIO > self.n_agents
+        return "dense" if self.auto and n_devices == 1 and big and many else self.path
 
     def mix(self, tree: PyTree) -> PyTree:
         """Returns ``W @ tree`` along the agent axis (local view).
@@ -218,7 +230,7 @@ class Gossip:
                 f"mixing matrix is for n_agents={self.n_agents} but the agent axis holds "
                 f"{block} agents on each of {n_devices} devices ({block * n_devices} agents)."
             )
-        if self.path_on(n_devices) == "dense":
+        if self.path_on(n_devices, x.size * x.dtype.itemsize) == "dense":
             # All-gather the agent axis, then this device's rows of W. HIGHEST keeps
             # TPU matmuls in full precision, so both paths agree to rounding.
             full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
@@ -281,8 +293,8 @@ def gossip(
       path: ``"shift"`` for neighbour exchange (cost ``O(#offsets)`` rows per
         agent), ``"dense"`` for all-gather plus matmul (cost ``O(n)``), or
         ``"auto"``: shift when the graph has at most ``max(8, n // 4)`` distinct
-        offsets, dense otherwise; and on a single device dense as soon as
-        ``8 * #offsets > n`` (:data:`SINGLE_DEVICE_DENSE_RATIO`).
+        offsets, dense otherwise; and on a single device, for leaves of 4 MiB or
+        more, dense as soon as ``8 * #offsets > n`` (:data:`SINGLE_DEVICE_DENSE_RATIO`).
       symmetric: require ``W == W.T`` (undirected graphs).
       doubly_stochastic: require rows and columns to sum to one. Pass ``False``
         for a row- or column-stochastic directed operator, which is then only

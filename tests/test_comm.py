@@ -63,12 +63,14 @@ def test_shift_path_uses_one_offset_per_neighbour_direction():
 def test_auto_path_goes_dense_on_one_device_only_when_offsets_are_many():
     w = weights.metropolis_hastings(topology.exponential(64))  # 12 offsets > 64 / 8
     auto = comm.gossip(w)
+    big = comm.SINGLE_DEVICE_DENSE_MIN_BYTES
     assert (auto.path, auto.path_on(8), auto.path_on(1)) == ("shift", "shift", "dense")
+    assert (auto.path_on(1, big), auto.path_on(1, big - 1)) == ("dense", "shift")
     assert comm.gossip(w, path="shift").path_on(1) == "shift"  # an explicit path is kept
     ring = comm.gossip(weights.metropolis_hastings(topology.ring(64)))
     assert ring.path_on(1) == "shift"
-    # Both choices compute W @ X on one device.
-    x = _random_tree(64, seed=5)
+    # Both choices compute W @ X on one device (a leaf above the size bound goes dense).
+    x = {"w": np.random.default_rng(5).normal(size=(64, big // (64 * 8) + 1))}
     want = jax.tree.map(lambda a: np.tensordot(w, a, axes=1), x)
     got = _local_apply(auto.mix, x, mesh.make_agent_mesh(64, 1))
     jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12), got, want)
