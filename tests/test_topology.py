@@ -533,3 +533,36 @@ def test_laplacian_accepts_the_upper_bound_alpha():
     w = weights.laplacian(topology.ring(5), alpha=0.5)
     np.testing.assert_allclose(w.diagonal(), np.zeros(5), rtol=0, atol=0)
     weights.check_mixing_matrix(w)  # odd ring: not bipartite, so it still mixes
+
+
+def _graph_cases():
+    n = 12
+    ring = weights.metropolis_hastings(topology.ring(n))
+    cycle = np.roll(np.eye(n), 1, axis=1)  # directed cycle: a permutation, never mixes
+    two = np.zeros((n, n))
+    two[: n // 2, : n // 2] = weights.metropolis_hastings(topology.ring(n // 2))
+    two[n // 2 :, n // 2 :] = weights.metropolis_hastings(topology.ring(n // 2))
+    bipartite = 0.5 * (np.roll(np.eye(n), 1, axis=1) + np.roll(np.eye(n), -1, axis=1))
+    er = weights.metropolis_hastings(topology.erdos_renyi(n, 0.3, seed=1))
+    return [
+        ("ring", ring, True),
+        ("exponential", weights.metropolis_hastings(topology.exponential(n)), True),
+        ("erdos_renyi", er, True),
+        ("two_rings", two, True),
+        ("bipartite_even_ring_zero_self_weight", bipartite, True),
+        ("directed_cycle", cycle, False),
+        ("lazy_directed_cycle", 0.5 * (np.eye(n) + cycle), False),
+        ("product_of_cycles", 0.5 * (cycle + cycle @ cycle @ cycle), False),
+    ]
+
+
+@pytest.mark.parametrize("name, w, symmetric", _graph_cases(), ids=lambda c: str(c)[:30])
+def test_graph_mixing_check_agrees_with_the_dense_spectrum(name, w, symmetric, monkeypatch):
+    # The O(nnz) decision used for large n must be the dense SVD's decision.
+    mixes = weights.mixing_rate(w) < 1.0 - 1e-12
+    monkeypatch.setattr(weights, "DENSE_SPECTRUM_MAX_N", 0)
+    if mixes:
+        weights.check_mixing_matrix(w, symmetric=symmetric)
+    else:
+        with pytest.raises(ValueError, match="W does not mix"):
+            weights.check_mixing_matrix(w, symmetric=symmetric)
