@@ -207,13 +207,34 @@ class Runner:
           ``(num_epochs,)``; ``bytes_sent`` is what one agent sent in each epoch.
         """
         self._check_data(data)
-        return self._chunk_fn(num_epochs)(
+        args = self._chunk_args(state, data, key, first_epoch, test_data)
+        return self._chunk_fn(num_epochs)(*args)
+
+    def _chunk_args(self, state, data, key, first_epoch, test_data) -> tuple:
+        return (
             state,
             data,
             test_data,
             replicate(key, self.mesh),
             replicate(np.int32(first_epoch), self.mesh),
         )
+
+    def lower_epochs(
+        self,
+        state: Any,
+        data: PyTree,
+        key: jax.Array,
+        num_epochs: int,
+        test_data: PyTree | None = None,
+    ) -> jax.stages.Lowered:
+        """The program :meth:`run_epochs` runs for ``num_epochs`` epochs, lowered.
+
+        For inspection and profiling: ``.as_text()`` (StableHLO), ``.compile()`` and
+        then ``.as_text()`` (optimized HLO), ``.cost_analysis()`` or
+        ``.memory_analysis()`` (peak bytes). Nothing runs and ``state`` is not donated.
+        """
+        self._check_data(data)
+        return self._chunk_fn(num_epochs).lower(*self._chunk_args(state, data, key, 0, test_data))
 
 
 def train(

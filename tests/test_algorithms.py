@@ -183,6 +183,13 @@ def test_bytes_sent_and_compiled_once():
     assert [row["bytes_sent"] for row in hist] == [e * M * (D + 1) * 8 for e in range(7)]
     # Three chunks of two epochs: one compilation, no retracing per chunk.
     assert runner._chunk_fn(2)._cache_size() == 1
+    # The same program, lowered for inspection, without retracing or running it.
+    state = runner.init(mesh.shard_agents(x0, agent_mesh), data, jax.random.key(0))
+    compiled = runner.lower_epochs(state, data, jax.random.key(1), 2).compile()
+    assert runner._chunk_fn(2)._cache_size() == 1
+    assert compiled.memory_analysis().temp_size_in_bytes >= 0
+    assert "while" in compiled.as_text()
+    np.testing.assert_array_equal(jax.device_get(state.params), x0)  # not donated
 
 
 def test_bad_inputs_are_clear_errors():

@@ -42,19 +42,11 @@ def time_calls(fn: Callable[[], Any], reps: int) -> list[float]:
 def peak_bytes(workload: Workload, state: Any, num_epochs: int) -> int | None:
     """XLA's peak buffer size for one chunk of ``workload`` (see the module docstring).
 
-    ``core.loop.Runner`` exposes no public handle on its compiled chunk, so this lowers
-    the runner's own jitted chunk function (a cache hit after the first call).
+    Uses ``core.loop.Runner.lower_epochs`` (the same jitted chunk the timings ran).
     """
-    rep = jax.NamedSharding(workload.runner.mesh, jax.P())
-    args = (
-        state,
-        workload.data,
-        None,
-        jax.device_put(jax.random.key(0), rep),
-        jax.device_put(jax.numpy.int32(0), rep),
-    )
     try:
-        stats = workload.runner._chunk_fn(num_epochs).lower(*args).compile().memory_analysis()
+        lowered = workload.runner.lower_epochs(state, workload.data, jax.random.key(0), num_epochs)
+        stats = lowered.compile().memory_analysis()
     except Exception:  # noqa: BLE001 - a missing statistic must not lose the timings.
         return None
     if stats is None:
