@@ -21,6 +21,10 @@ a shared machine hits both sides of a ratio alike. To show where the time goes, 
 * the centralized method in the 64-agent layout (``algos.centralized``: 64 per-agent
   gradients of one model, averaged by the server mean): the cost of the per-agent
   layout alone, without gossip;
+* one gossip of the 64 models on the ring with no gradient at all (``method="gossip"``
+  of :func:`~launch.benchmarks.workloads.mlp_workload`): the memory traffic of mixing
+  64 copies of the MLP (51 MB of first-layer weights), which the centralized step does
+  not have and which on a CPU bounds how close a decentralized step can get;
 * each graph through the other gossip path (``"dense"`` all-gather + W rows against the
   ``"shift"`` neighbour exchange that ``"auto"`` picks).
 
@@ -72,6 +76,18 @@ def run(settings: report.Settings) -> report.Result:
                 n,
                 None,
                 None,
+            )
+        )
+        cases.append(
+            (
+                "gossip ring",
+                f"gossip alone, ring n={n}",
+                "no gradient: one mix of the 64 MLPs",
+                "",
+                "gossip",
+                n,
+                "ring",
+                "shift",
             )
         )
     for graph in workloads.GRAPHS:

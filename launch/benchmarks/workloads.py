@@ -108,6 +108,12 @@ def classification_data(n: int, m: int, shape: tuple[int, ...], classes: int, se
     return {"x": x, "y": y}
 
 
+def _zero_loss(params: PyTree, batch: PyTree) -> jax.Array:
+    """A loss whose gradient is zero (the data are not read): DSGD on it only gossips."""
+    del batch
+    return sum(jnp.sum(leaf) for leaf in jax.tree.leaves(params)) * 0.0
+
+
 def _stacked_init(model: nets.Model, n: int) -> PyTree:
     """One initial point repeated for every agent (a common start, as the papers use)."""
     params = jax.jit(model.init)(jax.random.key(1))
@@ -129,8 +135,9 @@ def mlp_workload(
     """The MLP 784-``hidden``-10 workload: DSGD, gradient tracking or centralized.
 
     Args:
-      method: ``"dsgd"``, ``"gt"`` (DSGT) or ``"centralized"`` (server-averaged
-        gradients; with ``n = 1`` it is plain minibatch SGD on one model).
+      method: ``"dsgd"``, ``"gt"`` (DSGT), ``"gossip"`` (DSGD with a zero gradient:
+        the mix alone) or ``"centralized"`` (server-averaged gradients; with ``n = 1``
+        it is plain minibatch SGD on one model).
       n: number of agents.
       graph: gossip graph of the decentralized methods.
       path: gossip path, ``"auto"``, ``"shift"`` or ``"dense"``.
@@ -154,8 +161,10 @@ def mlp_workload(
             algorithm = algos.dsgd(loss, op, lr)
         elif method == "gt":
             algorithm = algos.gradient_tracking(loss, op, lr)
+        elif method == "gossip":  # DSGD with a zero gradient: x <- W x only.
+            algorithm = algos.dsgd(_zero_loss, op, lr)
         else:
-            raise ValueError(f"unknown method {method!r}; valid: dsgd, gt, centralized.")
+            raise ValueError(f"unknown method {method!r}; valid: dsgd, gt, gossip, centralized.")
     return _build(algorithm, sampler, n, n_devices, data, _stacked_init(model, n), op)
 
 
