@@ -56,15 +56,6 @@ def mixing_matrix(graph: str, n: int, *, lazy: bool = False) -> np.ndarray:
     return weights.lazy(w) if lazy else w
 
 
-def gossip_operator(w: np.ndarray, path: str = "auto") -> comm.Gossip:
-    """``comm.gossip(w, path=path)``: validated, at every size.
-
-    (Its mixing check is O(nnz) above ``weights.DENSE_SPECTRUM_MAX_N`` agents: 1.5 s
-    to build the n = 4096 ring here, where the dense SVD took 76 s.)
-    """
-    return comm.gossip(w, path=path)
-
-
 @dataclasses.dataclass
 class Workload:
     """A runner with its data and a factory of fresh (sharded) initial states.
@@ -201,7 +192,8 @@ def logistic_workload(
     """
     n, m, d = data["x"].shape
     loss = objectives.logistic_regression(reg=reg).loss
-    op = gossip_operator(w, path=path)
+    # Validated at every size: the mixing check is O(nnz) above 1024 agents.
+    op = comm.gossip(w, path=path)
     if method == "d_rr":
         algorithm, sampler = algos.d_rr(loss, op, alpha), sampling.reshuffle(m)
     elif method == "dsgd":
