@@ -53,16 +53,18 @@ def _bytes_per_agent(tree: PyTree) -> int:
 
 
 def _shift_decomposition(w: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
-    """Offsets ``s`` and coefficient rows ``c_s`` with ``W = sum_s diag(c_s) P_s``."""
+    """Offsets ``s`` and coefficient rows ``c_s`` with ``W = sum_s diag(c_s) P_s``.
+
+    Read off the nonzeros (offset ``(j - i) mod n`` of entry ``(i, j)``), so the cost
+    is one pass over ``W`` plus ``O(|S| n)``, not a gather per candidate offset.
+    """
     n = w.shape[0]
-    rows = np.arange(n)
-    offsets, coeffs = [], []
-    for s in range(n):
-        c = w[rows, (rows + s) % n]
-        if np.any(c != 0.0):
-            offsets.append(s)
-            coeffs.append(c)
-    return tuple(offsets), np.stack(coeffs) if coeffs else np.zeros((0, n))
+    rows, cols = np.nonzero(w)
+    shifts = (cols - rows) % n
+    offsets = np.unique(shifts)
+    coeffs = np.zeros((len(offsets), n))
+    coeffs[np.searchsorted(offsets, shifts), rows] = w[rows, cols]
+    return tuple(int(s) for s in offsets), coeffs
 
 
 def _local_rows(table: np.ndarray, block: int, dtype: Any) -> jax.Array:
