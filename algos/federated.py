@@ -258,14 +258,7 @@ def _local_sgd(
             count=_per_agent_zeros(block, jnp.int32),
         )
 
-    def begin_round(state: FedAvgState, key: jax.Array) -> tuple[jax.Array, PyTree]:
-        active = _draw_participants(key, n, num, state.active.shape[0])
-        # Sampled clients download the server model; the others keep theirs.
-        return active, select(active, state.server_params, state.client_params)
-
-    def keep_round(state: FedAvgState, key: jax.Array) -> tuple[jax.Array, PyTree]:
-        del key
-        return state.active, state.client_params
+    begin_round, keep_round = _round_boundary(n, num)
 
     def aggregate(client_params: PyTree, state: FedAvgState, active: jax.Array):
         delta = optax.tree.sub(client_params, state.server_params)
@@ -305,6 +298,26 @@ def _local_sgd(
         return new, {"bytes_sent": sent}
 
     return Algorithm(init=init, step=step, params=lambda state: state.server_params, name=name)
+
+
+def _round_boundary(n: int, num: int) -> tuple[Callable, Callable]:
+    """The two ``lax.cond`` branches of a step: start a round, or keep the current one.
+
+    Both take ``(state, key)`` of a state with ``active``, ``server_params`` and
+    ``client_params`` fields and return ``(active, params)``: at a round start the
+    participants are drawn from the round key and download the server model (the others
+    keep theirs); inside a round both stay as they are.
+    """
+
+    def begin_round(state: Any, key: jax.Array) -> tuple[jax.Array, PyTree]:
+        active = _draw_participants(key, n, num, state.active.shape[0])
+        return active, select(active, state.server_params, state.client_params)
+
+    def keep_round(state: Any, key: jax.Array) -> tuple[jax.Array, PyTree]:
+        del key
+        return state.active, state.client_params
+
+    return begin_round, keep_round
 
 
 def fedavg(
@@ -580,13 +593,7 @@ def scaffold(
             count=_per_agent_zeros(block, jnp.int32),
         )
 
-    def begin_round(state: ScaffoldState, key: jax.Array) -> tuple[jax.Array, PyTree]:
-        active = _draw_participants(key, n, num, state.active.shape[0])
-        return active, select(active, state.server_params, state.client_params)
-
-    def keep_round(state: ScaffoldState, key: jax.Array) -> tuple[jax.Array, PyTree]:
-        del key
-        return state.active, state.client_params
+    begin_round, keep_round = _round_boundary(n, num)
 
     def aggregate(params: PyTree, state: ScaffoldState, active: jax.Array):
         x, c, c_i = state.server_params, state.server_control, state.client_control
