@@ -113,26 +113,7 @@ def check_directed_adjacency(A: npt.ArrayLike) -> BoolMatrix:
         than 0/1/True/False (or a non-numeric dtype). The message names the offending
         shape, dtype or entry.
     """
-    a = np.asarray(A)
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
-        raise ValueError(
-            f"directed adjacency matrix must be a 2-D square array of shape (n, n) with "
-            f"n >= 1, got shape {a.shape}."
-        )
-    if a.dtype != np.bool_:
-        if a.dtype.kind not in "iuf":
-            raise ValueError(
-                f"directed adjacency matrix must have bool or 0/1 numeric entries, "
-                f"got dtype {a.dtype}."
-            )
-        bad = ~((a == 0) | (a == 1))  # NaN fails both comparisons, so it is caught here.
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise ValueError(
-                f"directed adjacency matrix entries must be 0 or 1 (or bool), "
-                f"got A[{i}, {j}] = {a[i, j].item()}."
-            )
-        a = a == 1
+    a = topology.as_bool_adjacency(A, "directed adjacency matrix")
     a = a.copy()
     np.fill_diagonal(a, False)
     return a
@@ -551,26 +532,8 @@ def _check_stochastic(M: npt.ArrayLike, name: str, axis: int, atol: float) -> Fl
     """Shared body of check_row_stochastic (axis=1) and check_column_stochastic (axis=0)."""
     what = "row" if axis == 1 else "column"
     m = weights._as_square_float(M, name)
-    nonfinite = ~np.isfinite(m)
-    if nonfinite.any():
-        i, j = np.argwhere(nonfinite)[0]
-        raise ValueError(
-            f"{name}[{i}, {j}] = {m[i, j]}; a {what}-stochastic matrix needs finite entries "
-            f"({int(nonfinite.sum())} non-finite entries in {name} of shape {m.shape})."
-        )
-    i, j = np.unravel_index(np.argmin(m), m.shape)
-    if m[i, j] < -atol:
-        raise ValueError(
-            f"{name}[{i}, {j}] = {m[i, j]:.6g} is negative; a {what}-stochastic matrix needs "
-            f"nonnegative entries (atol={atol})."
-        )
-    sums = m.sum(axis=axis)
-    k = int(np.argmax(np.abs(sums - 1.0)))
-    if abs(sums[k] - 1.0) > atol:
-        raise ValueError(
-            f"{what} {k} of {name} sums to {sums[k]:.12g}; a {what}-stochastic matrix needs "
-            f"every {what} to sum to 1 (atol={atol})."
-        )
+    weights._check_entries(m, name, f"{what}-stochastic matrix", atol)
+    weights._check_sums(m, name, f"{what}-stochastic matrix", axis, atol)
     # Off-diagonal positives: m[i, j] > 0 means j -> i for both R (i pulls from j) and
     # C (j pushes to i), so the support is a directed adjacency in this module's sense.
     # Strictly positive, not nonzero: a tolerated tiny negative entry is not a link.

@@ -112,6 +112,34 @@ def _lattice_shape(func: str, rows: object, cols: object, n: object) -> tuple[in
 # --------------------------------------------------------------------------------------
 
 
+def as_bool_adjacency(A: npt.ArrayLike, what: str) -> npt.NDArray[np.bool_]:
+    """``A`` as a bool ``(n, n)`` array, checking shape and 0/1 entries (no symmetry).
+
+    Shared by :func:`check_adjacency` and :func:`core.directed.check_directed_adjacency`; ``what``
+    names the matrix in the messages.
+
+    Raises:
+      ValueError: if ``A`` is not 2-D and square with ``n >= 1``, has a non-numeric
+        dtype, or an entry other than 0/1/True/False.
+    """
+    a = np.asarray(A)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+        raise ValueError(
+            f"{what} must be a 2-D square array of shape (n, n) with n >= 1, got shape {a.shape}."
+        )
+    if a.dtype == np.bool_:
+        return a
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must have bool or 0/1 numeric entries, got dtype {a.dtype}.")
+    bad = ~((a == 0) | (a == 1))  # NaN fails both comparisons, so it is caught here.
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{what} entries must be 0 or 1 (or bool), got A[{i}, {j}] = {a[i, j].item()}."
+        )
+    return a == 1
+
+
 def check_adjacency(A: npt.ArrayLike) -> BoolMatrix:
     """Validates an undirected adjacency matrix and returns it as a clean bool array.
 
@@ -131,25 +159,7 @@ def check_adjacency(A: npt.ArrayLike) -> BoolMatrix:
         0/1/True/False (or a non-numeric dtype), or is not symmetric. The message names
         the offending shape, value or position.
     """
-    a = np.asarray(A)
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
-        raise ValueError(
-            f"adjacency matrix must be a 2-D square array of shape (n, n) with n >= 1, "
-            f"got shape {a.shape}."
-        )
-    if a.dtype != np.bool_:
-        if a.dtype.kind not in "iuf":
-            raise ValueError(
-                f"adjacency matrix must have bool or 0/1 numeric entries, got dtype {a.dtype}."
-            )
-        bad = ~((a == 0) | (a == 1))  # NaN fails both comparisons, so it is caught here.
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise ValueError(
-                f"adjacency matrix entries must be 0 or 1 (or bool), "
-                f"got A[{i}, {j}] = {a[i, j].item()}."
-            )
-        a = a == 1
+    a = as_bool_adjacency(A, "adjacency matrix")
     asym = a != a.T
     if asym.any():
         i, j = np.argwhere(asym)[0]

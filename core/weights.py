@@ -299,6 +299,39 @@ def support(W: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     return s
 
 
+def _check_entries(m: FloatMatrix, name: str, kind: str, atol: float) -> None:
+    """Raises unless every entry of ``m`` is finite and ``>= -atol`` (names the first bad one).
+
+    Shared by :func:`check_mixing_matrix` and :mod:`core.directed`'s stochastic checks;
+    ``name`` is the matrix's symbol (``"W"``, ``"R"``), ``kind`` what it must be.
+    """
+    nonfinite = ~np.isfinite(m)
+    if nonfinite.any():
+        i, j = np.argwhere(nonfinite)[0]
+        raise ValueError(
+            f"{name}[{i}, {j}] = {m[i, j]}; a {kind} needs finite entries "
+            f"({int(nonfinite.sum())} non-finite entries in {name} of shape {m.shape})."
+        )
+    i, j = np.unravel_index(np.argmin(m), m.shape)
+    if m[i, j] < -atol:
+        raise ValueError(
+            f"{name}[{i}, {j}] = {m[i, j]:.6g} is negative; a {kind} needs nonnegative "
+            f"entries (atol={atol})."
+        )
+
+
+def _check_sums(m: FloatMatrix, name: str, kind: str, axis: int, atol: float) -> None:
+    """Raises unless every row (``axis=1``) or column (``axis=0``) of ``m`` sums to 1."""
+    what = "row" if axis == 1 else "column"
+    sums = m.sum(axis=axis)
+    k = int(np.argmax(np.abs(sums - 1.0)))
+    if abs(sums[k] - 1.0) > atol:
+        raise ValueError(
+            f"{what} {k} of {name} sums to {sums[k]:.12g}; a {kind} needs every {what} to "
+            f"sum to 1 (atol={atol})."
+        )
+
+
 DENSE_SPECTRUM_MAX_N = 1024
 """Above this many agents :func:`check_mixing_matrix` decides "W mixes" from graphs.
 
@@ -314,45 +347,35 @@ def _check_mixes_by_graph(w: FloatMatrix, symmetric: bool) -> None:
     ``||W - J||_2 < 1`` iff the symmetric stochastic ``M = W^T W`` has no eigenvalue of
     modulus 1 on the complement of the consensus direction. By Perron-Frobenius that
     holds iff the support graph of ``M`` is connected (``M`` is PSD and has a positive
-    diagonal, so -1 cannot occur). For a symmetric ``W`` the support of ``W^T W = W^2``
-    is connected iff the support of ``W`` (self-loops included) is connected and not
-    bipartite; that is the test used, with its own message for each failure.
+    diagonal, so -1 cannot occur). The support of ``W`` is checked first (a disconnected
+    ``W`` gets its own message); for a symmetric ``W`` a connected ``W`` whose ``W^2``
+    is disconnected is bipartite with zero self-weights, i.e. has eigenvalue -1.
     """
     import scipy.sparse as sp
     from scipy.sparse import csgraph
 
-    n = w.shape[0]
     a = sp.csr_matrix(w != 0.0)
-    if symmetric:
-        k, labels = csgraph.connected_components(a, directed=False)
-        if k > 1:
-            sizes = np.bincount(labels).tolist()[:10]
-            raise ValueError(
-                f"W does not mix: its support graph is disconnected ({k} components, "
-                f"sizes {sizes}); a mixing matrix needs a connected graph (mixing_rate < 1)."
-            )
-        # Two-colour by BFS order: an edge inside one colour class (self-loops
-        # included) means an odd cycle, so the graph is not bipartite and -1 is no
-        # eigenvalue of W.
-        order, parents = csgraph.breadth_first_order(a, 0, directed=False)
-        depth = np.zeros(n, np.int64)
-        for node in order[1:]:
-            depth[node] = depth[parents[node]] + 1
-        rows, cols = a.nonzero()
-        if np.all(depth[rows] % 2 != depth[cols] % 2):
-            raise ValueError(
-                "W does not mix: its support graph is connected but bipartite with zero "
-                f"self-weights, so W has eigenvalue -1 (mixing_rate = 1); use lazy(W) (n={n})."
-            )
-        return
-    m = (a.T @ a).tocsr()
-    k, labels = csgraph.connected_components(m, directed=False)
+    k, labels = csgraph.connected_components(a, directed=False)
     if k > 1:
         raise ValueError(
-            f"W does not mix: the support graph of W^T W has {k} components (sizes "
-            f"{np.bincount(labels).tolist()[:10]}), so ||W - J||_2 = 1; a mixing matrix "
-            "needs W^T W connected (e.g. add self-weights: lazy(W))."
+            f"W does not mix: its support graph is disconnected ({k} components, sizes "
+            f"{np.bincount(labels).tolist()[:10]}); a mixing matrix needs a connected graph "
+            "(mixing_rate < 1)."
         )
+    k, labels = csgraph.connected_components(a.T @ a, directed=False)
+    if k == 1:
+        return
+    if symmetric:
+        raise ValueError(
+            "W does not mix: its support graph is connected but bipartite with zero "
+            f"self-weights, so W has eigenvalue -1 (mixing_rate = 1); use lazy(W) "
+            f"(n={w.shape[0]})."
+        )
+    raise ValueError(
+        f"W does not mix: the support graph of W^T W has {k} components (sizes "
+        f"{np.bincount(labels).tolist()[:10]}), so ||W - J||_2 = 1; a mixing matrix "
+        "needs W^T W connected (e.g. add self-weights: lazy(W))."
+    )
 
 
 def check_mixing_matrix(
@@ -384,29 +407,9 @@ def check_mixing_matrix(
     w = _as_square_float(W)
     n = w.shape[0]
 
-    nonfinite = ~np.isfinite(w)
-    if nonfinite.any():
-        i, j = np.argwhere(nonfinite)[0]
-        raise ValueError(
-            f"W[{i}, {j}] = {w[i, j]}; a mixing matrix needs finite entries "
-            f"({int(nonfinite.sum())} non-finite entries in W of shape {w.shape})."
-        )
-
-    i, j = np.unravel_index(np.argmin(w), w.shape)
-    if w[i, j] < -atol:
-        raise ValueError(
-            f"W[{i}, {j}] = {w[i, j]:.6g} is negative; a mixing matrix needs nonnegative "
-            f"entries (atol={atol})."
-        )
-
-    for axis, what in ((1, "row"), (0, "column")):
-        sums = w.sum(axis=axis)
-        k = int(np.argmax(np.abs(sums - 1.0)))
-        if abs(sums[k] - 1.0) > atol:
-            raise ValueError(
-                f"{what} {k} of W sums to {sums[k]:.12g}; a mixing matrix needs every "
-                f"{what} to sum to 1 (atol={atol})."
-            )
+    _check_entries(w, "W", "mixing matrix", atol)
+    for axis in (1, 0):
+        _check_sums(w, "W", "mixing matrix", axis, atol)
 
     if symmetric:
         asym = np.abs(w - w.T)
