@@ -382,23 +382,8 @@ class TimeVaryingGossip:
 
 def _check_stochastic(w: np.ndarray, what: str, axis: int, where: str) -> None:
     """Nonnegative, finite, and every row (``axis=1``) or column (0) summing to 1."""
-    if not np.all(np.isfinite(w)):
-        i, j = np.argwhere(~np.isfinite(w))[0]
-        raise ValueError(f"{where}[{i}, {j}] = {w[i, j]}; the matrix needs finite entries.")
-    i, j = np.unravel_index(np.argmin(w), w.shape)
-    if w[i, j] < -_ATOL:
-        raise ValueError(
-            f"{where}[{i}, {j}] = {w[i, j]:.6g} is negative; a {what} matrix needs "
-            f"nonnegative entries."
-        )
-    name = "row" if axis == 1 else "column"
-    sums = w.sum(axis=axis)
-    k = int(np.argmax(np.abs(sums - 1.0)))
-    if abs(sums[k] - 1.0) > _ATOL:
-        raise ValueError(
-            f"{name} {k} of {where} sums to {sums[k]:.12g}; a {what} matrix needs every "
-            f"{name} to sum to 1 (atol={_ATOL})."
-        )
+    weights._check_entries(w, where, f"{what} matrix", _ATOL)
+    weights._check_sums(w, where, f"{what} matrix", axis, _ATOL)
 
 
 def _with_zero_offset(offsets: tuple[int, ...], coeffs: np.ndarray) -> tuple[tuple, np.ndarray]:
