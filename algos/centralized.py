@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from core.algorithm import AgentMapped, Algorithm, Batch, local_optimizer
+from core.algorithm import Algorithm, Batch, local_optimizer
 from core.comm import Gossip
 from core.mesh import as_varying
 
@@ -79,7 +79,6 @@ def centralized(
           Huang et al., IEEE TSP 2023, https://arxiv.org/abs/2112.15287 (CRR baseline).
     """
     opt = local_optimizer(learning_rate, optimizer)
-    agent_loss = loss_fn.loss_fn if isinstance(loss_fn, AgentMapped) else loss_fn
 
     def block_loss(params: PyTree, data: PyTree) -> jax.Array:
         # Sum of this device's agents' losses at the one common iterate. Its gradient
@@ -87,7 +86,7 @@ def centralized(
         # block's pooled batch (one GEMM per layer) instead of b per-agent gradients
         # and b copies of the update: 64 agents of an MLP 784-256-10 went from 91 ms
         # to the cost of one model on the pooled batch (launch.benchmarks equal_work).
-        return jnp.sum(jax.vmap(agent_loss, in_axes=(None, 0))(params, data))
+        return jnp.sum(jax.vmap(loss_fn, in_axes=(None, 0))(params, data))
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CentralizedState:
         del data, key

@@ -18,9 +18,9 @@ after a warm-up call that compiles. The repetitions are interleaved (every case 
 round) and each ratio is the median of the per-round ratios, so load from elsewhere on
 a shared machine hits both sides of a ratio alike. To show where the time goes, the table also has
 
-* the centralized method in the 64-agent layout (``algos.centralized``: 64 per-agent
-  gradients of one model, averaged by the server mean): the cost of the per-agent
-  layout alone, without gossip;
+* the centralized method in the 64-agent layout (``algos.centralized``: one gradient
+  of the pooled batch at the common iterate, the server mean, and the iterate kept on
+  all 64 agents): the cost of the per-agent layout alone, without gossip;
 * one gossip of the 64 models on the ring with no gradient at all (``method="gossip"``
   of :func:`~launch.benchmarks.workloads.mlp_workload`): the memory traffic of mixing
   64 copies of the MLP (51 MB of first-layer weights), which the centralized step does
