@@ -199,7 +199,8 @@ def _participant_mean(
 ) -> PyTree:
     r"""Mean over the sampled clients, handed back to every agent (local view).
 
-    With ``weights`` the mean is :math:`\sum_{i\in S} w_i t_i / \sum_{i\in S} w_i`;
+    With ``weights`` the mean is :math:`\sum_{i\in S} w_i t_i / \sum_{i\in S} w_i`
+    (self-normalised, McMahan et al. 2017; biased under partial participation);
     without, :math:`\frac1{|S|}\sum_{i\in S} t_i`. One server mean (all-reduce) of
     all leaves together.
     """
@@ -356,7 +357,17 @@ def fedavg(
       x^{r+1} = x^r + \mathrm{ServerOpt}(-\Delta^r),
 
     with :math:`w_i = 1` unless ``weights`` are given. Clients outside
-    :math:`S_r` do nothing in round :math:`r`. With ``server_optimizer`` this is
+    :math:`S_r` do nothing in round :math:`r`.
+
+    **Which weighted form.** With ``weights`` and partial participation this is the
+    *self-normalised* (ratio) aggregate of McMahan et al. 2017: the weights are
+    renormalised over the sampled clients. It is a *biased* estimate of the
+    full-participation aggregate :math:`\sum_{i=1}^n w_i \Delta_i / \sum_{i=1}^n w_i`
+    (the expectation of a ratio is not the ratio of expectations), unless all
+    :math:`w_i` are equal or :math:`p = 1`. The unbiased estimate under uniform
+    sampling, :math:`\frac{n}{|S_r|}\sum_{i \in S_r} p_i \Delta_i` with
+    :math:`p_i = w_i / \sum_j w_j`, is not offered by this function. Without
+    ``weights`` (equal :math:`w_i`) the two coincide and the aggregate is unbiased. With ``server_optimizer`` this is
     FedOpt (Reddi et al. 2021): :math:`-\Delta^r` is the pseudo-gradient fed to an
     optax transformation, e.g. ``optax.adam`` (FedAdam), ``optax.yogi`` (FedYogi)
     or ``optax.sgd(1.0, momentum=0.9)`` (server momentum); ``optax.sgd(1.0)`` is
@@ -384,7 +395,8 @@ def fedavg(
       server_learning_rate: :math:`\eta_g > 0` without ``server_optimizer``, a
         float or optax schedule of the round index.
       weights: optional ``(n,)`` positive per-client aggregation weights (e.g. data
-        sizes), normalised over the sampled clients.
+        sizes), normalised over the sampled clients (the biased self-normalised
+        form; see "Which weighted form" above).
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`FedAvgState`, whose
@@ -463,7 +475,9 @@ def fedprox(
       participation: fraction of clients sampled per round, in ``(0, 1]``.
       server_optimizer: optional optax transformation of the pseudo-gradient.
       server_learning_rate: :math:`\eta_g` without ``server_optimizer``.
-      weights: optional ``(n,)`` positive per-client aggregation weights.
+      weights: optional ``(n,)`` positive per-client aggregation weights,
+        normalised over the sampled clients (the biased self-normalised form of
+        :func:`fedavg`).
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`FedAvgState`.

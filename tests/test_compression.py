@@ -77,6 +77,44 @@ def test_unbiased_mean_and_variance(name):
     assert c.delta(d) == pytest.approx(1.0 / (1.0 + c.omega(d)))
 
 
+def _exact_variance(name, x):
+    """``E||C(x) - x||^2`` of the unbiased compressor ``UNBIASED[name]``, in closed form.
+
+    rand-k: ``(d/k - 1)||x||^2`` (its omega is attained for every x). QSGD: per entry
+    the Bernoulli rounding of ``y_j = s|x_j|/||x||`` between its two grid points,
+    ``(||x||/s)^2 p_j (1 - p_j)`` with ``p_j = y_j - floor(y_j)``. Natural: the
+    rounding of ``|x_j|`` between ``2^e`` and ``2^(e+1)``, ``(2^(e+1) - |x_j|)(|x_j| - 2^e)``.
+    """
+    c, mag = UNBIASED[name], np.abs(x)
+    if name == "identity":
+        return 0.0
+    if name.startswith("rand_k"):
+        return c.omega(x.size) * np.sum(x**2)
+    if name.startswith("qsgd"):
+        levels = {"qsgd_1": 1, "qsgd_4": 4, "qsgd_linf": 2}[name]
+        scale = mag.max() if name == "qsgd_linf" else np.linalg.norm(x)
+        y = levels * mag / scale
+        p = y - np.floor(y)
+        return np.sum((scale / levels) ** 2 * p * (1 - p))
+    assert name == "natural"
+    low = 2.0 ** np.floor(np.log2(mag))
+    return np.sum((2 * low - mag) * (mag - low))
+
+
+@pytest.mark.parametrize("name", sorted(UNBIASED))
+def test_unbiased_second_moment_is_exact(name):
+    # The omega bound can be loose (qsgd(4) on this x: 0.22 ||x||^2 against omega = 1.12),
+    # so it alone would pass 5x too much variance: compare with the exact value.
+    x, samples = _samples(name)
+    err = np.sum((samples - x) ** 2, axis=1)
+    want = _exact_variance(name, x)
+    assert want <= UNBIASED[name].omega(x.size) * np.sum(x**2) + 1e-12
+    assert abs(err.mean() - want) <= Z_SCORE * err.std() / math.sqrt(err.size) + 1e-12, (
+        err.mean(),
+        want,
+    )
+
+
 @pytest.mark.parametrize("name", sorted(CONTRACTIVE))
 def test_contractive_error_bound(name):
     c = CONTRACTIVE[name]
