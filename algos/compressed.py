@@ -34,7 +34,14 @@ from algos.dsgd import dsgd
 from core import compression
 from core.algorithm import Algorithm, Batch, agent_grad
 from core.comm import Gossip
-from core.compressed_gossip import Mode, compress_communication, compressed_gossip
+from core.compressed_gossip import (
+    Mode,
+    compress_communication,
+    compressed_gossip,
+    message_bytes,
+    reference_exchange,
+)
+from core.tree import scale
 
 PyTree = Any
 
@@ -134,14 +141,6 @@ class LeadState(NamedTuple):
     count: jax.Array
 
 
-def _per_agent(scale: jax.Array, tree: PyTree) -> PyTree:
-    """Multiplies every agent's slice of ``tree`` by its entry of ``scale`` ``(b,)``."""
-    return jax.tree.map(
-        lambda leaf: scale.astype(leaf.dtype).reshape((-1,) + (1,) * (leaf.ndim - 1)) * leaf,
-        tree,
-    )
-
-
 def _lead_family(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
@@ -177,33 +176,28 @@ def _lead_family(
 
     def step(state: LeadState, batch: Batch, key: jax.Array):
         x = state.params
-        bits = compression.message_bits(compressor, x, agent_axis=True)
         beta = averaging
         if beta is None:  # ~1 / (1 + omega), the papers' order.
             dim = sum(leaf[0].size for leaf in jax.tree.leaves(x))
             beta = 1.0 / (1.0 + compressor.omega(dim))
         alpha = jax.vmap(lambda c: jnp.asarray(schedule(c), jnp.result_type(float)))(state.count)
         grads = grad_fn(x, batch.data)
-        step_dir = optax.tree.sub(x, _per_agent(alpha, grads))  # x - alpha g
-        z = _per_agent(alpha, state.dual) if scaled_dual else state.dual
+        step_dir = optax.tree.sub(x, scale(alpha, grads))  # x - alpha g
+        z = scale(alpha, state.dual) if scaled_dual else state.dual
         y = optax.tree.sub(step_dir, z)
-        q = compression.compress_block(compressor, key, optax.tree.sub(y, state.ref))
-        y_hat = optax.tree.add(state.ref, q)
-        y_hat_mixed = optax.tree.add(state.ref_mixed, comm.mix(q))
-        ref = jax.tree.map(lambda h, yh: (1 - beta) * h + beta * yh, state.ref, y_hat)
-        ref_mixed = jax.tree.map(
-            lambda h, yh: (1 - beta) * h + beta * yh, state.ref_mixed, y_hat_mixed
+        diff, ref, ref_mixed = reference_exchange(
+            comm, compressor, key, y, state.ref, state.ref_mixed, beta
         )
-        increment = optax.tree.scale(0.5 * gamma, optax.tree.sub(y_hat, y_hat_mixed))
+        increment = optax.tree.scale(0.5 * gamma, diff)
         if scaled_dual:  # d+ = d + gamma / (2 alpha) (y_hat - y_hat_w); z+ = alpha d+.
-            dual = optax.tree.add(state.dual, _per_agent(1.0 / alpha, increment))
-            z_new = _per_agent(alpha, dual)
+            dual = optax.tree.add(state.dual, scale(1.0 / alpha, increment))
+            z_new = scale(alpha, dual)
         else:
             dual = optax.tree.add(state.dual, increment)
             z_new = dual
         params = optax.tree.sub(step_dir, z_new)
         new = LeadState(params, dual, ref, ref_mixed, state.count + 1)
-        return new, {"bytes_sent": bits / 8 if comm.max_out_degree else 0.0}
+        return new, {"bytes_sent": message_bytes(comm, compressor, x)}
 
     return Algorithm(init=init, step=step, name=f"{name}[{compressor.name}]")
 

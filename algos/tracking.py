@@ -57,6 +57,48 @@ class TrackingState(NamedTuple):
     count: jax.Array
 
 
+def next_tracker(
+    first: jax.Array,
+    grads: PyTree,
+    prev_grad: PyTree,
+    tracker: PyTree,
+    mix: Callable[[PyTree], PyTree],
+    *,
+    mix_after: bool = False,
+) -> PyTree:
+    r"""The gradient tracker of step :math:`k` (one gradient per step, see the module note).
+
+    .. math::
+
+      Y^k = \begin{cases} G^k & \text{on the tracker's first step,} \\
+        \operatorname{mix}(Y^{k-1}) + G^k - G^{k-1} & \text{otherwise}
+        \ (\texttt{mix\_after}: \operatorname{mix}(Y^{k-1} + G^k - G^{k-1})).
+      \end{cases}
+
+    The one tracker update of the library: DSGT, ATC-GT, DIGing, GT-RR here,
+    Push-Pull / AB, Push-DIGing, APD (``mix`` = the push operator's) and CPP
+    (``mix`` = its compressed consensus step) use it.
+
+    Args:
+      first: bool, scalar or per-agent ``(b,)``: whether this is the tracker's first
+        step (:math:`Y^k = G^k`, local).
+      grads: :math:`G^k`, leaves ``(b, ...)``.
+      prev_grad: :math:`G^{k-1}`.
+      tracker: :math:`Y^{k-1}`.
+      mix: the operator applied to the tracker, e.g. ``comm.mix``.
+      mix_after: mix after adding the gradient difference (ATC) instead of before.
+
+    Returns:
+      :math:`Y^k`, with the structure of ``grads``.
+    """
+    delta = optax.tree.sub(grads, prev_grad)
+    if mix_after:
+        tracked = mix(optax.tree.add(tracker, delta))
+    else:
+        tracked = optax.tree.add(mix(tracker), delta)
+    return select(first, grads, tracked)
+
+
 def gradient_tracking(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
@@ -130,12 +172,9 @@ def gradient_tracking(
         del key
         first = (batch.position == 0) if restart_every_epoch else (state.count == 0)
         grads = grad_fn(state.params, batch.data)
-        delta = optax.tree.sub(grads, state.prev_grad)
-        if variant == "atc":
-            tracked = comm.mix(optax.tree.add(state.tracker, delta))
-        else:
-            tracked = optax.tree.add(comm.mix(state.tracker), delta)
-        tracker = select(first, grads, tracked)
+        tracker = next_tracker(
+            first, grads, state.prev_grad, state.tracker, comm.mix, mix_after=variant == "atc"
+        )
         updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
         if variant == "cta":
             params = optax.apply_updates(comm.mix(state.params), updates)

@@ -285,6 +285,23 @@ class Gossip:
         return _bytes_per_agent(tree)
 
 
+AUTO_SHIFT_MIN_OFFSETS = 8
+"""``"auto"`` takes the shift path for up to ``max(AUTO_SHIFT_MIN_OFFSETS, n // 4)`` offsets."""
+
+
+def auto_path(n_offsets: int, n_agents: int) -> Literal["shift", "dense"]:
+    """The path ``path="auto"`` picks for a graph, before any single-device adjustment.
+
+    Shift when the graph has at most ``max(8, n // 4)`` distinct offsets (a shift
+    costs ``|S|`` received rows per agent, the dense all-gather ``n``), dense otherwise.
+
+    Args:
+      n_offsets: number of distinct shift offsets ``|S|`` (self-loops included).
+      n_agents: number of agents ``n``.
+    """
+    return "shift" if n_offsets <= max(AUTO_SHIFT_MIN_OFFSETS, n_agents // 4) else "dense"
+
+
 def gossip(
     w: np.ndarray, *, path: Path = "auto", symmetric: bool = True, doubly_stochastic: bool = True
 ) -> Gossip:
@@ -320,5 +337,5 @@ def gossip(
     offsets, coeffs = _shift_decomposition(w)
     auto = path == "auto"
     if auto:
-        path = "shift" if len(offsets) <= max(8, w.shape[0] // 4) else "dense"
+        path = auto_path(len(offsets), w.shape[0])
     return Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs, auto=auto)

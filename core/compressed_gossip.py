@@ -42,10 +42,66 @@ import optax
 from core import compression
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
+from core.tree import combine, select
 
 PyTree = Any
 Mode = Literal["ef21", "ef"]
 _COMPRESSION_KEY_TAG = 0x636F6D70  # Separates the compressors' randomness from the method's.
+
+
+def message_bytes(op: Any, compressor: compression.Compressor, tree: PyTree) -> float:
+    """Bytes of one compressed broadcast of ``tree`` (local view): the exact bits / 8.
+
+    Zero when ``op``'s graph has no edges (nothing is sent).
+    """
+    return compression.message_bits(compressor, tree) / 8 if op.max_out_degree else 0.0
+
+
+def reference_exchange(
+    op: Any,
+    compressor: compression.Compressor,
+    key: jax.Array,
+    value: PyTree,
+    h: PyTree,
+    h_mixed: PyTree,
+    beta: float,
+    active: jax.Array | None = None,
+) -> tuple[PyTree, PyTree, PyTree]:
+    r"""One LEAD-style compressed exchange of ``value`` against reference points over ``op``.
+
+    Sender and receivers share the reference :math:`H` (receivers hold its mix
+    :math:`H^W = W H`, kept up to date from the same messages):
+    :math:`Q = \mathcal C(V - H)` (zero for agents not ``active``),
+    :math:`\hat V = H + Q`, :math:`\hat V^W = H^W + W Q`, and the references move
+    :math:`H \leftarrow (1-\beta) H + \beta \hat V`, :math:`H^W \leftarrow
+    (1-\beta) H^W + \beta \hat V^W`, which keeps :math:`H^W = W H` in exact
+    arithmetic. Used by LEAD/CEDAS (:mod:`algos.compressed`) and CPP/B-CPP
+    (:mod:`algos.push_compressed`); Liu et al., ICLR 2021,
+    https://arxiv.org/abs/2007.00232.
+
+    Args:
+      op: the (uncompressed) operator applying :math:`W`, e.g. a
+        :class:`~core.comm.Gossip`.
+      compressor: the message compressor.
+      key: the step's key for this channel; agents compress with independent folds.
+      value: :math:`V`, leaves ``(b, ...)``.
+      h: the reference :math:`H`.
+      h_mixed: :math:`H^W`.
+      beta: reference step :math:`\beta`, a Python number.
+      active: optional per-agent bool ``(b,)``: agents that send (the others send a
+        zero message).
+
+    Returns:
+      :math:`(\hat V - \hat V^W, H^+, H^{W,+})`.
+    """
+    q = compression.compress_block(compressor, key, optax.tree.sub(value, h))
+    if active is not None:
+        q = select(active, q, jax.tree.map(jnp.zeros_like, q))
+    v_hat = optax.tree.add(h, q)
+    v_hat_mixed = optax.tree.add(h_mixed, op.mix(q))
+    h = combine(1.0 - beta, h, beta, v_hat)
+    h_mixed = combine(1.0 - beta, h_mixed, beta, v_hat_mixed)
+    return optax.tree.sub(v_hat, v_hat_mixed), h, h_mixed
 
 
 class _Session:
@@ -132,9 +188,7 @@ class CompressedGossip:
 
     def bytes_per_mix(self, tree: PyTree) -> float:
         """Bytes of one compressed message of ``tree`` (local-view shapes): bits / 8."""
-        if not self.base.max_out_degree:
-            return 0.0
-        return compression.message_bits(self.compressor, tree) / 8
+        return message_bytes(self.base, self.compressor, tree)
 
     def bytes_per_mean(self, tree: PyTree) -> int:
         """Bytes of one uncompressed upload (delegates)."""

@@ -565,7 +565,7 @@ def sequence(
         for s, row in zip(offs, c, strict=True):
             coeffs[k, offsets.index(s)] = row
     if path == "auto":
-        path = "shift" if len(offsets) <= max(8, n // 4) else "dense"
+        path = comm.auto_path(len(offsets), n)
     nominal = comm.gossip(average, path=path, doubly_stochastic=False)
     return TimeVaryingGossip(
         kind="sequence",
