@@ -199,10 +199,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     window = tuple(config.get("rate_window") or (config.num_epochs // 2, config.num_epochs))
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
     if config.objective.name in experiment.CONVEX_OBJECTIVES:
-        x_star, f_star = optimum.solve(
+        solution = optimum.minimize(
             obj.loss, parts, np.zeros(dim, dtype), gtol=config.get("solver_gtol", 1e-11)
         )
-        print(f"objective: {obj.name}, f* = {f_star:.10f} (float64 L-BFGS)")
+        x_star, f_star = solution.x_star, solution.f_star
+        print(
+            f"objective: {obj.name}, f* = {f_star:.10f} (float64 L-BFGS + "
+            f"{solution.newton_steps} Newton steps, |grad f(x*)|_inf = {solution.grad_inf:.2g})"
+        )
     else:
         x_star = f_star = None
         if metric in ("dist_to_opt", "gap"):
