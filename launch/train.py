@@ -198,6 +198,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     # Epochs over which the summary fits log(metric) ~ rate * log(epoch).
     window = tuple(config.get("rate_window") or (config.num_epochs // 2, config.num_epochs))
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
+    # Bad data fails here, once, on the host and before anything compiles: labels
+    # outside the objective's domain, then (shard_agents) NaN/Inf, naming agent and sample.
+    for split in (parts, test_parts):
+        if split is not None and obj.check_data is not None:
+            obj.check_data(split)
+    agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
+    shard = mesh.shard_agents(parts, agent_mesh)
+    test_shard = None if test_parts is None else mesh.shard_agents(test_parts, agent_mesh)
     if config.objective.name in experiment.CONVEX_OBJECTIVES:
         solution = optimum.minimize(
             obj.loss, parts, np.zeros(dim, dtype), gtol=config.get("solver_gtol", 1e-11)
@@ -219,9 +227,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     if config.get("report_heterogeneity"):
         _heterogeneity(config, parts, num_classes)
 
-    agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
-    shard = mesh.shard_agents(parts, agent_mesh)
-    test_shard = None if test_parts is None else mesh.shard_agents(test_parts, agent_mesh)
     if net is None:
         x0 = _initial_params(config, dim, dtype)
     else:  # Every agent starts from the same network initialisation.
@@ -253,7 +258,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 loss_fn = experiment.agent_loss(config, obj.loss)
                 algorithm = experiment.build_algorithm(config, name, loss_fn, comm_op, lr)
                 runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
-                state = runner.init(mesh.shard_agents(x0, agent_mesh), shard, key)
+                state = runner.init(mesh.shard_agents(x0, agent_mesh, what="params"), shard, key)
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
                 run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}")

@@ -358,8 +358,8 @@ def test_objective_is_a_namedtuple():
     obj = logistic_regression(reg=0.1)
     assert isinstance(obj, Objective)
     assert obj.name == "logistic_regression"
-    loss, accuracy, name = obj
-    assert callable(loss) and callable(accuracy) and name == obj.name
+    loss, accuracy, name, check_data = obj
+    assert callable(loss) and callable(accuracy) and name == obj.name and callable(check_data)
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1), (3, 5)])

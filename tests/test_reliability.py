@@ -250,7 +250,51 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("call, message", BAD_CALLS)
+def _with(shape, index, value, dtype=np.float64):
+    """``np.ones(shape)`` (or zeros for integer labels) with one entry replaced."""
+    a = np.ones(shape, dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype)
+    a[index] = value
+    return a
+
+
+BAD_DATA = [
+    (
+        lambda: mesh.shard_agents(
+            {"x": _with((8, 4, 3), (2, 3, 1), np.nan), "y": np.zeros((8, 4))},
+            mesh.make_agent_mesh(8),
+        ),
+        r"data\['x'\] holds nan at index \(2, 3, 1\) \(agent 2, sample 3; 1 non-finite",
+    ),
+    (
+        lambda: mesh.shard_agents({"w": _with((8, 3), (5, 0), -np.inf)}, mesh.make_agent_mesh(8)),
+        r"data\['w'\] holds -inf at index \(5, 0\) \(agent 5, sample 0",
+    ),
+    (
+        lambda: objectives.logistic_regression(reg=0.1).check_data(
+            {"x": np.ones((4, 5, 3)), "y": _with((4, 5), (1, 3), 2, np.int32)}
+        ),
+        r"labels must be 0 or 1 .*got 2 at agent 1, sample 3 \(1 bad labels",
+    ),
+    (
+        lambda: objectives.softmax_cross_entropy(lambda p, x: x @ p).check_data(
+            {"x": np.ones((4, 5, 3)), "y": _with((4, 5), (0, 2), -1, np.int32)}
+        ),
+        r"labels must be class indices >= 0, got -1 at agent 0, sample 2",
+    ),
+    (
+        lambda: objectives.logistic_regression(reg=0.1).check_data({"x": np.ones((4, 5, 3))}),
+        r"missing key 'y': the objective needs keys \['x', 'y'\], got keys \['x'\]",
+    ),
+    (  # The loss itself, at trace time (before compiling), instead of a bare KeyError.
+        lambda: jax.eval_shape(
+            objectives.least_squares().loss, np.zeros(3), {"x": np.ones((4, 3)), "z": 0}
+        ),
+        r"missing key 'y': the objective needs keys \['x', 'y'\], got keys \['x', 'z'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD_CALLS + BAD_DATA)
 def test_bad_library_inputs_name_the_value(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -262,3 +306,28 @@ def test_directed_matrix_rejected_by_a_method_needing_doubly_stochastic_w():
     r = directed.row_stochastic(directed.directed_ring(6))
     with pytest.raises(ValueError, match="column 0 of W sums to|not symmetric|sums to"):
         algos.dsgd(objectives.least_squares().loss, comm.gossip(r), 0.1)
+
+
+@pytest.mark.parametrize(
+    "index, value, message",
+    [
+        # Sample 5 is the first of class 0: first after the label sort.
+        ((5, 10), np.nan, r"data\['x'\] holds nan at index \(0, 0, 10\) \(agent 0, sample 0"),
+        # 1797 = 3 x 599 samples: nothing is dropped, label 2 sorts last.
+        ((5,), 2, r"labels must be 0 or 1 .*got 2 at agent 2, sample 598 \(1 bad"),
+    ],
+)
+def test_bad_data_fails_before_compiling(index, value, message, tmp_path, monkeypatch):
+    load = experiment.load_data
+
+    def broken(config):
+        data, description = load(config)
+        data = {k: np.array(v) for k, v in data.items()}
+        data["x" if len(index) == 2 else "y"][index] = value
+        return data, description
+
+    monkeypatch.setattr(experiment, "load_data", broken)
+    monkeypatch.setattr(loop, "Runner", None)  # Nothing may be built, let alone compiled.
+    config = _config(n_agents=3, topologies=("ring",), algorithms=("d_rr",))
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(config, str(tmp_path))
