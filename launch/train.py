@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from typing import Any
 
 import jax
@@ -126,10 +125,6 @@ class _RunCheckpoints:
             return
         if done - self.last_saved >= self.every or done == self.epochs:
             self._save(done, state, history)
-        kill_at = os.environ.get("DECENTJAX_TEST_KILL_AT_EPOCH")
-        if kill_at is not None and done >= int(kill_at):  # Tests of resume after SIGKILL.
-            self.ckpt.wait_until_finished()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def _save(self, epoch: int, state: Any, history: list[dict[str, float]] | None) -> None:
         # The history first, atomically: a checkpoint is only ever read with its history.

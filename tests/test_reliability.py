@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -40,14 +41,13 @@ RUN = [
 ]
 
 
-def _main(workdir, *extra, env=None):
+def _main(workdir, *extra):
     return subprocess.run(
         [sys.executable, "-m", "launch.main", *RUN, f"--workdir={workdir}", *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **(env or {})},
     )
 
 
@@ -56,20 +56,46 @@ def _metrics(workdir):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f]
 
 
+def _kill_at_checkpoint(workdir, run, epoch, timeout=600.0):
+    """Starts the run, SIGKILLs it from outside once ``run`` has a complete checkpoint
+    of ``epoch``, and returns the epochs whose checkpoints are complete then.
+
+    Orbax writes a checkpoint under a temporary name and renames it to ``<epoch>``
+    when it is complete (the run writes ``history_<epoch>.json`` before), so the
+    folder's appearance is the signal. Polls without assuming any speed.
+    """
+    directory = os.path.join(workdir, "checkpoints", run)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "log.txt"), "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launch.main", *RUN, f"--workdir={workdir}"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while not os.path.isdir(os.path.join(directory, str(epoch))):
+                assert proc.poll() is None, f"the run ended (rc {proc.returncode}) first"
+                assert time.monotonic() < deadline, f"no checkpoint {epoch} in {timeout} s"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(workdir, "summary.txt")), "killed after the end"
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
     straight = _main(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _main(tmp_path / "resumed", env={"DECENTJAX_TEST_KILL_AT_EPOCH": "3"})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints" / "ring__d_rr")) == [
-        "0",
-        "2",
-        "history_0.json",
-        "history_2.json",
-    ]
+    saved = _kill_at_checkpoint(str(tmp_path / "resumed"), "ring__d_rr", 2)
+    assert saved[:2] == [0, 2], saved
     resumed = _main(tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed" in resumed.stdout and "at epoch 2" in resumed.stdout
+    assert f"ring__d_rr at epoch {saved[-1]}" in resumed.stdout
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
 
 
