@@ -9,7 +9,7 @@ with many.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -146,6 +146,48 @@ def check_finite(tree: Any, what: str = "data") -> None:
             f"({where}; {int(finite.size - finite.sum())} non-finite entries in all); "
             "every value must be finite: remove or impute those samples before sharding."
         )
+
+
+def agent_init(
+    init: Callable[[jax.Array], Any], mesh: jax.sharding.Mesh, n_agents: int
+) -> Callable[[jax.Array], Any]:
+    """Compiles ``key -> per-agent params``, built on device and sharded on the agent axis.
+
+    Every agent gets the same ``init(key)``: each device evaluates it from the
+    replicated key and broadcasts it to its own block of agents, inside
+    ``shard_map``, so neither the host nor any device ever holds an
+    ``n_agents x |params|`` array (DESIGN: per-agent params are created under jit,
+    already sharded). Works with several processes: each builds its own devices'
+    blocks.
+
+    Args:
+      init: ``init(key) -> params`` for one agent (e.g. :class:`models.nets.Model`'s
+        ``init``); traced, so it must be a JAX function of the key.
+      mesh: a mesh from :func:`make_agent_mesh`.
+      n_agents: number of agents, divisible by the mesh's device count.
+
+    Returns:
+      ``build(key)``: params pytree with leaves ``(n_agents, ...)`` sharded as
+      :func:`agent_sharding`; fresh buffers on every call (safe to donate).
+
+    Raises:
+      ValueError: if ``n_agents`` is not divisible by the device count.
+    """
+    n_devices = mesh.shape[AGENT_AXIS]
+    if n_agents % n_devices:
+        raise ValueError(
+            f"n_agents={n_agents} is not divisible by the device count {n_devices}; "
+            "every device must hold the same number of agents."
+        )
+    block = agent_block(mesh, n_agents)
+
+    def local(key: jax.Array) -> Any:
+        return jax.tree.map(
+            lambda p: as_varying(jax.numpy.broadcast_to(p, (block, *p.shape))), init(key)
+        )
+
+    build = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=jax.P(), out_specs=jax.P(AGENT_AXIS)))
+    return lambda key: build(replicate(key, mesh))
 
 
 def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:

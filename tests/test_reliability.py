@@ -53,7 +53,8 @@ def _main(workdir, *extra):
 
 def _metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f]
+        timings = ("seconds", "compile_seconds")
+        return [{k: v for k, v in json.loads(line).items() if k not in timings} for line in f]
 
 
 def _kill_at_checkpoint(workdir, run, epoch, timeout=600.0):
