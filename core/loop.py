@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,6 +137,9 @@ class Runner:
         """
         algorithm, sampler = self.algorithm, self.sampler
         block = jax.tree.leaves(data)[0].shape[0]
+        # At trace time: a state of another agent count (e.g. restored from another
+        # run) fails here, naming the leaf, instead of deep inside the vmapped step.
+        chex.assert_tree_shape_prefix(state, (block,))
         float_dtype = jnp.result_type(float)
         epoch_key = jax.random.fold_in(key, epoch)
         keys = agent_keys(jax.random.fold_in(epoch_key, 0), block)

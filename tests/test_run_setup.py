@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import algos
 from core import comm, loop, mesh, metrics, sampling, topology, weights
@@ -122,3 +123,17 @@ def test_compile_time_is_reported_apart_from_run_time():
     header, _, line = table.splitlines()
     assert header.endswith("compile s   run s")
     assert line.split()[-2:] == [f"{compile_s[-1]:.2f}", f"{run_s[-1]:.2f}"]
+
+
+def test_state_of_another_agent_count_fails_at_trace_time_naming_the_leaf():
+    runner, _, data = _runner()  # 8 agents, one per device.
+    other = mesh.make_agent_mesh(16, 8)
+    state16 = runner.init(
+        mesh.shard_agents(np.zeros((16, 3)), other),
+        mesh.shard_agents({"x": np.zeros((16, 4, 3)), "y": np.zeros((16, 4))}, other),
+        jax.random.key(0),
+    )
+    with pytest.raises(
+        AssertionError, match=r"leaf 'params' has a shape prefix .* \(2,\) != \(1,\)"
+    ):
+        runner.run_epochs(state16, data, jax.random.key(0), 0, 1)
