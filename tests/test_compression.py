@@ -304,9 +304,13 @@ def test_invalid_bit_arguments():
 def test_rand_k_draws_a_uniform_subset_without_sorting_d():
     d, k = 7, 3
     c = compression.rand_k(k, unbiased=False)
-    # No sort of d keys (a permutation): only a top-k.
-    jaxpr = str(jax.make_jaxpr(c.compress)(jax.random.key(0), jnp.ones(d)))
-    assert " sort[" not in jaxpr and " top_k[" in jaxpr
+    # No sort of d = 1000 keys (a permutation): a top-k, then a sort of k + 32 candidates.
+    jaxpr = jax.make_jaxpr(c.compress)(jax.random.key(0), jnp.ones(1000))
+    sorted_sizes = [
+        v.aval.shape for e in jaxpr.eqns if e.primitive.name == "sort" for v in e.invars
+    ]
+    assert sorted_sizes == [(k + 32,)] * 3
+    assert any(e.primitive.name == "top_k" for e in jaxpr.eqns)
     kept = _draws(c, {"x": np.arange(1.0, d + 1)}, seed=3) != 0  # (N_DRAWS, d)
     assert np.all(kept.sum(axis=1) == k)
     # Every coordinate kept with probability k/d, every pair with k(k-1)/(d(d-1)).
