@@ -10,7 +10,8 @@ Nesterov's method instead):
    :math:`|f|\epsilon_{64}`, i.e. at :math:`\|\nabla f\| \approx \sqrt{2\mu|f|\epsilon_{64}}`
    (about :math:`10^{-9}`; where exactly depends on the machine's rounding, e.g.
    AVX-512 reductions).
-2. Newton polishing when the flat dimension is at most :data:`NEWTON_MAX_DIM`:
+2. Newton polishing when L-BFGS stops short of the target and the flat dimension
+   is at most :data:`NEWTON_MAX_DIM`:
    :math:`x \leftarrow x - t H^{-1}\nabla f(x)` with the exact Hessian (Cholesky),
    :math:`t` halved until :math:`\|\nabla f\|_2` decreases. The merit is the gradient
    norm, not :math:`f`, so it keeps converging (quadratically) below the resolution
@@ -120,8 +121,8 @@ def minimize(
       gtol: relative stationarity target: the solve succeeds when
         :math:`\|\nabla f\|_\infty \le \text{gtol}\cdot\max(1,\|\nabla f(x_0)\|_\infty)`.
       max_iter: L-BFGS iteration cap.
-      newton_max_dim: polish with Newton steps when the flat dimension is at most
-        this (0 disables polishing).
+      newton_max_dim: polish with Newton steps, when L-BFGS stops short of the
+        target, if the flat dimension is at most this (0 disables polishing).
 
     Returns:
       A :class:`Solution` with the achieved stationarity.
@@ -177,7 +178,8 @@ def minimize(
         x = np.asarray(result.x, np.float64)
         value, grad = fun(x)
         steps, definite = 0, True
-        if dim <= newton_max_dim and np.all(np.isfinite(grad)):
+        short = np.max(np.abs(grad), initial=0.0) > tol  # NaN: not short, judged below.
+        if short and dim <= newton_max_dim:
             hessian = _hessian_fn(f, dim, data64)
             x, value, grad, steps, definite = _newton_polish(fun, hessian, x, value, grad)
     message = str(result.message)
