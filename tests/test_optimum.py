@@ -1,5 +1,6 @@
 """The centralized reference solver: L-BFGS then Newton polishing, in float64."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -102,6 +103,13 @@ def test_solver_failures_raise():
     # One L-BFGS step and no polishing: not even half the digits, a genuine failure.
     with pytest.raises(RuntimeError, match="not even sqrt\\(gtol\\)"):
         optimum.minimize(loss, data, x0, max_iter=1, newton_max_dim=0)
+
+    # A double well, stopped near its hump: short, and the Hessian is indefinite there.
+    def double_well(w, batch):
+        return (w[0] ** 2 - 1) ** 2 + w[1] ** 2 + 0.0 * jnp.sum(batch["x"])
+
+    with pytest.raises(RuntimeError, match="Hessian there is not positive definite"):
+        optimum.minimize(double_well, {"x": np.zeros((2, 3))}, np.array([0.1, 0.5]), max_iter=0)
     bad = {"x": data["x"].copy(), "y": data["y"]}
     bad["x"][2, 7, 0] = np.nan
     with pytest.raises(ValueError, match="loss is nan at the starting point"):
