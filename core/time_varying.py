@@ -3,8 +3,14 @@ r"""Time-varying graphs: random link failures and fixed periodic sequences of gr
 :class:`TimeVaryingGossip` has the interface of :class:`core.comm.Gossip`, but its
 ``mix`` at round :math:`k` applies a matrix :math:`W_k` that changes from round to
 round, inside the compiled step. Build a method with the operator, then wrap it
-with :func:`time_varying`, which keeps a round counter in the state and tells the
-operator, during each traced step, the round index :math:`k` and the round's key.
+with :func:`time_varying`, which keeps a round counter in the state and, during each
+traced step, binds the round index :math:`k` and the round's key to the operator.
+The operator itself is a frozen dataclass and is never modified: the round is a
+per-step context bound with :func:`core.operator_context.bind` for the duration of
+the wrapped step and looked up by ``mix`` (the design, and why it makes a wrapped
+step a function of its arguments that nests, composes with
+:func:`core.compressed_gossip.compress_communication` in either order, and is
+thread-safe, is stated in :mod:`core.operator_context`).
 Every ``mix`` inside one step uses the same :math:`W_k` (one round = one step: a
 link that is down is down for all messages of that step, and all operators
 wrapped together see the same draws, so a pull operator ``R`` and a push operator
@@ -90,7 +96,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
-from core import comm, directed, weights
+from core import comm, directed, operator_context, weights
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
 from core.mesh import AGENT_AXIS, local_agent_ids
@@ -172,7 +178,7 @@ class _Round(NamedTuple):
     key: jax.Array  # The round's key, the same on every device.
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class TimeVaryingGossip:
     r"""Gossip with a matrix :math:`W_k` that changes every round (local view).
 
@@ -206,7 +212,6 @@ class TimeVaryingGossip:
     out_coeffs: np.ndarray | None
     p: float
     matrices: tuple[np.ndarray, ...]
-    _round: _Round | None = dataclasses.field(default=None, repr=False)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -235,7 +240,9 @@ class TimeVaryingGossip:
         """Makes ``mix`` apply :math:`W_k` for round ``round_index`` drawn from ``key``.
 
         Used by :func:`time_varying`; call it directly only to apply one round's
-        matrix by hand (tests), inside ``jax.shard_map``.
+        matrix by hand (tests), inside ``jax.shard_map``. The round is bound to this
+        operator for the block (:func:`core.operator_context.bind`), not stored on it:
+        the operator stays immutable, and nested or concurrent blocks each see their own.
 
         Args:
           round_index: int32 scalar or per-agent vector ``(b,)`` (all entries equal):
@@ -243,12 +250,8 @@ class TimeVaryingGossip:
           key: the round's key, the same on every device (for link failures); see
             :func:`round_key`.
         """
-        previous = self._round
-        self._round = _Round(jnp.asarray(round_index, jnp.int32), key)
-        try:
+        with operator_context.bind(self, _Round(jnp.asarray(round_index, jnp.int32), key)):
             yield
-        finally:
-            self._round = previous
 
     def mix(self, tree: PyTree) -> PyTree:
         """Returns ``W_k @ tree`` along the agent axis (local view).
@@ -262,7 +265,8 @@ class TimeVaryingGossip:
         Raises:
           RuntimeError: outside a time-varying step (no round to mix with).
         """
-        if self._round is None:
+        current = operator_context.bound(self)
+        if current is None:
             raise RuntimeError(
                 "TimeVaryingGossip.mix was called outside a time-varying step: wrap the "
                 "method with core.time_varying.time_varying(algorithm, comm)."
@@ -281,17 +285,17 @@ class TimeVaryingGossip:
         ids = local_agent_ids(block)
         # The round's draws once per call, its coefficients once per dtype, shared by
         # all leaves (not cached across calls: a call may sit inside a cond or scan).
-        masks = self._failure_masks(ids)
+        masks = self._failure_masks(current, ids)
         coeffs: dict[Any, jax.Array] = {}
 
         def leaf(x: jax.Array) -> jax.Array:
             if x.dtype not in coeffs:
-                coeffs[x.dtype] = self._local_coeffs(ids, masks, x.dtype)
+                coeffs[x.dtype] = self._local_coeffs(current, ids, masks, x.dtype)
             return self._mix_leaf(x, ids, coeffs[x.dtype])
 
         return jax.tree.map(leaf, tree)
 
-    def _failure_masks(self, ids: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+    def _failure_masks(self, current: _Round, ids: jax.Array) -> tuple[jax.Array, jax.Array] | None:
         """This round's failed links of the agents ``ids``, each ``(len(offsets), b)``.
 
         The first mask marks agent ``i``'s in-edge from ``i + s``; the second (``push``
@@ -299,7 +303,7 @@ class TimeVaryingGossip:
         """
         if self.kind == "sequence":
             return None
-        n, key = self.n_agents, self._round.key
+        n, key = self.n_agents, current.key
         threshold = jnp.uint32(min(math.floor(self.p * 2**32), 2**32 - 1))
         offsets = np.asarray(self.offsets, np.int32)[:, None]
         off_diagonal = jnp.asarray(offsets != 0)
@@ -318,13 +322,17 @@ class TimeVaryingGossip:
         return failed, out_failed & off_diagonal
 
     def _local_coeffs(
-        self, ids: jax.Array, masks: tuple[jax.Array, jax.Array] | None, dtype: Any
+        self,
+        current: _Round,
+        ids: jax.Array,
+        masks: tuple[jax.Array, jax.Array] | None,
+        dtype: Any,
     ) -> jax.Array:
         """This round's ``c_s[i]`` for the agents ``ids``: shape ``(len(offsets), b)``."""
         table = jnp.asarray(self.coeffs, dtype)[:, :, ids]  # (T, |S|, b)
         if masks is None:
             period = table.shape[0]
-            index = jnp.broadcast_to(self._round.index, ids.shape) % period
+            index = jnp.broadcast_to(current.index, ids.shape) % period
             # Each agent reads its own round's column (all agents share the round).
             return jax.vmap(lambda k, col: col[k], in_axes=(0, 2), out_axes=1)(index, table)
         c, zero = table[0], jnp.zeros((), dtype)
