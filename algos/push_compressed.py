@@ -113,7 +113,11 @@ def _cpp(
             active,
         )
         tracker = next_tracker(
-            first, grads, state.prev_grad, state.tracker, lambda y: combine(1.0, y, -g, y_diff)
+            first,
+            grads,
+            state.prev_grad,
+            state.tracker,
+            lambda send, y: combine(1.0, y, -g, y_diff),  # Exchanged above.
         )
         h_y = select(first, state.h_y, h_y)
         h_y_pushed = select(first, state.h_y_pushed, h_y_pushed)

@@ -38,7 +38,9 @@ design), and returns the memories the calls wrote as the next state. A wrapped s
 is thus a function of its arguments: it nests (another compressed run may be traced
 inside it, with this operator or another), composes with
 :func:`core.time_varying.time_varying` in either order, and may be traced any number
-of times.
+of times. A call whose result the method would discard goes through ``mix_if``
+(:func:`core.comm.mix_if`): inside ``lax.cond``, so when it is skipped nothing is
+sent and its memory passes through unchanged.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from core import comm as comm_lib
 from core import compression, operator_context
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
@@ -169,6 +172,19 @@ class _Session:
         self.outputs.append(memory)
         return mixed
 
+    def mix_if(self, send: jax.Array, x: PyTree) -> PyTree:
+        """:meth:`mix` inside ``lax.cond``: skipped, it sends nothing and keeps its memory."""
+        memory = self._memory(x)
+        if self.inputs is None:
+            self.outputs.append(memory)
+            return comm_lib.mix_if(self.op.base.mix, send, x)
+        key = jax.random.fold_in(self.key, len(self.outputs))
+        mixed, memory = jax.lax.cond(
+            send, lambda x, m: self._exchange(x, m, key), lambda x, m: (x, m), x, memory
+        )
+        self.outputs.append(memory)
+        return mixed
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CompressedGossip:
@@ -211,6 +227,18 @@ class CompressedGossip:
     def mix(self, tree: PyTree) -> PyTree:
         """Compressed ``W @ tree`` (local view); see the module docstring."""
         return self._session().mix(tree)
+
+    def mix_if(self, send: jax.Array, tree: PyTree) -> PyTree:
+        """:meth:`mix` where ``send`` is true; else ``tree``, nothing sent, memory unchanged.
+
+        The call keeps its place in the step's call order (its memory slot), so the
+        number of calls per step stays fixed whichever branch runs.
+
+        Args:
+          send: bool scalar, the same on every device.
+          tree: pytree of this device's block, leaves ``(b, ...)``.
+        """
+        return self._session().mix_if(send, tree)
 
     def mean(self, tree: PyTree) -> PyTree:
         """Uncompressed server mean (delegates to the base operator)."""

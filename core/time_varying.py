@@ -295,6 +295,17 @@ class TimeVaryingGossip:
 
         return jax.tree.map(leaf, tree)
 
+    def mix_if(self, send: jax.Array, tree: PyTree) -> PyTree:
+        """:meth:`mix` where ``send`` is true, else ``tree`` with nothing exchanged.
+
+        See :func:`core.comm.mix_if`.
+
+        Args:
+          send: bool scalar, the same on every device.
+          tree: pytree of this device's block, leaves ``(b, ...)``.
+        """
+        return comm.mix_if(self.mix, send, tree)
+
     def _failure_masks(self, current: _Round, ids: jax.Array) -> tuple[jax.Array, jax.Array] | None:
         """This round's failed links of the agents ``ids``, each ``(len(offsets), b)``.
 
