@@ -1,7 +1,7 @@
-"""Messages a step would discard are not sent (algos/tracking.py, algos/diffusion.py).
+"""Messages a step would discard are not sent (algos/tracking.py, diffusion.py, push_*.py).
 
-The tracker's first step (DSGT, and every epoch start of GT-RR) and NIDS's first
-step discard the mixed value, so they skip the exchange (``mix_if`` inside
+The tracker's first step (DSGT, every epoch start of GT-RR, Push-Pull, CPP) and
+NIDS's first step discard the mixed value, so they skip the exchange (``mix_if`` inside
 ``lax.cond``): nothing is sent, the zero bytes they report are what was sent, and a
 compressed operator's memory for that call is left as it was.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import algos
-from core import comm, compression, mesh, topology, weights
+from core import comm, compression, directed, mesh, topology, weights
 from core.algorithm import Batch
 from models import objectives
 
@@ -141,23 +141,31 @@ class CountingGossip:
         return comm.mix_if(self.mix, send, tree)
 
 
-@pytest.mark.parametrize("name", ["gt", "gt-atc", "gt-rr", "nids"])
+@pytest.mark.parametrize("name", ["gt", "gt-atc", "gt-rr", "nids", "push-pull", "cpp"])
 def test_uncompressed_first_steps_exchange_nothing(name):
     """Executed exchanges, counted on one device: a skipped one runs no mix at all."""
     executed = []
     op = CountingGossip(comm.gossip(W), executed)
+    a = directed.unbalanced_example(N)
+    pull, push = (
+        CountingGossip(comm.gossip(m, doubly_stochastic=False), executed)
+        for m in (directed.row_stochastic(a), directed.column_stochastic(a))
+    )
     algorithm = {
         "gt": lambda: algos.gradient_tracking(LS.loss, op, 0.05),
         "gt-atc": lambda: algos.gradient_tracking(LS.loss, op, 0.05, variant="atc"),
         "gt-rr": lambda: algos.gt_rr(LS.loss, op, 0.05),
         "nids": lambda: algos.nids(LS.loss, op, 0.05),
+        "push-pull": lambda: algos.push_pull(LS.loss, pull, push, 0.05),
+        # The identity's message is the float64 vector itself.
+        "cpp": lambda: algos.cpp(LS.loss, pull, push, 0.05, compressor=compression.identity()),
     }[name]()
     positions = [0, 1, 2, 0, 1]
     _, sent = steps(algorithm, positions, n_devices=1)
     jax.effects_barrier()
     vector = D * 8  # Bytes of one float64 vector of D entries.
     # Messages sent = mixes executed (each mix is one message), and both match the bytes.
-    skipped = {"gt": 1, "gt-atc": 1, "gt-rr": 2, "nids": 1}[name]
+    skipped = 2 if name == "gt-rr" else 1
     per_step = 1 if name == "nids" else 2
     expected = per_step * len(positions) - skipped
     assert len(executed) == expected, f"{name}: {len(executed)} mixes executed, not {expected}"
