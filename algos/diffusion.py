@@ -258,8 +258,11 @@ def nids(
         raise ValueError(f"need 0 < c * learning_rate <= 1, got c * alpha = {c_alpha}.")
 
     def combine(phi: PyTree, first: jax.Array) -> PyTree:
+        # The first step is unmixed: skip its exchange (nothing sent, none counted, a
+        # compressed operator's memory untouched). first is the same on every agent.
+        exchanged = comm.mix_if(jnp.logical_not(first[0]), phi)
         mixed = optax.tree.add(
-            optax.tree.scale(1.0 - c_alpha, phi), optax.tree.scale(c_alpha, comm.mix(phi))
+            optax.tree.scale(1.0 - c_alpha, phi), optax.tree.scale(c_alpha, exchanged)
         )
         return select(first, phi, mixed)
 

@@ -82,7 +82,7 @@ def _apd(
         x = combine(1.0 - tau, state.y, tau, state.z)
         grads = grad_fn(debias(x, state.weight), batch.data)
         # S^k; S^0 = grad F(X^0).
-        tracker = next_tracker(first, grads, state.prev_grad, state.tracker, push.mix)
+        tracker = next_tracker(first, grads, state.prev_grad, state.tracker, push.mix_if)
         y_msg = combine(1.0, x, -gamma, tracker)  # X^k - gamma S^k
         step_z = scale(-gamma * alpha, tracker)  # -alpha_k gamma S^k
         if beta is None:

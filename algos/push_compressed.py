@@ -26,8 +26,8 @@ from core import compression
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.compressed_gossip import message_bytes, reference_exchange
-from core.mesh import agent_keys
-from core.tree import block_size, combine, select
+from core.mesh import agent_keys, as_varying
+from core.tree import block_size, combine
 
 # Folds of the step key: the two compressed channels and the activation draw get
 # independent streams, and CPP and B-CPP use the same folds for the same messages, so
@@ -100,23 +100,29 @@ def _cpp(
             active = jax.vmap(lambda k: jax.random.bernoulli(k, p))(keys)
 
         grads = grad_fn(state.params, batch.data)
+
         # y-channel: the message of Y^{k-1}, then
-        # Y^k = Y^{k-1} - gamma (Yhat - Yhat^C) + G^k - G^{k-1}; Y^0 = G^0 is local.
-        y_diff, h_y, h_y_pushed = reference_exchange(
-            push,
-            compressor,
-            jax.random.fold_in(key, _Y_CHANNEL),
-            state.tracker,
-            state.h_y,
-            state.h_y_pushed,
-            b,
-            active,
-        )
+        # Y^k = Y^{k-1} - gamma (Yhat - Yhat^C) + G^k - G^{k-1}; Y^0 = G^0 is local, so
+        # the first step sends nothing and its references stay (count is shared).
+        def y_exchange() -> tuple[PyTree, PyTree, PyTree]:
+            y_key = jax.random.fold_in(key, _Y_CHANNEL)
+            h, h_pushed = state.h_y, state.h_y_pushed
+            return reference_exchange(
+                push, compressor, y_key, state.tracker, h, h_pushed, b, active
+            )
+
+        def no_exchange() -> tuple[PyTree, PyTree, PyTree]:
+            unused = jax.tree.map(lambda t: as_varying(jnp.zeros_like(t)), state.tracker)
+            return unused, state.h_y, state.h_y_pushed
+
+        y_diff, h_y, h_y_pushed = jax.lax.cond(first[0], no_exchange, y_exchange)
         tracker = next_tracker(
-            first, grads, state.prev_grad, state.tracker, lambda y: combine(1.0, y, -g, y_diff)
+            first,
+            grads,
+            state.prev_grad,
+            state.tracker,
+            lambda send, y: combine(1.0, y, -g, y_diff),  # Exchanged above.
         )
-        h_y = select(first, state.h_y, h_y)
-        h_y_pushed = select(first, state.h_y_pushed, h_y_pushed)
 
         # x-channel: compress X^k ("ab") or the adapted point X^k - alpha Y^k
         # ("push_pull"), then take the consensus step gamma (Xhat - Xhat^R).

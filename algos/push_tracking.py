@@ -121,7 +121,7 @@ def push_pull(
         del key
         first = state.count == 0
         grads = grad_fn(state.params, batch.data)
-        tracker = next_tracker(first, grads, state.prev_grad, state.tracker, push.mix)
+        tracker = next_tracker(first, grads, state.prev_grad, state.tracker, push.mix_if)
         updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
         if variant == "push_pull":
             params = pull.mix(optax.apply_updates(state.params, updates))
@@ -210,7 +210,7 @@ def push_diging(
         first = state.count == 0
         x = debias(state.numerator, state.weight)
         grads = grad_fn(x, batch.data)
-        tracker = next_tracker(first, grads, state.prev_grad, state.tracker, push.mix)
+        tracker = next_tracker(first, grads, state.prev_grad, state.tracker, push.mix_if)
         updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, x)
         numerator, weight = push.mix((optax.apply_updates(state.numerator, updates), state.weight))
         new = PushDigingState(numerator, weight, tracker, grads, opt_state, state.count + 1)

@@ -62,7 +62,7 @@ def next_tracker(
     grads: PyTree,
     prev_grad: PyTree,
     tracker: PyTree,
-    mix: Callable[[PyTree], PyTree],
+    mix_if: Callable[[jax.Array, PyTree], PyTree],
     *,
     mix_after: bool = False,
 ) -> PyTree:
@@ -76,26 +76,31 @@ def next_tracker(
       \end{cases}
 
     The one tracker update of the library: DSGT, ATC-GT, DIGing, GT-RR here,
-    Push-Pull / AB, Push-DIGing, APD (``mix`` = the push operator's) and CPP
-    (``mix`` = its compressed consensus step) use it.
+    Push-Pull / AB, Push-DIGing, APD (``mix_if`` = the push operator's) and CPP
+    (its compressed consensus step) use it. On the tracker's first step the mixed
+    value would be discarded, so the exchange is skipped (``mix_if(False, ...)``:
+    nothing is sent, a compressed operator's memory is left as it was), matching the
+    zero bytes the methods report for it.
 
     Args:
-      first: bool, scalar or per-agent ``(b,)``: whether this is the tracker's first
-        step (:math:`Y^k = G^k`, local).
+      first: bool, scalar or per-agent ``(b,)`` with all entries equal (agents step
+        together): whether this is the tracker's first step (:math:`Y^k = G^k`, local).
       grads: :math:`G^k`, leaves ``(b, ...)``.
       prev_grad: :math:`G^{k-1}`.
       tracker: :math:`Y^{k-1}`.
-      mix: the operator applied to the tracker, e.g. ``comm.mix``.
+      mix_if: ``(send, tree) -> tree``, the operator's mix where ``send`` is true,
+        e.g. ``comm.mix_if`` (:func:`core.comm.mix_if`).
       mix_after: mix after adding the gradient difference (ATC) instead of before.
 
     Returns:
       :math:`Y^k`, with the structure of ``grads``.
     """
+    send = jnp.logical_not(jnp.ravel(first)[0])  # The same on every agent and device.
     delta = optax.tree.sub(grads, prev_grad)
     if mix_after:
-        tracked = mix(optax.tree.add(tracker, delta))
+        tracked = mix_if(send, optax.tree.add(tracker, delta))
     else:
-        tracked = optax.tree.add(mix(tracker), delta)
+        tracked = optax.tree.add(mix_if(send, tracker), delta)
     return select(first, grads, tracked)
 
 
@@ -173,7 +178,7 @@ def gradient_tracking(
         first = (batch.position == 0) if restart_every_epoch else (state.count == 0)
         grads = grad_fn(state.params, batch.data)
         tracker = next_tracker(
-            first, grads, state.prev_grad, state.tracker, comm.mix, mix_after=variant == "atc"
+            first, grads, state.prev_grad, state.tracker, comm.mix_if, mix_after=variant == "atc"
         )
         updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
         if variant == "cta":
