@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from algos.dsgd import dsgd
-from core import compression
+from core import compression, requirements
 from core.algorithm import Algorithm, Batch, agent_grad
 from core.comm import Gossip
 from core.compressed_gossip import (
@@ -112,13 +112,14 @@ def choco_sgd(
     compressed vector per agent per step. The theory is for contractive
     compressors; pass an unbiased one through :func:`core.compression.contractive`
     (:math:`\mathcal C/(1+\omega)`). Converges to a neighbourhood of :math:`x^*`
-    (DSGD's bias remains).
+    (DSGD's bias remains). ``W`` must be doubly stochastic, as for
+    :func:`algos.dsgd` (checked on the host).
 
     References:
           Koloskova, Stich, Jaggi, ICML 2019, https://arxiv.org/abs/1902.00340
     """
     op = compressed_gossip(comm, compressor, consensus_step=consensus_step, mode="ef21")
-    inner = dsgd(loss_fn, op, learning_rate, variant="atc")
+    inner = dsgd(loss_fn, op, learning_rate, variant="atc", name="choco-sgd")
     return compress_communication(inner, op)._replace(name=f"choco-sgd[{compressor.name}]")
 
 
@@ -152,6 +153,7 @@ def _lead_family(
     name: str,
 ) -> Algorithm:
     """LEAD (``scaled_dual=True``) and CEDAS (``False``) share every step but the dual."""
+    requirements.check_operator(comm, name, "symmetric")
     if not compressor.unbiased:
         raise ValueError(
             f"{name} assumes an unbiased compressor; {compressor.name!r} is biased. Use "
@@ -238,8 +240,9 @@ def cedas(
 
     Args:
       loss_fn: per-agent objective.
-      comm: gossip operator with the (non-lazy) ``W``; the method builds in
-        :math:`(I+W)/2`.
+      comm: gossip operator with the (non-lazy) ``W``, symmetric doubly stochastic
+        (checked on the host); the method builds in :math:`(I+W)/2`, which is
+        positive semidefinite for any such ``W``, so ``W`` itself need not be.
       compressor: an unbiased compressor (constant :math:`C = \omega`).
       learning_rate: :math:`\alpha_k`, float or schedule of the step count
         ("adaptive" in the paper's sense: decreasing).
@@ -278,6 +281,8 @@ def lead(
     a constant step it coincides with CEDAS (:math:`Z = \eta D`); with a varying
     step the dual is scaled differently. Linear convergence with exact gradients
     under unbiased compression. One compressed vector per agent per step.
+    ``comm`` holds the non-lazy ``W``, symmetric doubly stochastic (checked on the
+    host), as for :func:`cedas`.
 
     References:
           Liu, Li, Wang, Tang, Yan, ICLR 2021, https://arxiv.org/abs/2007.00232
