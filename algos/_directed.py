@@ -10,7 +10,7 @@ divides by the pushed mass :math:`v^k = C^k\mathbf 1` to de-bias. Each factory t
 the :class:`~core.comm.Gossip` operators it needs (built with
 ``comm.gossip(M, doubly_stochastic=False)`` from :func:`core.directed.row_stochastic`
 / :func:`core.directed.column_stochastic`) and validates them on the host with the
-checks below (from :mod:`core.directed`) before anything is compiled.
+checks below (:func:`core.requirements.check_operator`) before anything is compiled.
 
 The methods live in :mod:`algos.push_sum` (push-sum / SGP),
 :mod:`algos.push_tracking` (Push-Pull / AB, Push-DIGing), :mod:`algos.push_accelerated`
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import jax
 
-from core import directed
+from core import directed, requirements
 from core.comm import Gossip
 
 PyTree = Any
@@ -37,27 +37,14 @@ LossFn = Callable[[PyTree, PyTree], jax.Array]
 Variant = Literal["push_pull", "ab"]
 
 
-def _check_operator(op: Gossip, method: str, role: str, what: str, check: Callable) -> None:
-    """Runs ``check(op.matrix)``; re-raises its error naming ``method`` and what was needed."""
-    kind, law = {"pull": ("row", "R 1 = 1"), "push": ("column", "1^T C = 1^T")}[role]
-    try:
-        check(op.matrix)
-    except ValueError as err:
-        raise ValueError(
-            f"{method}: the {role} operator must hold a {kind}-stochastic {what} ({law}, "
-            f"nonnegative, strongly connected support, aperiodic), e.g. "
-            f"comm.gossip(directed.{kind}_stochastic(A), doubly_stochastic=False); {err}"
-        ) from None
-
-
 def check_pull(pull: Gossip, method: str) -> None:
     """Raises ``ValueError`` (naming ``method``) unless ``pull`` holds a row-stochastic R."""
-    _check_operator(pull, method, "pull", "R", directed.check_row_stochastic)
+    requirements.check_operator(pull, method, "pull")
 
 
 def check_push(push: Gossip, method: str) -> None:
     """Raises ``ValueError`` (naming ``method``) unless ``push`` holds a column-stochastic C."""
-    _check_operator(push, method, "push", "C", directed.check_column_stochastic)
+    requirements.check_operator(push, method, "push")
 
 
 def check_pair(pull: Gossip, push: Gossip, method: str) -> None:

@@ -22,7 +22,7 @@ import optax
 
 from algos._directed import LossFn, PyTree, Variant, check_pair, check_unit_interval, check_variant
 from algos.tracking import next_tracker
-from core import compression
+from core import compressed_defaults, compression
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.compressed_gossip import message_bytes, reference_exchange
@@ -76,6 +76,7 @@ def _cpp(
 ) -> Algorithm:
     """The CPP skeleton; ``p=None`` is CPP, a float is B-CPP's activation probability."""
     grad_fn = agent_grad(loss_fn)
+    spread = compressed_defaults.spread(pull.matrix, push.matrix)  # max ||I - R||, ||I - C||.
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CppState:
         del data, key
@@ -93,7 +94,12 @@ def _cpp(
         d = sum(math.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(state.params))
         delta = compressor.delta(d)
         b = delta if beta is None else beta
-        g = (delta if p is None else p * delta) if gamma is None else gamma
+        g = gamma
+        if g is None:  # min(1, 1 / (2 omega ||K||)), core.compressed_defaults.CPP; B-CPP: x p.
+            g = compressed_defaults.consensus_step(
+                1.0 / delta - 1.0, spread, compressed_defaults.CPP
+            )
+            g = g if p is None else p * g
         active = None
         if p is not None:
             keys = agent_keys(jax.random.fold_in(key, _ACTIVATION), block_size(state.params))
@@ -208,9 +214,14 @@ def cpp(
     applies :math:`c_{ij}`, which is fixed by the graph (:math:`1/(\text{outdeg}+1)`).
 
     **Constants [RECON]:** the paper's conditions on :math:`\gamma, \beta, \alpha`
-    were not readable. Defaults: :math:`\gamma = \beta = \delta`, the compressor's
-    contraction constant (:math:`1/(1+\omega)` for unbiased operators, as LEAD and
-    CEDAS scale them; 1 for the identity, so the default reduces to Push-Pull).
+    were not readable. Defaults: :math:`\beta = \delta`, the compressor's contraction
+    constant (:math:`1/(1+\omega)` for unbiased operators, as LEAD and CEDAS scale
+    them), and :math:`\gamma = \min(1, 1/(2\omega\max(\|I-R\|_2, \|I-C\|_2)))`
+    with :math:`\omega = 1/\delta - 1` (:func:`core.compressed_defaults.consensus_step`,
+    rule ``CPP``): 1 for the identity, so the default reduces to Push-Pull. The
+    earlier default :math:`\gamma = \delta` diverged at :math:`\omega = 3` and 9 on
+    ``unbalanced_example(8)``, where the largest stable :math:`\gamma` is about
+    :math:`0.9/(\omega\|I-R\|_2)` (``tests/test_compressed_defaults.py``).
     Measured on 8-agent digraphs with :math:`\alpha = 0.05`: rand-:math:`k` diverges
     with :math:`\gamma = 1` and converges with :math:`\gamma = \beta = k/d`.
     The paper's theory covers unbiased compressors; biased ones (top-:math:`k`) run
@@ -229,7 +240,8 @@ def cpp(
       push: gossip operator holding a column-stochastic ``C``.
       learning_rate: :math:`\alpha_k`, a float or optax schedule.
       compressor: any :class:`core.compression.Compressor`.
-      gamma: consensus step :math:`\gamma \in (0, 1]`; default :math:`\delta`.
+      gamma: consensus step :math:`\gamma \in (0, 1]`; default
+        :math:`\min(1, 1/(2\omega\max(\|I-R\|_2, \|I-C\|_2)))` (above).
       beta: reference-point step :math:`\beta \in (0, 1]`; default :math:`\delta`.
       variant: ``"ab"`` or ``"push_pull"`` (see above).
       optimizer: optax transformation of the tracker direction instead of plain steps.
@@ -290,7 +302,9 @@ def b_cpp(
     reference-point bookkeeping exact and equals CPP draw for draw at :math:`p = 1`.
 
     **Constants [RECON].** Defaults :math:`\beta = \delta` (a received message moves
-    the reference as in CPP) and :math:`\gamma = p\,\delta`: the consensus
+    the reference as in CPP) and :math:`\gamma = p\,\gamma_{\mathrm{CPP}}`, with
+    :math:`\gamma_{\mathrm{CPP}}` CPP's default (was :math:`p\,\delta`, which the
+    measurements below used): the consensus
     correction uses the last broadcast references, which refresh only every
     :math:`1/p` rounds on average, so the step is scaled by :math:`p`. Measured on
     8-agent digraphs: with :math:`\gamma = \delta` and :math:`p \le 1/2`
@@ -313,7 +327,8 @@ def b_cpp(
       learning_rate: :math:`\alpha_k`, a float or optax schedule.
       compressor: any :class:`core.compression.Compressor`.
       p: activation probability :math:`p \in (0, 1]`.
-      gamma: consensus step :math:`\gamma \in (0, 1]`; default :math:`p\,\delta`.
+      gamma: consensus step :math:`\gamma \in (0, 1]`; default :math:`p` times
+        CPP's default.
       beta: reference-point step :math:`\beta \in (0, 1]`; default :math:`\delta`.
       variant: ``"ab"`` or ``"push_pull"``, as in :func:`cpp`.
       optimizer: optax transformation of the tracker direction instead of plain steps.

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from core import requirements
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.tree import select
@@ -139,7 +140,9 @@ def gradient_tracking(
 
     Args:
       loss_fn: per-agent objective ``(params, batch) -> scalar``.
-      comm: gossip operator (``W`` doubly stochastic).
+      comm: gossip operator; ``W`` doubly stochastic (symmetry is not needed),
+        checked on the host: the invariant :math:`\sum_i y_i = \sum_i g_i` needs
+        :math:`\mathbf 1^\top W = \mathbf 1^\top`, consensus needs :math:`W\mathbf 1 = \mathbf 1`.
       learning_rate: :math:`\alpha_k`, float or optax schedule.
       optimizer: optional optax transform applied to the tracker direction
         (``x + update(y)`` replaces ``x - alpha y``).
@@ -151,6 +154,10 @@ def gradient_tracking(
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`TrackingState`.
 
+    Raises:
+      ValueError: for an unknown ``variant``, or a ``comm`` whose ``W`` is not doubly
+        stochastic (the message names the method).
+
     References:
           Pu & Nedić, Math. Prog. 2021, https://arxiv.org/abs/1805.11454 (DSGT);
           Nedić, Olshevsky, Shi, SIAM J. Optim. 2017, https://arxiv.org/abs/1607.03218
@@ -158,6 +165,8 @@ def gradient_tracking(
     """
     if variant not in ("dsgt", "atc", "cta"):
         raise ValueError(f"variant must be 'dsgt', 'atc' or 'cta', got {variant!r}.")
+    default = "gt" if variant == "dsgt" else f"gt-{variant}"
+    requirements.check_operator(comm, name or default, "doubly_stochastic")
     opt = local_optimizer(learning_rate, optimizer)
     grad_fn = agent_grad(loss_fn)
 
@@ -190,7 +199,6 @@ def gradient_tracking(
         tracker_bytes = jnp.where(first, 0, comm.bytes_per_mix(tracker))
         return new, {"bytes_sent": comm.bytes_per_mix(params) + tracker_bytes}
 
-    default = "gt" if variant == "dsgt" else f"gt-{variant}"
     return Algorithm(init=init, step=step, name=name or default)
 
 
@@ -219,7 +227,9 @@ def gt_rr(
     tracker re-initialised to the local gradient at every epoch start. That is
     :func:`gradient_tracking` with ``variant="dsgt", restart_every_epoch=True``;
     run it with :func:`core.sampling.reshuffle` and an epoch-indexed step.
-    Communication: :math:`m` x-messages and :math:`m-1` y-messages per epoch.
+    ``W`` must be doubly stochastic (checked on the host, as for
+    :func:`gradient_tracking`). Communication: :math:`m` x-messages and
+    :math:`m-1` y-messages per epoch.
 
     References:
           Huang, Zhou, Pu, IEEE TAC 2025, https://arxiv.org/abs/2306.12037

@@ -17,6 +17,7 @@ from core import (
     checkpointing,
     comm,
     compression,
+    directed,
     loop,
     mesh,
     metrics,
@@ -273,6 +274,31 @@ BAD_CALLS = [
             0.1,
         ),
         "assumes an unbiased compressor",
+    ),
+    (
+        lambda: algos.dsgd(
+            objectives.least_squares().loss,
+            comm.gossip(
+                directed.row_stochastic(directed.unbalanced_example(4)), doubly_stochastic=False
+            ),
+            0.1,
+        ),
+        "dsgd: the gossip operator must hold a doubly stochastic W.*column 0 of W sums to",
+    ),
+    (
+        lambda: algos.exact_diffusion(
+            objectives.least_squares().loss, comm.gossip(weights.uniform(topology.ring(4))), 0.1
+        ),
+        "ed: .*lambda_min\\(W\\) = -0.333333 < 0. Pass weights.lazy",
+    ),
+    (
+        lambda: algos.nids(
+            objectives.least_squares().loss,
+            comm.gossip(weights.uniform(topology.ring(4))),
+            0.1,
+            c=9.0,
+        ),
+        "nids: need 0 < c \\* learning_rate <= 1 / \\(1 - lambda_min\\(W\\)\\) = 0.75",
     ),
 ]
 
