@@ -41,6 +41,11 @@ References:
   * K. Huang, X. Li, S. Pu. "Distributed Stochastic Optimization under a General
     Variance Condition" (FedAvg and SCAFFOLD without a heterogeneity bound). IEEE
     TAC 2024. https://arxiv.org/abs/2301.12677
+
+This module holds FedAvg / local SGD, FedProx and FedOpt; SCAFFOLD lives in
+:mod:`algos.scaffold` and the round machinery they share in
+:mod:`algos._federated_round`. :func:`scaffold` and :class:`ScaffoldState` are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -55,13 +60,32 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from algos._federated_round import (
+    PyTree,
+    StepSize,
+    _at,
+    _check_local_steps,
+    _check_step_size,
+    _like,
+    _num_participants,
+    _per_agent_zeros,
+    _round_boundary,
+)
+from algos.scaffold import ScaffoldState, scaffold
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
-from core.mesh import as_varying, local_agent_ids
+from core.mesh import local_agent_ids
 from core.tree import block_size, select
 
-PyTree = Any
-StepSize = float | optax.Schedule
+__all__ = [
+    "FedAvgState",
+    "PyTree",
+    "ScaffoldState",
+    "StepSize",
+    "fedavg",
+    "fedprox",
+    "scaffold",
+]
 
 
 class FedAvgState(NamedTuple):
@@ -91,62 +115,6 @@ class FedAvgState(NamedTuple):
     count: jax.Array
 
 
-class ScaffoldState(NamedTuple):
-    """State of SCAFFOLD (``client_*`` and ``server_*`` as in :class:`FedAvgState`).
-
-    Attributes:
-      client_params: client models :math:`y_i`, leaves ``(b, ...)``.
-      client_control: client control variates :math:`c_i`, leaves ``(b, ...)``.
-      server_params: the server model :math:`x_s`, one copy per agent; the iterate
-        metrics evaluate.
-      server_control: the server control variate :math:`c`, one copy per agent.
-      active: bool ``(b,)``: whether each client is sampled in the current round.
-      count: int32 ``(b,)``: local steps taken so far (the same on every agent).
-    """
-
-    client_params: PyTree
-    client_control: PyTree
-    server_params: PyTree
-    server_control: PyTree
-    active: jax.Array
-    count: jax.Array
-
-
-def _check_local_steps(local_steps: Any) -> int:
-    if isinstance(local_steps, bool) or not isinstance(local_steps, numbers.Integral):
-        raise ValueError(f"local_steps must be an integer >= 1, got {local_steps!r}.")
-    if local_steps < 1:
-        raise ValueError(f"local_steps must be an integer >= 1, got {local_steps}.")
-    return int(local_steps)
-
-
-def _num_participants(participation: Any, n_agents: int) -> int:
-    """``round(participation * n)`` clients per round, at least one."""
-    if (
-        isinstance(participation, bool)
-        or not isinstance(participation, numbers.Real)
-        or not 0.0 < float(participation) <= 1.0
-    ):
-        raise ValueError(
-            f"participation must be a fraction of clients in (0, 1], got {participation!r}."
-        )
-    return max(1, round(float(participation) * n_agents))
-
-
-def _check_step_size(value: Any, name: str) -> StepSize:
-    """A positive finite float, or an optax schedule (checked when called)."""
-    if callable(value):
-        return value
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or not value > 0
-    ):
-        raise ValueError(f"{name} must be a positive float or an optax schedule, got {value!r}.")
-    return float(value)
-
-
 def _check_weights(weights: Any, n_agents: int) -> np.ndarray | None:
     if weights is None:
         return None
@@ -157,37 +125,6 @@ def _check_weights(weights: Any, n_agents: int) -> np.ndarray | None:
             f"sizes), got shape {w.shape} with values {w!r}."
         )
     return w
-
-
-def _at(step_size: StepSize, index: jax.Array) -> jax.Array | float:
-    """A step size (constant or schedule) at an integer index."""
-    return step_size(index) if callable(step_size) else step_size
-
-
-def _like(value: jax.Array | float, leaf: jax.Array) -> jax.Array | float:
-    """``value`` in ``leaf``'s dtype (schedules return their own dtype; promotion is strict)."""
-    return value if isinstance(value, float) else jnp.asarray(value, leaf.dtype)
-
-
-def _per_agent_zeros(block: int, dtype: Any) -> jax.Array:
-    """Zeros ``(b,)`` typed as varying over the agent axis, like every state leaf.
-
-    ``lax.cond``/``lax.scan`` need both branches and the carry to agree on this
-    type, whether or not ``init`` ran through a ``shard_map`` of its own.
-    """
-    return as_varying(jnp.zeros((block,), dtype))
-
-
-def _draw_participants(key: jax.Array, n_agents: int, num: int, block: int) -> jax.Array:
-    """Bool ``(b,)``: this block's clients among ``num`` drawn uniformly from ``n``.
-
-    A permutation of the global indices from a key every device shares, so the
-    draw does not depend on the device count.
-    """
-    perm = jax.random.permutation(key, n_agents)
-    # rank[i] is agent i's position in the permutation; the first ``num`` are drawn.
-    rank = jnp.zeros((n_agents,), jnp.int32).at[perm].set(jnp.arange(n_agents, dtype=jnp.int32))
-    return rank[local_agent_ids(block)] < num
 
 
 def _participant_mean(
@@ -297,26 +234,6 @@ def _local_sgd(
     return Algorithm(init=init, step=step, params=lambda state: state.server_params, name=name)
 
 
-def _round_boundary(n: int, num: int) -> tuple[Callable, Callable]:
-    """The two ``lax.cond`` branches of a step: start a round, or keep the current one.
-
-    Both take ``(state, key)`` of a state with ``active``, ``server_params`` and
-    ``client_params`` fields and return ``(active, params)``: at a round start the
-    participants are drawn from the round key and download the server model (the others
-    keep theirs); inside a round both stay as they are.
-    """
-
-    def begin_round(state: Any, key: jax.Array) -> tuple[jax.Array, PyTree]:
-        active = _draw_participants(key, n, num, state.active.shape[0])
-        return active, select(active, state.server_params, state.client_params)
-
-    def keep_round(state: Any, key: jax.Array) -> tuple[jax.Array, PyTree]:
-        del key
-        return state.active, state.client_params
-
-    return begin_round, keep_round
-
-
 def fedavg(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
@@ -363,12 +280,13 @@ def fedavg(
     :math:`w_i` are equal or :math:`p = 1`. The unbiased estimate under uniform
     sampling, :math:`\frac{n}{|S_r|}\sum_{i \in S_r} p_i \Delta_i` with
     :math:`p_i = w_i / \sum_j w_j`, is not offered by this function. Without
-    ``weights`` (equal :math:`w_i`) the two coincide and the aggregate is unbiased. With ``server_optimizer`` this is
-    FedOpt (Reddi et al. 2021): :math:`-\Delta^r` is the pseudo-gradient fed to an
-    optax transformation, e.g. ``optax.adam`` (FedAdam), ``optax.yogi`` (FedYogi)
-    or ``optax.sgd(1.0, momentum=0.9)`` (server momentum); ``optax.sgd(1.0)`` is
-    plain FedAvg. With :math:`K = 1`, full participation and plain SGD, FedAvg is
-    centralized minibatch SGD.
+    ``weights`` (equal :math:`w_i`) the two coincide and the aggregate is unbiased.
+
+    With ``server_optimizer`` this is FedOpt (Reddi et al. 2021): :math:`-\Delta^r` is
+    the pseudo-gradient fed to an optax transformation, e.g. ``optax.adam`` (FedAdam),
+    ``optax.yogi`` (FedYogi) or ``optax.sgd(1.0, momentum=0.9)`` (server momentum);
+    ``optax.sgd(1.0)`` is plain FedAvg. With :math:`K = 1`, full participation and
+    plain SGD, FedAvg is centralized minibatch SGD.
 
     Communication per round: each sampled client downloads :math:`x^r` and uploads
     one vector :math:`y_i^{r,K} - x^r`. ``bytes_sent`` counts the upload, at the
@@ -509,146 +427,4 @@ def fedprox(
         weights=weights,
         mu=float(mu),
         name="fedprox",
-    )
-
-
-def scaffold(
-    loss_fn: Callable[[PyTree, PyTree], jax.Array],
-    comm: Gossip,
-    learning_rate: StepSize,
-    *,
-    local_steps: int,
-    server_learning_rate: StepSize = 1.0,
-    participation: float = 1.0,
-) -> Algorithm:
-    r"""SCAFFOLD with option II control variates (Karimireddy et al. 2020).
-
-    Round :math:`r`, sampled clients :math:`S_r` as in :func:`fedavg`. Each
-    :math:`i\in S_r` sets :math:`y_i = x^r` and takes :math:`K` corrected steps
-
-    .. math::
-
-      y_i \leftarrow y_i - \eta_l\big(\nabla f_{i,\xi}(y_i) - c_i + c\big),
-
-    then updates its control variate (option II) and the server aggregates:
-
-    .. math::
-
-      c_i^+ = c_i - c + \frac{1}{K\eta_l}(x^r - y_i), \qquad
-      x^{r+1} = x^r + \frac{\eta_g}{|S_r|}\sum_{i\in S_r}(y_i - x^r), \qquad
-      c \leftarrow c + \frac1n\sum_{i\in S_r}(c_i^+ - c_i),
-
-    and :math:`c_i \leftarrow c_i^+` for :math:`i \in S_r`. All control variates
-    start at zero, so :math:`c = \frac1n\sum_i c_i` at every round. With a step-size
-    schedule :math:`\eta_l` is evaluated at the global local-step index
-    :math:`rK + k` and :math:`K\eta_l` becomes :math:`\sum_k \eta_l(rK+k)`, which
-    keeps :math:`c_i^+` equal to the average corrected direction of the round.
-
-    Communication per round: each sampled client downloads :math:`(x^r, c)` and
-    uploads two vectors :math:`(y_i - x^r,\ c_i^+ - c_i)`; ``bytes_sent`` counts
-    the upload at the last local step of the round.
-
-    Args:
-      loss_fn: per-client objective ``(params, batch) -> scalar``.
-      comm: communication operator; only its server mean is used.
-      learning_rate: local step :math:`\eta_l`, a positive float or optax schedule.
-      local_steps: :math:`K \ge 1`.
-      server_learning_rate: global step :math:`\eta_g`, a float or optax schedule
-        of the round index.
-      participation: fraction of clients sampled per round, in ``(0, 1]``.
-
-    Returns:
-      An :class:`~core.algorithm.Algorithm` with state :class:`ScaffoldState`,
-      whose ``params`` is the server model.
-
-    Raises:
-      ValueError: on ``local_steps < 1``, ``participation`` outside ``(0, 1]`` or
-        a non-positive step size.
-
-    Examples:
-      >>> from core import comm, weights
-      >>> from models import least_squares
-      >>> server = comm.gossip(weights.averaging(8))
-      >>> scaffold(least_squares().loss, server, 0.05, local_steps=10).name
-      'scaffold'
-
-    References:
-      Karimireddy et al. 2020, https://arxiv.org/abs/1910.06378 (Algorithm 1).
-    """
-    k_steps = _check_local_steps(local_steps)
-    n = comm.n_agents
-    num = _num_participants(participation, n)
-    lr = _check_step_size(learning_rate, "learning_rate")
-    server_lr = _check_step_size(server_learning_rate, "server_learning_rate")
-    grad_fn = agent_grad(loss_fn)
-
-    def round_step_sum(count: jax.Array) -> jax.Array | float:
-        """:math:`\\sum_k \\eta_l(rK + k)` over the round ending at step ``count``."""
-        if not callable(lr):
-            return k_steps * lr
-        first = count - (k_steps - 1)
-        return jnp.sum(jax.vmap(lr)(first + jnp.arange(k_steps, dtype=count.dtype)))
-
-    def init(params: PyTree, data: PyTree, key: jax.Array) -> ScaffoldState:
-        del data, key
-        server = comm.average(params)
-        zeros = jax.tree.map(jnp.zeros_like, server)
-        block = block_size(params)
-        return ScaffoldState(
-            client_params=server,
-            client_control=zeros,
-            server_params=server,
-            server_control=zeros,
-            active=_per_agent_zeros(block, bool),
-            count=_per_agent_zeros(block, jnp.int32),
-        )
-
-    begin_round, keep_round = _round_boundary(n, num)
-
-    def aggregate(params: PyTree, state: ScaffoldState, active: jax.Array):
-        x, c, c_i = state.server_params, state.server_control, state.client_control
-        scale = 1.0 / round_step_sum(state.count[0])
-        c_plus = jax.tree.map(
-            lambda ci, cs, xs, y: ci - cs + _like(scale, y) * (xs - y), c_i, c, x, params
-        )
-        delta_y = optax.tree.sub(params, x)
-        delta_c = optax.tree.sub(c_plus, c_i)
-        zeros = jax.tree.map(jnp.zeros_like, (delta_y, delta_c))
-        # One server mean of both uploads; means over all n agents of masked values,
-        # i.e. (|S|/n) times the participant means.
-        mean_y, mean_c = comm.average(select(active, (delta_y, delta_c), zeros))
-        eta_g = _at(server_lr, state.count[0] // k_steps) * (n / num)
-        server = jax.tree.map(lambda xs, d: xs + _like(eta_g, d) * d, x, mean_y)
-        control = optax.tree.add(c, mean_c)
-        return server, control, select(active, c_plus, c_i)
-
-    def keep_server(params: PyTree, state: ScaffoldState, active: jax.Array):
-        del params, active
-        return state.server_params, state.server_control, state.client_control
-
-    def step(state: ScaffoldState, batch: Batch, key: jax.Array):
-        # count is identical on every agent, so every device takes the same branch.
-        phase = state.count[0] % k_steps
-        active, params = jax.lax.cond(phase == 0, begin_round, keep_round, state, key)
-        grads = grad_fn(params, batch.data)
-        eta = _at(lr, state.count[0])
-        stepped = jax.tree.map(
-            lambda y, g, ci, c: y - _like(eta, y) * (g - ci + c),
-            params,
-            grads,
-            state.client_control,
-            state.server_control,
-        )
-        params = select(active, stepped, params)
-        last = phase == k_steps - 1
-        server, control, client_control = jax.lax.cond(
-            last, aggregate, keep_server, params, state, active
-        )
-        new = ScaffoldState(params, client_control, server, control, active, state.count + 1)
-        # Two vectors up per sampled client per round: the model and control changes.
-        sent = jnp.where(last & active, 2 * comm.bytes_per_mean(params), 0)
-        return new, {"bytes_sent": sent}
-
-    return Algorithm(
-        init=init, step=step, params=lambda state: state.server_params, name="scaffold"
     )
