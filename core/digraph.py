@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.sparse import csgraph
 
-from core import topology
+from core import adjacency, topology
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -64,7 +64,7 @@ def check_directed_adjacency(A: npt.ArrayLike) -> BoolMatrix:
         than 0/1/True/False (or a non-numeric dtype). The message names the offending
         shape, dtype or entry.
     """
-    a = topology.as_bool_adjacency(A, "directed adjacency matrix")
+    a = adjacency.as_bool_adjacency(A, "directed adjacency matrix")
     a = a.copy()
     np.fill_diagonal(a, False)
     return a
