@@ -15,7 +15,7 @@ import pytest
 
 import algos
 from algos.cohort import cohort_fedavg, cohort_scaffold
-from core import cohort, comm, loop, mesh, metrics, rounds, sampling, weights
+from core import cohort, comm, loop, mesh, metrics, partition, rounds, sampling, weights
 from models import objectives
 
 N, M, D = 16, 6, 3
@@ -347,3 +347,29 @@ def test_bad_inputs_are_clear_errors():
     algorithm = cohort_fedavg(LS.loss, 8, 4, LR, batch_size=2, local_steps=1)
     with pytest.raises(ValueError, match="built for n_clients=8 but the store holds 16"):
         _run(algorithm, 1)
+
+
+def test_unequal_dirichlet_split_keeps_every_sample_and_feeds_the_store():
+    rng = np.random.default_rng(4)
+    n_samples = 600
+    data = {
+        "x": np.arange(n_samples, dtype=np.float64)[:, None],
+        "y": rng.integers(0, 5, n_samples),
+    }
+    parts = partition.partition_dirichlet(data, 20, 0.3, seed=1, equal_sizes=False, min_size=2)
+    sizes = np.array([len(p["y"]) for p in parts])
+    assert sizes.sum() == n_samples and sizes.min() >= 2 and sizes.max() > 2 * sizes.min()
+    ids = np.sort(np.concatenate([p["x"][:, 0] for p in parts]))
+    np.testing.assert_array_equal(ids, np.arange(n_samples))  # each sample exactly once
+    for p in parts:  # rows stay paired with their labels
+        np.testing.assert_array_equal(data["y"][p["x"][:, 0].astype(int)], p["y"])
+    # alpha = 0.3: most clients are dominated by a few classes.
+    top_share = [np.bincount(p["y"], minlength=5).max() / len(p["y"]) for p in parts]
+    assert np.median(top_share) > 0.5
+    again = partition.partition_dirichlet(data, 20, 0.3, seed=1, equal_sizes=False, min_size=2)
+    assert all(np.array_equal(a["x"], b["x"]) for a, b in zip(parts, again, strict=True))
+    store = cohort.client_store(parts)
+    np.testing.assert_array_equal(store.counts, sizes)
+    assert store.min_count == sizes.min()
+    with pytest.raises(ValueError, match="need 700 samples; the dataset has 600"):
+        partition.partition_dirichlet(data, 20, 0.3, seed=1, equal_sizes=False, min_size=35)
