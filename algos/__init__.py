@@ -6,20 +6,10 @@ from algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
 from algos.dsgd import DsgdState, d_rr, dsgd
 from algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
-from algos.push import (
-    ApdState,
-    CppState,
-    PushDigingState,
-    PushPullState,
-    PushSumState,
-    apd,
-    apd_sc,
-    b_cpp,
-    cpp,
-    push_diging,
-    push_pull,
-    push_sum_sgp,
-)
+from algos.push_accelerated import ApdState, apd, apd_sc
+from algos.push_compressed import CppState, b_cpp, cpp
+from algos.push_sum import PushSumState, push_sum_sgp
+from algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
 from algos.tracking import TrackingState, gradient_tracking, gt_rr
 
 __all__ = [

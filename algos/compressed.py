@@ -31,10 +31,17 @@ import jax.numpy as jnp
 import optax
 
 from algos.dsgd import dsgd
-from core import compression
+from core import compressed_defaults, compression, requirements
 from core.algorithm import Algorithm, Batch, agent_grad
 from core.comm import Gossip
-from core.compressed_gossip import Mode, compress_communication, compressed_gossip
+from core.compressed_gossip import (
+    Mode,
+    compress_communication,
+    compressed_gossip,
+    message_bytes,
+    reference_exchange,
+)
+from core.tree import scale
 
 PyTree = Any
 
@@ -105,13 +112,14 @@ def choco_sgd(
     compressed vector per agent per step. The theory is for contractive
     compressors; pass an unbiased one through :func:`core.compression.contractive`
     (:math:`\mathcal C/(1+\omega)`). Converges to a neighbourhood of :math:`x^*`
-    (DSGD's bias remains).
+    (DSGD's bias remains). ``W`` must be doubly stochastic, as for
+    :func:`algos.dsgd` (checked on the host).
 
     References:
           Koloskova, Stich, Jaggi, ICML 2019, https://arxiv.org/abs/1902.00340
     """
     op = compressed_gossip(comm, compressor, consensus_step=consensus_step, mode="ef21")
-    inner = dsgd(loss_fn, op, learning_rate, variant="atc")
+    inner = dsgd(loss_fn, op, learning_rate, variant="atc", name="choco-sgd")
     return compress_communication(inner, op)._replace(name=f"choco-sgd[{compressor.name}]")
 
 
@@ -134,31 +142,24 @@ class LeadState(NamedTuple):
     count: jax.Array
 
 
-def _per_agent(scale: jax.Array, tree: PyTree) -> PyTree:
-    """Multiplies every agent's slice of ``tree`` by its entry of ``scale`` ``(b,)``."""
-    return jax.tree.map(
-        lambda leaf: scale.astype(leaf.dtype).reshape((-1,) + (1,) * (leaf.ndim - 1)) * leaf,
-        tree,
-    )
-
-
 def _lead_family(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
     learning_rate: float | optax.Schedule,
     compressor: compression.Compressor,
-    consensus_step: float,
+    consensus_step: float | None,
     averaging: float | None,
     scaled_dual: bool,
     name: str,
 ) -> Algorithm:
     """LEAD (``scaled_dual=True``) and CEDAS (``False``) share every step but the dual."""
+    w = requirements.check_operator(comm, name, "symmetric")
     if not compressor.unbiased:
         raise ValueError(
             f"{name} assumes an unbiased compressor; {compressor.name!r} is biased. Use "
             "rand_k, qsgd or natural, or a contractive method such as choco_sgd."
         )
-    if not 0.0 < consensus_step <= 1.0:
+    if consensus_step is not None and not 0.0 < consensus_step <= 1.0:
         raise ValueError(f"consensus_step must be in (0, 1], got {consensus_step}.")
     if averaging is not None and not 0.0 < averaging <= 1.0:
         raise ValueError(f"averaging must be in (0, 1], got {averaging}.")
@@ -166,7 +167,8 @@ def _lead_family(
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
     schedule = learning_rate if callable(learning_rate) else (lambda count: learning_rate)
     grad_fn = agent_grad(loss_fn)
-    gamma = consensus_step
+    # The dual step is gamma (I - W) / 2: K = (I - W) / 2 of core.compressed_defaults.
+    half_spread = 0.5 * compressed_defaults.spread(w)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> LeadState:
         del data, key
@@ -177,33 +179,31 @@ def _lead_family(
 
     def step(state: LeadState, batch: Batch, key: jax.Array):
         x = state.params
-        bits = compression.message_bits(compressor, x, agent_axis=True)
-        beta = averaging
-        if beta is None:  # ~1 / (1 + omega), the papers' order.
-            dim = sum(leaf[0].size for leaf in jax.tree.leaves(x))
-            beta = 1.0 / (1.0 + compressor.omega(dim))
+        # Defaults from the dimension (static at trace time); delta = 1 / (1 + omega).
+        delta = compressor.delta(sum(leaf[0].size for leaf in jax.tree.leaves(x)))
+        beta = delta if averaging is None else averaging
+        gamma = consensus_step
+        if gamma is None:
+            omega = 1.0 / delta - 1.0
+            gamma = compressed_defaults.consensus_step(omega, half_spread, compressed_defaults.LEAD)
         alpha = jax.vmap(lambda c: jnp.asarray(schedule(c), jnp.result_type(float)))(state.count)
         grads = grad_fn(x, batch.data)
-        step_dir = optax.tree.sub(x, _per_agent(alpha, grads))  # x - alpha g
-        z = _per_agent(alpha, state.dual) if scaled_dual else state.dual
+        step_dir = optax.tree.sub(x, scale(alpha, grads))  # x - alpha g
+        z = scale(alpha, state.dual) if scaled_dual else state.dual
         y = optax.tree.sub(step_dir, z)
-        q = compression.compress_block(compressor, key, optax.tree.sub(y, state.ref))
-        y_hat = optax.tree.add(state.ref, q)
-        y_hat_mixed = optax.tree.add(state.ref_mixed, comm.mix(q))
-        ref = jax.tree.map(lambda h, yh: (1 - beta) * h + beta * yh, state.ref, y_hat)
-        ref_mixed = jax.tree.map(
-            lambda h, yh: (1 - beta) * h + beta * yh, state.ref_mixed, y_hat_mixed
+        diff, ref, ref_mixed = reference_exchange(
+            comm, compressor, key, y, state.ref, state.ref_mixed, beta
         )
-        increment = optax.tree.scale(0.5 * gamma, optax.tree.sub(y_hat, y_hat_mixed))
+        increment = optax.tree.scale(0.5 * gamma, diff)
         if scaled_dual:  # d+ = d + gamma / (2 alpha) (y_hat - y_hat_w); z+ = alpha d+.
-            dual = optax.tree.add(state.dual, _per_agent(1.0 / alpha, increment))
-            z_new = _per_agent(alpha, dual)
+            dual = optax.tree.add(state.dual, scale(1.0 / alpha, increment))
+            z_new = scale(alpha, dual)
         else:
             dual = optax.tree.add(state.dual, increment)
             z_new = dual
         params = optax.tree.sub(step_dir, z_new)
         new = LeadState(params, dual, ref, ref_mixed, state.count + 1)
-        return new, {"bytes_sent": bits / 8 if comm.max_out_degree else 0.0}
+        return new, {"bytes_sent": message_bytes(comm, compressor, x)}
 
     return Algorithm(init=init, step=step, name=f"{name}[{compressor.name}]")
 
@@ -214,7 +214,7 @@ def cedas(
     compressor: compression.Compressor,
     learning_rate: float | optax.Schedule,
     *,
-    consensus_step: float = 1.0,
+    consensus_step: float | None = None,
     averaging: float | None = None,
 ) -> Algorithm:
     r"""CEDAS: compressed exact diffusion with adaptive step sizes (Huang & Pu 2024).
@@ -244,13 +244,18 @@ def cedas(
 
     Args:
       loss_fn: per-agent objective.
-      comm: gossip operator with the (non-lazy) ``W``; the method builds in
-        :math:`(I+W)/2`.
+      comm: gossip operator with the (non-lazy) ``W``, symmetric doubly stochastic
+        (checked on the host); the method builds in :math:`(I+W)/2`, which is
+        positive semidefinite for any such ``W``, so ``W`` itself need not be.
       compressor: an unbiased compressor (constant :math:`C = \omega`).
       learning_rate: :math:`\alpha_k`, float or schedule of the step count
         ("adaptive" in the paper's sense: decreasing).
-      consensus_step: :math:`\gamma \in (0, 1]`, order :math:`1/(1+\omega)` under
-        heavy compression.
+      consensus_step: :math:`\gamma \in (0, 1]`; default
+        :math:`\min(1, 1 / (2\omega^2 \lambda_{\max}(I - W)))`
+        (:func:`core.compressed_defaults.consensus_step`, rule ``LEAD``),
+        which converges for the shipped unbiased compressors up to
+        :math:`\omega = 9` (rand-k, QSGD; ``tests/test_compressed_defaults.py``) and
+        is 1 for the identity. The old default 1 diverges from :math:`\omega = 3` on.
       averaging: :math:`\beta \in (0, 1]`; default :math:`1/(1+\omega)`.
 
     References:
@@ -267,7 +272,7 @@ def lead(
     compressor: compression.Compressor,
     learning_rate: float | optax.Schedule,
     *,
-    consensus_step: float = 1.0,
+    consensus_step: float | None = None,
     averaging: float | None = None,
 ) -> Algorithm:
     r"""LEAD (Liu, Li, Wang, Tang, Yan, ICLR 2021), in the form of ALGORITHMS.md §3.8.
@@ -284,6 +289,12 @@ def lead(
     a constant step it coincides with CEDAS (:math:`Z = \eta D`); with a varying
     step the dual is scaled differently. Linear convergence with exact gradients
     under unbiased compression. One compressed vector per agent per step.
+    ``comm`` holds the non-lazy ``W``, symmetric doubly stochastic (checked on the
+    host), as for :func:`cedas`. Defaults, as for :func:`cedas`: consensus step
+    :math:`\gamma = \min(1, 1 / (2\omega^2 \lambda_{\max}(I - W)))`
+    (:func:`core.compressed_defaults.consensus_step`; LEAD's theory gives the order
+    :math:`1/((1+\omega)\lambda_{\max}(I-W))`, which diverges at :math:`\omega = 9`),
+    averaging :math:`\alpha = 1/(1+\omega)`.
 
     References:
           Liu, Li, Wang, Tang, Yan, ICLR 2021, https://arxiv.org/abs/2007.00232

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from core import requirements
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.tree import select
@@ -115,7 +116,7 @@ def exact_diffusion(
     restart_every_epoch: bool = False,
     name: str = "ed",
 ) -> Algorithm:
-    r"""Exact diffusion (ED; D² when ``W`` has :math:`\lambda_{\min} > -1/3`).
+    r"""Exact diffusion (ED / D²) on a positive semidefinite ``W``.
 
     .. math::
 
@@ -128,8 +129,13 @@ def exact_diffusion(
     with :math:`\psi^0 = x^0`. With a time-varying step this is the
     "adaptive-stepsize" form EDAS of CEDAS's authors; with ``optimizer`` the
     adapt step is any optax update. Initial step: mixed, as in Kun Huang's code
-    (NDA's D² does not mix it; both converge). ``W`` must be positive
-    semidefinite (use ``weights.lazy``). Communication: one vector per step.
+    (NDA's D² does not mix it; both converge). Communication: one vector per step.
+
+    Matrix: ``W`` symmetric doubly stochastic with :math:`\lambda_{\min}(W) \ge 0`,
+    checked on the host (ALGORITHMS.md §1.1(3)); the documented transform is
+    :func:`core.weights.lazy`, :math:`(I+W)/2`, whose eigenvalues
+    :math:`(1+\lambda)/2` are nonnegative for any mixing matrix. D²'s weaker
+    condition :math:`\lambda_{\min} > -1/3` is not accepted: pass the lazy matrix.
 
     Precision: :math:`\sum_i (x_i^k - \psi_i^k) = 0` holds only up to rounding, and
     the fixed point moves by that drift divided by :math:`\alpha_k`; in float32 with
@@ -144,12 +150,17 @@ def exact_diffusion(
       optimizer: optional optax transformation for the adapt step.
       restart_every_epoch: restart the recursion (:math:`\psi := x`) at every
         epoch's first step, as ED-RR does.
-      name: name for logs.
+      name: name for logs and error messages.
+
+    Raises:
+      ValueError: if ``W`` is not symmetric doubly stochastic or has a negative
+        eigenvalue (the message names the method and :math:`\lambda_{\min}`).
 
     References:
           Yuan, Ying, Zhao, Sayed, IEEE TSP 2019, https://arxiv.org/abs/1702.05122;
           Tang et al. (D²), ICML 2018, https://arxiv.org/abs/1803.07068
     """
+    requirements.check_operator(comm, name, "psd")
     opt = local_optimizer(learning_rate, optimizer)
     return _diffusion(
         loss_fn,
@@ -192,11 +203,15 @@ def ed_rr(
     it is the EDAS/D² form of the authors' code, and it costs one gradient per
     step; the literal form (two gradients per step, plain SGD steps only) is
     ``same_sample_difference=True``. Run with :func:`core.sampling.reshuffle`.
+    ``W`` must be symmetric doubly stochastic and positive semidefinite, as for
+    :func:`exact_diffusion` (pass :func:`core.weights.lazy` of a mixing matrix);
+    checked on the host.
 
     References:
           Huang, Zhou, Pu, IEEE TAC 2025, https://arxiv.org/abs/2306.12037
     """
     if same_sample_difference:
+        requirements.check_operator(comm, "ed-rr-literal", "psd")
         if optimizer is not None:
             raise ValueError(
                 "same_sample_difference=True needs plain SGD steps (learning_rate), "
@@ -242,6 +257,13 @@ def nids(
     :math:`\Lambda` and the proximal term are not implemented. Communication: one
     vector per step (none on the first).
 
+    Matrix: ``W`` symmetric doubly stochastic (it need not be PSD), and
+    :math:`0 < c\alpha \le 1/(1-\lambda_{\min}(W))`, which makes
+    :math:`\tilde W \succeq 0` (eigenvalues :math:`1 - c\alpha(1-\lambda)`); the
+    default :math:`c\alpha = 1/2` meets it for every mixing matrix
+    (:math:`\lambda_{\min} \ge -1`). Both are checked on the host;
+    :math:`\lambda_{\min}` as in :func:`core.requirements.smallest_eigenvalue`.
+
     Args:
       loss_fn: per-agent objective.
       comm: gossip operator with symmetric doubly stochastic ``W``.
@@ -249,17 +271,35 @@ def nids(
       c: mixing constant, :math:`0 < c\alpha \le 1/(1-\lambda_{\min}(W))`;
         defaults to :math:`1/(2\alpha)`.
 
+    Raises:
+      ValueError: for a non-constant or non-positive step, a ``W`` that is not
+        symmetric doubly stochastic, or :math:`c\alpha` outside the range above (the
+        message gives :math:`\lambda_{\min}(W)` and the largest valid ``c``).
+
     References:
           Li, Shi, Yan, IEEE TSP 2019, https://arxiv.org/abs/1704.07807
     """
     alpha = _constant_step(learning_rate, "nids")
+    w = requirements.check_operator(comm, "nids", "symmetric")
     c_alpha = 0.5 if c is None else c * alpha
-    if not 0.0 < c_alpha <= 1.0:
-        raise ValueError(f"need 0 < c * learning_rate <= 1, got c * alpha = {c_alpha}.")
+    if not c_alpha > 0.0:
+        raise ValueError(f"nids: need c * learning_rate > 0, got c * alpha = {c_alpha}.")
+    # c alpha <= 1 / (1 - lambda_min)  <=>  lambda_min >= 1 - 1 / (c alpha).
+    lam = requirements.min_eigenvalue(comm, enough=1.0 - 1.0 / c_alpha)
+    bound = 1.0 / (1.0 - lam)
+    if c_alpha > bound * (1.0 + requirements.eigenvalue_tolerance(w.shape[0])):
+        raise ValueError(
+            f"nids: need 0 < c * learning_rate <= 1 / (1 - lambda_min(W)) = {bound:.6g} "
+            f"(lambda_min(W) = {lam:.6g}), got c * alpha = {c_alpha:.6g}, i.e. c <= "
+            f"{bound / alpha:.6g} for learning_rate = {alpha}."
+        )
 
     def combine(phi: PyTree, first: jax.Array) -> PyTree:
+        # The first step is unmixed: skip its exchange (nothing sent, none counted, a
+        # compressed operator's memory untouched). first is the same on every agent.
+        exchanged = comm.mix_if(jnp.logical_not(first[0]), phi)
         mixed = optax.tree.add(
-            optax.tree.scale(1.0 - c_alpha, phi), optax.tree.scale(c_alpha, comm.mix(phi))
+            optax.tree.scale(1.0 - c_alpha, phi), optax.tree.scale(c_alpha, exchanged)
         )
         return select(first, phi, mixed)
 
@@ -306,7 +346,9 @@ def extra(
       \qquad \tilde W = (I + W)/2.
 
     :math:`W X^{k-1}` is cached from the previous step, so each step mixes once
-    (one vector per agent).
+    (one vector per agent). ``W`` must be symmetric doubly stochastic (checked on
+    the host); then :math:`\tilde W \succ 0` and :math:`\tilde W \succeq W`, as
+    EXTRA needs, for any mixing matrix.
 
     Args:
       loss_fn: per-agent objective.
@@ -317,6 +359,7 @@ def extra(
           Shi, Ling, Wu, Yin, SIAM J. Optim. 2015, https://arxiv.org/abs/1404.6264
     """
     alpha = _constant_step(learning_rate, "extra")
+    requirements.check_operator(comm, "extra", "symmetric")
     grad_fn = agent_grad(loss_fn)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> ExtraState:

@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import optax
 
+from core import requirements
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 
@@ -49,6 +50,7 @@ def dsgd(
     *,
     optimizer: optax.GradientTransformation | None = None,
     variant: Literal["atc", "cta"] = "atc",
+    name: str | None = None,
 ) -> Algorithm:
     r"""Decentralized (stochastic) gradient descent.
 
@@ -67,14 +69,20 @@ def dsgd(
 
     Args:
       loss_fn: per-agent objective ``(params, batch) -> scalar``.
-      comm: gossip operator (``W`` symmetric doubly stochastic).
+      comm: gossip operator; ``W`` doubly stochastic (symmetry is not needed: the
+        one-peer exponential sequence qualifies), checked on the host.
       learning_rate: step size :math:`\alpha_k`, a float or an optax schedule of
         the step count (see :mod:`core.schedules` for per-epoch schedules).
       optimizer: a local optax optimizer instead of plain SGD steps.
       variant: ``"atc"`` (adapt-then-combine, the RR papers' form) or ``"cta"``.
+      name: name for logs and error messages; default ``"dsgd"`` (``"dsgd-cta"``).
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`DsgdState`.
+
+    Raises:
+      ValueError: for an unknown ``variant``, or a ``comm`` whose ``W`` is not doubly
+        stochastic (a row- or column-stochastic directed operator is rejected).
 
     Examples:
       >>> import numpy as np
@@ -91,6 +99,8 @@ def dsgd(
     """
     if variant not in ("atc", "cta"):
         raise ValueError(f"variant must be 'atc' or 'cta', got {variant!r}.")
+    name = name or ("dsgd-cta" if variant == "cta" else "dsgd")
+    requirements.check_operator(comm, name, "doubly_stochastic")
     opt = local_optimizer(learning_rate, optimizer)
     grad_fn = agent_grad(loss_fn)
 
@@ -108,7 +118,7 @@ def dsgd(
             params = optax.apply_updates(comm.mix(state.params), updates)
         return DsgdState(params, opt_state), {"bytes_sent": comm.bytes_per_mix(params)}
 
-    return Algorithm(init=init, step=step, name=f"dsgd-{variant}" if variant == "cta" else "dsgd")
+    return Algorithm(init=init, step=step, name=name)
 
 
 def d_rr(
@@ -137,7 +147,8 @@ def d_rr(
 
     Args:
       loss_fn: per-agent objective ``(params, batch) -> scalar``.
-      comm: gossip operator; the authors' code uses the lazy Metropolis matrix.
+      comm: gossip operator, ``W`` doubly stochastic (as for :func:`dsgd`); the
+        authors' code uses the lazy Metropolis matrix.
       learning_rate: :math:`\alpha_t`, float or optax schedule.
       optimizer: optional local optax optimizer replacing plain steps.
 
@@ -147,6 +158,4 @@ def d_rr(
     References:
           Huang, Li, Milzarek, Pu, Qiu, IEEE TSP 2023, https://arxiv.org/abs/2112.15287
     """
-    return dsgd(loss_fn, comm, learning_rate, optimizer=optimizer, variant="atc")._replace(
-        name="d-rr"
-    )
+    return dsgd(loss_fn, comm, learning_rate, optimizer=optimizer, variant="atc", name="d-rr")

@@ -58,7 +58,7 @@ import optax
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.mesh import as_varying, local_agent_ids
-from core.tree import select
+from core.tree import block_size, select
 
 PyTree = Any
 StepSize = float | optax.Schedule
@@ -169,10 +169,6 @@ def _like(value: jax.Array | float, leaf: jax.Array) -> jax.Array | float:
     return value if isinstance(value, float) else jnp.asarray(value, leaf.dtype)
 
 
-def _block_size(tree: PyTree) -> int:
-    return jax.tree.leaves(tree)[0].shape[0]
-
-
 def _per_agent_zeros(block: int, dtype: Any) -> jax.Array:
     """Zeros ``(b,)`` typed as varying over the agent axis, like every state leaf.
 
@@ -247,7 +243,7 @@ def _local_sgd(
     def init(params: PyTree, data: PyTree, key: jax.Array) -> FedAvgState:
         del data, key  # The first round's draw uses the step key.
         server = comm.average(params)  # The server starts from the clients' mean.
-        block = _block_size(params)
+        block = block_size(params)
         return FedAvgState(
             client_params=server,
             client_opt_state=jax.vmap(opt.init)(server),
@@ -597,7 +593,7 @@ def scaffold(
         del data, key
         server = comm.average(params)
         zeros = jax.tree.map(jnp.zeros_like, server)
-        block = _block_size(params)
+        block = block_size(params)
         return ScaffoldState(
             client_params=server,
             client_control=zeros,

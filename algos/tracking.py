@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from core import requirements
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.tree import select
@@ -55,6 +56,53 @@ class TrackingState(NamedTuple):
     prev_grad: PyTree
     opt_state: optax.OptState
     count: jax.Array
+
+
+def next_tracker(
+    first: jax.Array,
+    grads: PyTree,
+    prev_grad: PyTree,
+    tracker: PyTree,
+    mix_if: Callable[[jax.Array, PyTree], PyTree],
+    *,
+    mix_after: bool = False,
+) -> PyTree:
+    r"""The gradient tracker of step :math:`k` (one gradient per step, see the module note).
+
+    .. math::
+
+      Y^k = \begin{cases} G^k & \text{on the tracker's first step,} \\
+        \operatorname{mix}(Y^{k-1}) + G^k - G^{k-1} & \text{otherwise}
+        \ (\texttt{mix\_after}: \operatorname{mix}(Y^{k-1} + G^k - G^{k-1})).
+      \end{cases}
+
+    The one tracker update of the library: DSGT, ATC-GT, DIGing, GT-RR here,
+    Push-Pull / AB, Push-DIGing, APD (``mix_if`` = the push operator's) and CPP
+    (its compressed consensus step) use it. On the tracker's first step the mixed
+    value would be discarded, so the exchange is skipped (``mix_if(False, ...)``:
+    nothing is sent, a compressed operator's memory is left as it was), matching the
+    zero bytes the methods report for it.
+
+    Args:
+      first: bool, scalar or per-agent ``(b,)`` with all entries equal (agents step
+        together): whether this is the tracker's first step (:math:`Y^k = G^k`, local).
+      grads: :math:`G^k`, leaves ``(b, ...)``.
+      prev_grad: :math:`G^{k-1}`.
+      tracker: :math:`Y^{k-1}`.
+      mix_if: ``(send, tree) -> tree``, the operator's mix where ``send`` is true,
+        e.g. ``comm.mix_if`` (:func:`core.comm.mix_if`).
+      mix_after: mix after adding the gradient difference (ATC) instead of before.
+
+    Returns:
+      :math:`Y^k`, with the structure of ``grads``.
+    """
+    send = jnp.logical_not(jnp.ravel(first)[0])  # The same on every agent and device.
+    delta = optax.tree.sub(grads, prev_grad)
+    if mix_after:
+        tracked = mix_if(send, optax.tree.add(tracker, delta))
+    else:
+        tracked = optax.tree.add(mix_if(send, tracker), delta)
+    return select(first, grads, tracked)
 
 
 def gradient_tracking(
@@ -92,7 +140,9 @@ def gradient_tracking(
 
     Args:
       loss_fn: per-agent objective ``(params, batch) -> scalar``.
-      comm: gossip operator (``W`` doubly stochastic).
+      comm: gossip operator; ``W`` doubly stochastic (symmetry is not needed),
+        checked on the host: the invariant :math:`\sum_i y_i = \sum_i g_i` needs
+        :math:`\mathbf 1^\top W = \mathbf 1^\top`, consensus needs :math:`W\mathbf 1 = \mathbf 1`.
       learning_rate: :math:`\alpha_k`, float or optax schedule.
       optimizer: optional optax transform applied to the tracker direction
         (``x + update(y)`` replaces ``x - alpha y``).
@@ -104,6 +154,10 @@ def gradient_tracking(
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`TrackingState`.
 
+    Raises:
+      ValueError: for an unknown ``variant``, or a ``comm`` whose ``W`` is not doubly
+        stochastic (the message names the method).
+
     References:
           Pu & Nedić, Math. Prog. 2021, https://arxiv.org/abs/1805.11454 (DSGT);
           Nedić, Olshevsky, Shi, SIAM J. Optim. 2017, https://arxiv.org/abs/1607.03218
@@ -111,6 +165,8 @@ def gradient_tracking(
     """
     if variant not in ("dsgt", "atc", "cta"):
         raise ValueError(f"variant must be 'dsgt', 'atc' or 'cta', got {variant!r}.")
+    default = "gt" if variant == "dsgt" else f"gt-{variant}"
+    requirements.check_operator(comm, name or default, "doubly_stochastic")
     opt = local_optimizer(learning_rate, optimizer)
     grad_fn = agent_grad(loss_fn)
 
@@ -130,12 +186,9 @@ def gradient_tracking(
         del key
         first = (batch.position == 0) if restart_every_epoch else (state.count == 0)
         grads = grad_fn(state.params, batch.data)
-        delta = optax.tree.sub(grads, state.prev_grad)
-        if variant == "atc":
-            tracked = comm.mix(optax.tree.add(state.tracker, delta))
-        else:
-            tracked = optax.tree.add(comm.mix(state.tracker), delta)
-        tracker = select(first, grads, tracked)
+        tracker = next_tracker(
+            first, grads, state.prev_grad, state.tracker, comm.mix_if, mix_after=variant == "atc"
+        )
         updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
         if variant == "cta":
             params = optax.apply_updates(comm.mix(state.params), updates)
@@ -146,7 +199,6 @@ def gradient_tracking(
         tracker_bytes = jnp.where(first, 0, comm.bytes_per_mix(tracker))
         return new, {"bytes_sent": comm.bytes_per_mix(params) + tracker_bytes}
 
-    default = "gt" if variant == "dsgt" else f"gt-{variant}"
     return Algorithm(init=init, step=step, name=name or default)
 
 
@@ -175,7 +227,9 @@ def gt_rr(
     tracker re-initialised to the local gradient at every epoch start. That is
     :func:`gradient_tracking` with ``variant="dsgt", restart_every_epoch=True``;
     run it with :func:`core.sampling.reshuffle` and an epoch-indexed step.
-    Communication: :math:`m` x-messages and :math:`m-1` y-messages per epoch.
+    ``W`` must be doubly stochastic (checked on the host, as for
+    :func:`gradient_tracking`). Communication: :math:`m` x-messages and
+    :math:`m-1` y-messages per epoch.
 
     References:
           Huang, Zhou, Pu, IEEE TAC 2025, https://arxiv.org/abs/2306.12037

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -224,6 +225,17 @@ class Gossip:
         """
         return jax.tree.map(self._mix_leaf, tree)
 
+    def mix_if(self, send: jax.Array, tree: PyTree) -> PyTree:
+        """:meth:`mix` where ``send`` is true, else ``tree`` with nothing exchanged.
+
+        See :func:`mix_if`.
+
+        Args:
+          send: bool scalar, the same on every device.
+          tree: pytree of this device's block, leaves ``(b, ...)``.
+        """
+        return mix_if(self.mix, send, tree)
+
     def _mix_leaf(self, x: jax.Array) -> jax.Array:
         block = x.shape[0]
         n_devices = jax.lax.axis_size(AGENT_AXIS)
@@ -285,6 +297,43 @@ class Gossip:
         return _bytes_per_agent(tree)
 
 
+def mix_if(mix: Callable[[PyTree], PyTree], send: jax.Array, tree: PyTree) -> PyTree:
+    """``mix(tree)`` if ``send``, else ``tree``, with the exchange inside ``lax.cond``.
+
+    For a message whose result a method would discard (a tracker's first step): the
+    skipped branch runs no collective, so nothing is exchanged, and a compressed
+    operator's memory is not advanced. All devices must evaluate the same ``send``
+    (derive it from a counter every agent advances together), as for any collective
+    inside ``lax.cond`` (see :mod:`algos.federated`).
+
+    Args:
+      mix: the operator's mix, ``tree -> tree``.
+      send: bool scalar.
+      tree: pytree of this device's block, leaves ``(b, ...)``.
+
+    Returns:
+      ``mix(tree)`` or ``tree``.
+    """
+    return jax.lax.cond(send, mix, lambda t: t, tree)
+
+
+AUTO_SHIFT_MIN_OFFSETS = 8
+"""``"auto"`` takes the shift path for up to ``max(AUTO_SHIFT_MIN_OFFSETS, n // 4)`` offsets."""
+
+
+def auto_path(n_offsets: int, n_agents: int) -> Literal["shift", "dense"]:
+    """The path ``path="auto"`` picks for a graph, before any single-device adjustment.
+
+    Shift when the graph has at most ``max(8, n // 4)`` distinct offsets (a shift
+    costs ``|S|`` received rows per agent, the dense all-gather ``n``), dense otherwise.
+
+    Args:
+      n_offsets: number of distinct shift offsets ``|S|`` (self-loops included).
+      n_agents: number of agents ``n``.
+    """
+    return "shift" if n_offsets <= max(AUTO_SHIFT_MIN_OFFSETS, n_agents // 4) else "dense"
+
+
 def gossip(
     w: np.ndarray, *, path: Path = "auto", symmetric: bool = True, doubly_stochastic: bool = True
 ) -> Gossip:
@@ -320,5 +369,5 @@ def gossip(
     offsets, coeffs = _shift_decomposition(w)
     auto = path == "auto"
     if auto:
-        path = "shift" if len(offsets) <= max(8, w.shape[0] // 4) else "dense"
+        path = auto_path(len(offsets), w.shape[0])
     return Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs, auto=auto)

@@ -28,6 +28,19 @@ Two ways to gossip a vector :math:`x` (rows = agents) with compressor
 
 With the identity compressor and :math:`\gamma = 1` both equal ``W x`` exactly.
 ``bytes_per_mix`` reports the compressor's exact message size (bits / 8).
+
+**Where the memories live.** The operator is a frozen dataclass and is never
+modified. The memories (one per ``mix`` call of a step) are part of the wrapped
+method's state (:class:`CompressedState`); :func:`compress_communication` builds a
+per-step context from that state and the step key, binds it to the operator for the
+call to the wrapped step (:func:`core.operator_context.bind`, which states the
+design), and returns the memories the calls wrote as the next state. A wrapped step
+is thus a function of its arguments: it nests (another compressed run may be traced
+inside it, with this operator or another), composes with
+:func:`core.time_varying.time_varying` in either order, and may be traced any number
+of times. A call whose result the method would discard goes through ``mix_if``
+(:func:`core.comm.mix_if`): inside ``lax.cond``, so when it is skipped nothing is
+sent and its memory passes through unchanged.
 """
 
 from __future__ import annotations
@@ -39,51 +52,141 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from core import compression
+from core import comm as comm_lib
+from core import compression, operator_context
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
+from core.mesh import as_varying
+from core.tree import combine, select
 
 PyTree = Any
 Mode = Literal["ef21", "ef"]
 _COMPRESSION_KEY_TAG = 0x636F6D70  # Separates the compressors' randomness from the method's.
 
 
+def message_bytes(op: Any, compressor: compression.Compressor, tree: PyTree) -> float:
+    """Bytes of one compressed broadcast of ``tree`` (local view): the exact bits / 8.
+
+    Zero when ``op``'s graph has no edges (nothing is sent).
+    """
+    return compression.message_bits(compressor, tree) / 8 if op.max_out_degree else 0.0
+
+
+def reference_exchange(
+    op: Any,
+    compressor: compression.Compressor,
+    key: jax.Array,
+    value: PyTree,
+    h: PyTree,
+    h_mixed: PyTree,
+    beta: float,
+    active: jax.Array | None = None,
+) -> tuple[PyTree, PyTree, PyTree]:
+    r"""One LEAD-style compressed exchange of ``value`` against reference points over ``op``.
+
+    Sender and receivers share the reference :math:`H` (receivers hold its mix
+    :math:`H^W = W H`, kept up to date from the same messages):
+    :math:`Q = \mathcal C(V - H)` (zero for agents not ``active``),
+    :math:`\hat V = H + Q`, :math:`\hat V^W = H^W + W Q`, and the references move
+    :math:`H \leftarrow (1-\beta) H + \beta \hat V`, :math:`H^W \leftarrow
+    (1-\beta) H^W + \beta \hat V^W`, which keeps :math:`H^W = W H` in exact
+    arithmetic. Used by LEAD/CEDAS (:mod:`algos.compressed`) and CPP/B-CPP
+    (:mod:`algos.push_compressed`); Liu et al., ICLR 2021,
+    https://arxiv.org/abs/2007.00232.
+
+    Args:
+      op: the (uncompressed) operator applying :math:`W`, e.g. a
+        :class:`~core.comm.Gossip`.
+      compressor: the message compressor.
+      key: the step's key for this channel; agents compress with independent folds.
+      value: :math:`V`, leaves ``(b, ...)``.
+      h: the reference :math:`H`.
+      h_mixed: :math:`H^W`.
+      beta: reference step :math:`\beta`, a Python number.
+      active: optional per-agent bool ``(b,)``: agents that send (the others send a
+        zero message).
+
+    Returns:
+      :math:`(\hat V - \hat V^W, H^+, H^{W,+})`.
+    """
+    q = compression.compress_block(compressor, key, optax.tree.sub(value, h))
+    if active is not None:
+        q = select(active, q, jax.tree.map(jnp.zeros_like, q))
+    v_hat = optax.tree.add(h, q)
+    v_hat_mixed = optax.tree.add(h_mixed, op.mix(q))
+    h = combine(1.0 - beta, h, beta, v_hat)
+    h_mixed = combine(1.0 - beta, h_mixed, beta, v_hat_mixed)
+    return optax.tree.sub(v_hat, v_hat_mixed), h, h_mixed
+
+
 class _Session:
-    """The memories one traced step reads and writes, one entry per ``mix`` call."""
+    """The context of one compressed step: the memories it reads, those it writes.
+
+    Created by :func:`compress_communication` inside its traced step from the step's
+    arguments (the state's memories and the step key) and bound to the operator for
+    the call to the wrapped step (:func:`core.operator_context.bind`); the ``k``-th
+    ``mix`` of the step reads ``inputs[k]`` and appends its new memory to ``outputs``,
+    which the wrapper returns as the next state. It lives only as long as that call.
+    """
 
     def __init__(self, op: CompressedGossip, memories: tuple | None, key: jax.Array | None):
         self.op, self.inputs, self.key = op, memories, key
         self.outputs: list[Any] = []
 
-    def mix(self, x: PyTree) -> PyTree:
-        op, k = self.op, len(self.outputs)
+    def _memory(self, x: PyTree) -> Any:
+        """The next call's memory: from the step's inputs, or zeros while discovering."""
+        k = len(self.outputs)
         if self.inputs is None:  # Discovering the call sites and their shapes.
             zeros = jax.tree.map(jnp.zeros_like, x)
-            self.outputs.append((zeros, zeros) if op.mode == "ef21" else zeros)
-            return op.base.mix(x)
+            return (zeros, zeros) if self.op.mode == "ef21" else zeros
         if k >= len(self.inputs):
             raise RuntimeError(
                 f"the step called mix {k + 1} times but its first trace called it "
                 f"{len(self.inputs)} times; compressed gossip needs a fixed number of calls."
             )
-        key = jax.random.fold_in(self.key, k)
-        gamma = op.consensus_step
+        return self.inputs[k]
+
+    def _exchange(self, x: PyTree, memory: Any, key: jax.Array) -> tuple[PyTree, Any]:
+        """One compressed mix of ``x`` from ``memory``: ``(mixed, new memory)``."""
+        op, gamma = self.op, self.op.consensus_step
         if op.mode == "ef21":
-            hat, hat_mixed = self.inputs[k]
+            hat, hat_mixed = memory
             q = compression.compress_block(op.compressor, key, optax.tree.sub(x, hat))
             hat = optax.tree.add(hat, q)
             hat_mixed = optax.tree.add(hat_mixed, op.base.mix(q))
-            self.outputs.append((hat, hat_mixed))
-            correction = optax.tree.sub(hat_mixed, hat)
+            memory, correction = (hat, hat_mixed), optax.tree.sub(hat_mixed, hat)
         else:
-            target = optax.tree.add(x, self.inputs[k])
+            target = optax.tree.add(x, memory)
             sent = compression.compress_block(op.compressor, key, target)
-            self.outputs.append(optax.tree.sub(target, sent))
+            memory = optax.tree.sub(target, sent)
             correction = optax.tree.sub(op.base.mix(sent), sent)
-        return optax.tree.add(x, optax.tree.scale(gamma, correction))
+        return optax.tree.add(x, optax.tree.scale(gamma, correction)), memory
+
+    def mix(self, x: PyTree) -> PyTree:
+        """The compressed mix of the step's next call (uncompressed while discovering)."""
+        memory = self._memory(x)
+        if self.inputs is None:
+            self.outputs.append(memory)
+            return self.op.base.mix(x)
+        mixed, memory = self._exchange(x, memory, jax.random.fold_in(self.key, len(self.outputs)))
+        self.outputs.append(memory)
+        return mixed
+
+    def mix_if(self, send: jax.Array, x: PyTree) -> PyTree:
+        """:meth:`mix` inside ``lax.cond``: skipped, it sends nothing and keeps its memory."""
+        memory = self._memory(x)
+        if self.inputs is None:
+            self.outputs.append(memory)
+            return comm_lib.mix_if(self.op.base.mix, send, x)
+        key = jax.random.fold_in(self.key, len(self.outputs))
+        mixed, memory = jax.lax.cond(
+            send, lambda x, m: self._exchange(x, m, key), lambda x, m: (x, m), x, memory
+        )
+        self.outputs.append(memory)
+        return mixed
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class CompressedGossip:
     """Gossip that sends compressed messages (see the module docstring).
 
@@ -101,7 +204,6 @@ class CompressedGossip:
     compressor: compression.Compressor
     consensus_step: float
     mode: Mode
-    _session: _Session | None = dataclasses.field(default=None, repr=False)
 
     @property
     def matrix(self):
@@ -113,14 +215,30 @@ class CompressedGossip:
         """Number of agents."""
         return self.base.n_agents
 
-    def mix(self, tree: PyTree) -> PyTree:
-        """Compressed ``W @ tree`` (local view); see the module docstring."""
-        if self._session is None:
+    def _session(self) -> _Session:
+        session = operator_context.bound(self)
+        if session is None:
             raise RuntimeError(
                 "CompressedGossip.mix was called outside a compressed step: wrap the method "
                 "with core.compressed_gossip.compress_communication(algorithm, comm)."
             )
-        return self._session.mix(tree)
+        return session
+
+    def mix(self, tree: PyTree) -> PyTree:
+        """Compressed ``W @ tree`` (local view); see the module docstring."""
+        return self._session().mix(tree)
+
+    def mix_if(self, send: jax.Array, tree: PyTree) -> PyTree:
+        """:meth:`mix` where ``send`` is true; else ``tree``, nothing sent, memory unchanged.
+
+        The call keeps its place in the step's call order (its memory slot), so the
+        number of calls per step stays fixed whichever branch runs.
+
+        Args:
+          send: bool scalar, the same on every device.
+          tree: pytree of this device's block, leaves ``(b, ...)``.
+        """
+        return self._session().mix_if(send, tree)
 
     def mean(self, tree: PyTree) -> PyTree:
         """Uncompressed server mean (delegates to the base operator)."""
@@ -132,9 +250,7 @@ class CompressedGossip:
 
     def bytes_per_mix(self, tree: PyTree) -> float:
         """Bytes of one compressed message of ``tree`` (local-view shapes): bits / 8."""
-        if not self.base.max_out_degree:
-            return 0.0
-        return compression.message_bits(self.compressor, tree) / 8
+        return message_bytes(self.base, self.compressor, tree)
 
     def bytes_per_mean(self, tree: PyTree) -> int:
         """Bytes of one uncompressed upload (delegates)."""
@@ -203,18 +319,13 @@ def compress_communication(algorithm: Algorithm, comm: CompressedGossip) -> Algo
     """
 
     def run_step(state: Any, batch: Batch, key: jax.Array, session: _Session):
-        comm._session = session
-        try:
+        with operator_context.bind(comm, session):
             return algorithm.step(state, batch, key)
-        finally:
-            comm._session = None
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CompressedState:
-        comm._session = _Session(comm, None, None)  # Any mix in init runs uncompressed.
-        try:
+        # Any mix in init runs uncompressed.
+        with operator_context.bind(comm, _Session(comm, None, None)):
             inner = algorithm.init(params, data, key)
-        finally:
-            comm._session = None
         batch = Batch(jax.tree.map(lambda a: a[:, :1], data), jnp.int32(0), jnp.int32(0))
         discovery = _Session(comm, None, None)
 
@@ -223,7 +334,8 @@ def compress_communication(algorithm: Algorithm, comm: CompressedGossip) -> Algo
             return tuple(discovery.outputs)
 
         shapes = jax.eval_shape(memories, inner, batch, key)
-        memory = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        # Per-agent state, typed varying so it can be a lax.scan carry inside shard_map.
+        memory = jax.tree.map(lambda s: as_varying(jnp.zeros(s.shape, s.dtype)), shapes)
         return CompressedState(inner, memory)
 
     def step(state: CompressedState, batch: Batch, key: jax.Array):

@@ -55,7 +55,7 @@ def _optimal_values(
     init_params: PyTree,
     gtol: float,
 ) -> tuple[PyTree, float, np.ndarray]:
-    """``(x_star, f_star, [f_1^*, ..., f_n^*])`` by n + 1 L-BFGS solves."""
+    """``(x_star, f_star, [f_1^*, ..., f_n^*])`` by n + 1 host solves."""
     x_star, f_star = optimum.solve(loss_fn, data, init_params, gtol=gtol)
     local = np.array(
         [
@@ -85,8 +85,8 @@ def optimal_value_gap(
     it differently (e.g. by :math:`n` or with data-size weights), rescale.
 
     :math:`f^*` and every :math:`f_i^*` come from :func:`core.optimum.solve`
-    (L-BFGS in float64), i.e. ``n + 1`` host solves; each :math:`f_i` must attain
-    its infimum (strongly convex objectives, e.g. ℓ2-regularised logistic
+    (L-BFGS and Newton polishing in float64), i.e. ``n + 1`` host solves; each
+    :math:`f_i` must attain its infimum (strongly convex objectives, e.g. ℓ2-regularised logistic
     regression; an unregularised logistic loss on a one-class shard does not).
 
     Args:
@@ -102,8 +102,8 @@ def optimal_value_gap(
       :math:`\sigma_f^*` as a float (non-negative up to solver accuracy).
 
     Raises:
-      RuntimeError: if a solve does not reach ``10 * gtol`` (see
-        :func:`core.optimum.solve`).
+      RuntimeError: if a solve fails (see :func:`core.optimum.minimize`; one that
+        merely stops a little short of ``gtol`` warns instead).
     """
     _, f_star, local = _optimal_values(loss_fn, _as_float64(data), init_params, gtol)
     return float(f_star - np.mean(local))

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +86,7 @@ class Runner:
             )
         )
         self._chunks: dict[int, Callable] = {}
+        self._executables: dict[Any, jax.stages.Compiled] = {}
 
     def _check_data(self, data: PyTree) -> None:
         m = jax.tree.leaves(data)[0].shape[1]
@@ -135,6 +137,9 @@ class Runner:
         """
         algorithm, sampler = self.algorithm, self.sampler
         block = jax.tree.leaves(data)[0].shape[0]
+        # At trace time: a state of another agent count (e.g. restored from another
+        # run) fails here, naming the leaf, instead of deep inside the vmapped step.
+        chex.assert_tree_shape_prefix(state, (block,))
         float_dtype = jnp.result_type(float)
         epoch_key = jax.random.fold_in(key, epoch)
         keys = agent_keys(jax.random.fold_in(epoch_key, 0), block)
@@ -206,9 +211,38 @@ class Runner:
           The new state and a dict of per-epoch metric arrays of shape
           ``(num_epochs,)``; ``bytes_sent`` is what one agent sent in each epoch.
         """
+        num_epochs, args = self._chunk_call(state, data, key, num_epochs, test_data, first_epoch)
+        return self._executable(num_epochs, args)[0](*args)
+
+    def compile_epochs(self, *args: Any, **kwargs: Any) -> float:
+        """Compiles (ahead of time) what :meth:`run_epochs` runs for these arguments.
+
+        Args:
+          *args: ``state, data, key, num_epochs, test_data=None``, as for
+            :meth:`lower_epochs`; ``state`` is not donated.
+          **kwargs: the same by name.
+
+        Returns:
+          The seconds spent compiling: 0.0 when an executable for the same epoch
+          count and argument types is already cached (:meth:`run_epochs` uses it).
+        """
+        return self._executable(*self._chunk_call(*args, **kwargs))[1]
+
+    def _executable(self, num_epochs: int, args: tuple) -> tuple[jax.stages.Compiled, float]:
+        """The compiled chunk for ``args``' types (AOT, cached) and its compile seconds."""
+        leaves, structure = jax.tree.flatten(args)
+        signature = (num_epochs, structure, tuple(map(jax.typeof, leaves)))
+        if signature in self._executables:
+            return self._executables[signature], 0.0
+        start = time.perf_counter()
+        compiled = self._chunk_fn(num_epochs).lower(*args).compile()
+        self._executables[signature] = compiled
+        return compiled, time.perf_counter() - start
+
+    def _chunk_call(self, state, data, key, num_epochs, test_data=None, first_epoch=0):
+        """``(num_epochs, args)`` of a chunk, after checking the data."""
         self._check_data(data)
-        args = self._chunk_args(state, data, key, first_epoch, test_data)
-        return self._chunk_fn(num_epochs)(*args)
+        return num_epochs, self._chunk_args(state, data, key, first_epoch, test_data)
 
     def _chunk_args(self, state, data, key, first_epoch, test_data) -> tuple:
         return (
@@ -233,8 +267,8 @@ class Runner:
         then ``.as_text()`` (optimized HLO), ``.cost_analysis()`` or
         ``.memory_analysis()`` (peak bytes). Nothing runs and ``state`` is not donated.
         """
-        self._check_data(data)
-        return self._chunk_fn(num_epochs).lower(*self._chunk_args(state, data, key, 0, test_data))
+        num_epochs, args = self._chunk_call(state, data, key, num_epochs, test_data)
+        return self._chunk_fn(num_epochs).lower(*args)
 
 
 def train(
@@ -271,7 +305,10 @@ def train(
     Returns:
       The final state and the history: one dict per epoch ``0..num_epochs``
       (epoch 0 is the initial point) with every metric as a Python float,
-      ``bytes_sent`` cumulative per agent, and ``seconds`` of wall time.
+      ``bytes_sent`` cumulative per agent, ``seconds`` of wall time spent running
+      (the compiled chunks and fetching their metrics) and ``compile_seconds``
+      spent compiling them (ahead of time, :meth:`Runner.compile_epochs`), both
+      cumulative.
 
     Raises:
       FloatingPointError: if a metric becomes NaN or Inf, naming the algorithm,
@@ -282,21 +319,31 @@ def train(
     if history is None:
         initial = jax.device_get(runner.evaluate(state, data, test_data))
         history = [{"epoch": 0, **{k: float(v) for k, v in initial.items()}, "bytes_sent": 0.0}]
-        history[0]["seconds"] = 0.0
+        history[0].update(seconds=0.0, compile_seconds=0.0)
     else:
         history = list(history)
     done = int(history[-1]["epoch"])
-    sent, offset = history[-1]["bytes_sent"], history[-1]["seconds"]
-    start = time.perf_counter()
+    sent, seconds = history[-1]["bytes_sent"], history[-1]["seconds"]
+    compile_seconds = history[-1].get("compile_seconds", 0.0)
     while done < num_epochs:
         chunk = min(log_every, num_epochs - done)
+        compile_seconds += runner.compile_epochs(state, data, key, chunk, test_data)
+        start = time.perf_counter()
         state, metrics = runner.run_epochs(state, data, key, done, chunk, test_data)
         metrics = jax.device_get(metrics)
-        elapsed = offset + time.perf_counter() - start
+        seconds += time.perf_counter() - start
         for t in range(chunk):
             row = {k: float(np.asarray(v)[t]) for k, v in metrics.items()}
             sent += row.pop("bytes_sent")
-            history.append({"epoch": done + t + 1, **row, "bytes_sent": sent, "seconds": elapsed})
+            history.append(
+                {
+                    "epoch": done + t + 1,
+                    **row,
+                    "bytes_sent": sent,
+                    "seconds": seconds,
+                    "compile_seconds": compile_seconds,
+                }
+            )
         bad = sorted(
             {k for row in history[-chunk:] for k, v in row.items() if not math.isfinite(v)}
         )

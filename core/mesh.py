@@ -9,7 +9,7 @@ with many.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -81,21 +81,28 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return put(tree, replicated(mesh))
 
 
-def shard_agents(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+def shard_agents(tree: Any, mesh: jax.sharding.Mesh, *, what: str = "data") -> Any:
     """Places a pytree of per-agent host arrays on ``mesh``, sharded on the agent axis.
+
+    The host arrays are checked for NaN/Inf first (:func:`check_finite`), once and
+    before anything is compiled, so bad data is named where it is rather than
+    found by the divergence guard after a run.
 
     Args:
       tree: pytree whose leaves all have the same leading size ``n_agents``.
       mesh: a mesh from :func:`make_agent_mesh`.
+      what: what the tree holds, for error messages: ``"data"`` (leaves
+        ``(n_agents, m, ...)``, axis 1 the sample) or e.g. ``"params"``.
 
     Returns:
       The same pytree of ``jax.Array`` sharded as ``P(AGENT_AXIS)``.
 
     Raises:
       ValueError: if the leaves disagree on the leading size, or that size is not
-        divisible by the mesh's device count.
+        divisible by the mesh's device count, or a floating leaf is not finite.
     """
     n = num_agents(tree)
+    check_finite(tree, what)
     n_devices = mesh.shape[AGENT_AXIS]
     if n % n_devices:
         raise ValueError(
@@ -103,6 +110,84 @@ def shard_agents(tree: Any, mesh: jax.sharding.Mesh) -> Any:
             "every device must hold the same number of agents."
         )
     return put(tree, agent_sharding(mesh))
+
+
+def check_finite(tree: Any, what: str = "data") -> None:
+    """Raises if a floating leaf of a per-agent pytree holds NaN or Inf (host-side).
+
+    One O(size) pass over the host values; integer leaves (labels) and PRNG keys
+    are skipped. Multi-process runs check each process's host copy before placing.
+
+    Args:
+      tree: pytree of per-agent arrays, leaves ``(n_agents, ...)``.
+      what: what the tree holds; for ``"data"`` (leaves ``(n_agents, m, ...)``)
+        the message names the sample as well as the agent.
+
+    Raises:
+      ValueError: naming the leaf, the first bad entry's agent (and sample), its
+        value and how many entries are bad.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not np.issubdtype(
+            dtype, np.inexact
+        ):
+            continue
+        host = np.asarray(leaf)
+        finite = np.isfinite(host)
+        if finite.all():
+            continue
+        index = tuple(int(i) for i in np.unravel_index(np.argmin(finite), host.shape))
+        where = f"agent {index[0]}" if index else "the scalar"
+        if what == "data" and len(index) >= 2:
+            where += f", sample {index[1]}"
+        raise ValueError(
+            f"{what}{jax.tree_util.keystr(path)} holds {host[index]} at index {index} "
+            f"({where}; {int(finite.size - finite.sum())} non-finite entries in all); "
+            "every value must be finite: remove or impute those samples before sharding."
+        )
+
+
+def agent_init(
+    init: Callable[[jax.Array], Any], mesh: jax.sharding.Mesh, n_agents: int
+) -> Callable[[jax.Array], Any]:
+    """Compiles ``key -> per-agent params``, built on device and sharded on the agent axis.
+
+    Every agent gets the same ``init(key)``: each device evaluates it from the
+    replicated key and broadcasts it to its own block of agents, inside
+    ``shard_map``, so neither the host nor any device ever holds an
+    ``n_agents x |params|`` array (DESIGN: per-agent params are created under jit,
+    already sharded). Works with several processes: each builds its own devices'
+    blocks.
+
+    Args:
+      init: ``init(key) -> params`` for one agent (e.g. :class:`models.nets.Model`'s
+        ``init``); traced, so it must be a JAX function of the key.
+      mesh: a mesh from :func:`make_agent_mesh`.
+      n_agents: number of agents, divisible by the mesh's device count.
+
+    Returns:
+      ``build(key)``: params pytree with leaves ``(n_agents, ...)`` sharded as
+      :func:`agent_sharding`; fresh buffers on every call (safe to donate).
+
+    Raises:
+      ValueError: if ``n_agents`` is not divisible by the device count.
+    """
+    n_devices = mesh.shape[AGENT_AXIS]
+    if n_agents % n_devices:
+        raise ValueError(
+            f"n_agents={n_agents} is not divisible by the device count {n_devices}; "
+            "every device must hold the same number of agents."
+        )
+    block = agent_block(mesh, n_agents)
+
+    def local(key: jax.Array) -> Any:
+        return jax.tree.map(
+            lambda p: as_varying(jax.numpy.broadcast_to(p, (block, *p.shape))), init(key)
+        )
+
+    build = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=jax.P(), out_specs=jax.P(AGENT_AXIS)))
+    return lambda key: build(replicate(key, mesh))
 
 
 def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:

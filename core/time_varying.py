@@ -3,8 +3,14 @@ r"""Time-varying graphs: random link failures and fixed periodic sequences of gr
 :class:`TimeVaryingGossip` has the interface of :class:`core.comm.Gossip`, but its
 ``mix`` at round :math:`k` applies a matrix :math:`W_k` that changes from round to
 round, inside the compiled step. Build a method with the operator, then wrap it
-with :func:`time_varying`, which keeps a round counter in the state and tells the
-operator, during each traced step, the round index :math:`k` and the round's key.
+with :func:`time_varying`, which keeps a round counter in the state and, during each
+traced step, binds the round index :math:`k` and the round's key to the operator.
+The operator itself is a frozen dataclass and is never modified: the round is a
+per-step context bound with :func:`core.operator_context.bind` for the duration of
+the wrapped step and looked up by ``mix`` (the design, and why it makes a wrapped
+step a function of its arguments that nests, composes with
+:func:`core.compressed_gossip.compress_communication` in either order, and is
+thread-safe, is stated in :mod:`core.operator_context`).
 Every ``mix`` inside one step uses the same :math:`W_k` (one round = one step: a
 link that is down is down for all messages of that step, and all operators
 wrapped together see the same draws, so a pull operator ``R`` and a push operator
@@ -80,9 +86,8 @@ References:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -93,7 +98,7 @@ import numpy.typing as npt
 from core import comm, directed, weights
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
-from core.mesh import AGENT_AXIS, local_agent_ids
+from core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
 
 __all__ = [
     "TimeVaryingGossip",
@@ -107,40 +112,7 @@ __all__ = [
 
 PyTree = Any
 FailureKind = Literal["symmetric", "pull", "push"]
-Kind = Literal["symmetric", "pull", "push", "sequence"]
-
-# Separates the graph's randomness from the method's own use of the step key.
-_ROUND_KEY_TAG = 0x74766772  # "tvgr"
 _ATOL = 1e-10  # The tolerance of the host checks, as in core.weights / core.directed.
-
-
-def round_key(step_key: jax.Array) -> jax.Array:
-    """The key a step's graph is drawn from: ``fold_in(step_key, tag)``.
-
-    :func:`time_varying` hands this key to the operators; tests use it to rebuild
-    the round's matrix on the host with :func:`round_matrix`.
-    """
-    return jax.random.fold_in(step_key, _ROUND_KEY_TAG)
-
-
-def _edge_fails(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
-    """Whether link ``(a, b)`` fails: one uint32 draw below ``threshold = p 2^32``.
-
-    Integer bits instead of ``bernoulli``: the draw is exact and the same whether or
-    not float64 is enabled, so host and device always agree.
-    """
-    k = jax.random.fold_in(jax.random.fold_in(key, a), b)
-    return jax.random.bits(k, (), jnp.uint32) < threshold
-
-
-def _draw_edges(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
-    """:func:`_edge_fails` over arrays of endpoints of any (equal) shape."""
-    flat = jax.vmap(_edge_fails, in_axes=(None, 0, 0, None))(
-        key, a.reshape(-1), b.reshape(-1), threshold
-    )
-    return flat.reshape(a.shape)
-
-
 _HOST_CHUNK = 4096
 
 
@@ -163,216 +135,6 @@ def _host_draws(key: jax.Array, a: np.ndarray, b: np.ndarray, threshold: jax.Arr
         for i in range(0, size, _HOST_CHUNK)
     ]
     return np.concatenate(chunks)[: len(a)]
-
-
-class _Round(NamedTuple):
-    """What the operator knows of the current round inside a traced step."""
-
-    index: jax.Array  # int32, scalar or per agent (b,): the round k.
-    key: jax.Array  # The round's key, the same on every device.
-
-
-@dataclasses.dataclass(eq=False)
-class TimeVaryingGossip:
-    r"""Gossip with a matrix :math:`W_k` that changes every round (local view).
-
-    Build with :func:`link_failures` or :func:`sequence`; use ``mix`` only inside a
-    method wrapped by :func:`time_varying` (or inside :meth:`in_round`). ``mean``,
-    ``average`` and ``bytes_per_mean`` are the server operations of the nominal
-    operator and need no round.
-
-    Attributes:
-      kind: ``"symmetric"``, ``"pull"`` or ``"push"`` (link failures) or
-        ``"sequence"``.
-      base: the nominal operator: the failure-free base for link failures; for a
-        sequence, the period average :math:`\frac1T \sum_k W_k` (its support is the
-        union graph, which is what connectivity checks need).
-      path: ``"shift"`` (neighbour exchange) or ``"dense"`` (all-gather).
-      offsets: the shift offsets :math:`S` shared by every round (0 included).
-      coeffs: ``(T, len(offsets), n)``: per-round coefficient tables; ``T = 1``
-        (the base's) for link failures, where the round's draws modify them.
-      out_coeffs: for ``push``, ``(len(offsets), n)`` with entry ``[s, j]`` the
-        weight :math:`w_{(j - s) \bmod n,\, j}` of sender ``j``'s out-edge at
-        offset ``s``; ``None`` otherwise.
-      p: failure probability per edge and round (0 for a sequence).
-      matrices: the sequence's ``T`` matrices (for link failures, the base matrix).
-    """
-
-    kind: Kind
-    base: Gossip
-    path: Literal["shift", "dense"]
-    offsets: tuple[int, ...]
-    coeffs: np.ndarray
-    out_coeffs: np.ndarray | None
-    p: float
-    matrices: tuple[np.ndarray, ...]
-    _round: _Round | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The nominal ``(n, n)`` matrix (see ``base``)."""
-        return self.base.matrix
-
-    @property
-    def n_agents(self) -> int:
-        """Number of agents ``n``."""
-        return self.base.n_agents
-
-    @property
-    def period(self) -> int | None:
-        """``T`` for a sequence, ``None`` for link failures (no period)."""
-        return len(self.matrices) if self.kind == "sequence" else None
-
-    @property
-    def max_out_degree(self) -> int:
-        """Largest number of other agents one agent sends to in any single round."""
-        n = self.n_agents
-        off = ~np.eye(n, dtype=bool)
-        return max(int(((m != 0.0) & off).sum(axis=0).max(initial=0)) for m in self.matrices)
-
-    @contextlib.contextmanager
-    def in_round(self, round_index: jax.Array | int, key: jax.Array) -> Iterator[None]:
-        """Makes ``mix`` apply :math:`W_k` for round ``round_index`` drawn from ``key``.
-
-        Used by :func:`time_varying`; call it directly only to apply one round's
-        matrix by hand (tests), inside ``jax.shard_map``.
-
-        Args:
-          round_index: int32 scalar or per-agent vector ``(b,)`` (all entries equal):
-            the round :math:`k`; a sequence uses :math:`W_{k \bmod T}`.
-          key: the round's key, the same on every device (for link failures); see
-            :func:`round_key`.
-        """
-        previous = self._round
-        self._round = _Round(jnp.asarray(round_index, jnp.int32), key)
-        try:
-            yield
-        finally:
-            self._round = previous
-
-    def mix(self, tree: PyTree) -> PyTree:
-        """Returns ``W_k @ tree`` along the agent axis (local view).
-
-        Args:
-          tree: pytree of this device's block, every leaf of shape ``(b, ...)``.
-
-        Returns:
-          A pytree of the same structure, shapes and dtypes.
-
-        Raises:
-          RuntimeError: outside a time-varying step (no round to mix with).
-        """
-        if self._round is None:
-            raise RuntimeError(
-                "TimeVaryingGossip.mix was called outside a time-varying step: wrap the "
-                "method with core.time_varying.time_varying(algorithm, comm)."
-            )
-        leaves = jax.tree.leaves(tree)
-        if not leaves:
-            return tree
-        block = leaves[0].shape[0]
-        n_devices = jax.lax.axis_size(AGENT_AXIS)
-        if block * n_devices != self.n_agents:
-            raise ValueError(
-                f"the time-varying graph is for n_agents={self.n_agents} but the agent axis "
-                f"holds {block} agents on each of {n_devices} devices "
-                f"({block * n_devices} agents)."
-            )
-        ids = local_agent_ids(block)
-        # The round's draws once per call, its coefficients once per dtype, shared by
-        # all leaves (not cached across calls: a call may sit inside a cond or scan).
-        masks = self._failure_masks(ids)
-        coeffs: dict[Any, jax.Array] = {}
-
-        def leaf(x: jax.Array) -> jax.Array:
-            if x.dtype not in coeffs:
-                coeffs[x.dtype] = self._local_coeffs(ids, masks, x.dtype)
-            return self._mix_leaf(x, ids, coeffs[x.dtype])
-
-        return jax.tree.map(leaf, tree)
-
-    def _failure_masks(self, ids: jax.Array) -> tuple[jax.Array, jax.Array] | None:
-        """This round's failed links of the agents ``ids``, each ``(len(offsets), b)``.
-
-        The first mask marks agent ``i``'s in-edge from ``i + s``; the second (``push``
-        only) its out-edge to ``i - s``. ``None`` for a sequence.
-        """
-        if self.kind == "sequence":
-            return None
-        n, key = self.n_agents, self._round.key
-        threshold = jnp.uint32(min(math.floor(self.p * 2**32), 2**32 - 1))
-        offsets = np.asarray(self.offsets, np.int32)[:, None]
-        off_diagonal = jnp.asarray(offsets != 0)
-        receivers = jnp.broadcast_to(ids[None, :], (len(self.offsets), ids.shape[0]))
-        senders = (ids[None, :] + offsets) % n
-        if self.kind == "symmetric":
-            a, b = jnp.minimum(receivers, senders), jnp.maximum(receivers, senders)
-        else:
-            a, b = receivers, senders
-        failed = _draw_edges(key, a, b, threshold) & off_diagonal
-        if self.kind != "push":
-            return failed, failed
-        # Sender j draws the failure of its out-edge j -> j - s itself, with the same
-        # (receiver, sender) pair as the receiver j - s did.
-        out_failed = _draw_edges(key, (ids[None, :] - offsets) % n, receivers, threshold)
-        return failed, out_failed & off_diagonal
-
-    def _local_coeffs(
-        self, ids: jax.Array, masks: tuple[jax.Array, jax.Array] | None, dtype: Any
-    ) -> jax.Array:
-        """This round's ``c_s[i]`` for the agents ``ids``: shape ``(len(offsets), b)``."""
-        table = jnp.asarray(self.coeffs, dtype)[:, :, ids]  # (T, |S|, b)
-        if masks is None:
-            period = table.shape[0]
-            index = jnp.broadcast_to(self._round.index, ids.shape) % period
-            # Each agent reads its own round's column (all agents share the round).
-            return jax.vmap(lambda k, col: col[k], in_axes=(0, 2), out_axes=1)(index, table)
-        c, zero = table[0], jnp.zeros((), dtype)
-        failed, out_failed = masks
-        if self.kind == "push":
-            # Sender j keeps the weights of its failed out-edges; they are a host
-            # constant because the base W is.
-            lost = jnp.where(out_failed, jnp.asarray(self.out_coeffs, dtype)[:, ids], zero)
-        else:
-            # Pull: the receiver i keeps w_ij. Symmetric: w_ji = w_ij and the draw is
-            # shared, so this row rule is also the column rule.
-            lost = jnp.where(failed, c, zero)
-        kept = jnp.where(failed, zero, c)
-        return kept.at[self.offsets.index(0)].add(jnp.sum(lost, axis=0))
-
-    def _mix_leaf(self, x: jax.Array, ids: jax.Array, coeffs: jax.Array) -> jax.Array:
-        block = x.shape[0]
-        n_devices = jax.lax.axis_size(AGENT_AXIS)
-        if self.path == "dense":
-            # This device's rows of W_k, scattered from the |S| coefficients per agent,
-            # then the all-gather reference path of core.comm.
-            offsets = np.asarray(self.offsets, np.int32)[:, None]
-            cols = (ids[None, :] + offsets) % self.n_agents
-            rows = jnp.broadcast_to(jnp.arange(block, dtype=cols.dtype)[None, :], cols.shape)
-            local = jnp.zeros((block, self.n_agents), x.dtype).at[rows, cols].add(coeffs)
-            full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
-            return jnp.tensordot(local, full, axes=1, precision=jax.lax.Precision.HIGHEST)
-        return comm._shift_mix(x, self.offsets, list(coeffs), n_devices)
-
-    def mean(self, tree: PyTree) -> PyTree:
-        """Average over all agents (the server's mean); no round needed."""
-        return self.base.mean(tree)
-
-    def average(self, tree: PyTree) -> PyTree:
-        """The all-agent average kept per agent (delegates to ``base``)."""
-        return self.base.average(tree)
-
-    def bytes_per_mix(self, tree: PyTree) -> int:
-        """Bytes each agent sends in one :meth:`mix`: one broadcast of its vector.
-
-        Counted whether or not its links fail this round (see the module
-        docstring); zero when no round has off-diagonal entries.
-        """
-        return comm._bytes_per_agent(tree) if self.max_out_degree else 0
-
-    def bytes_per_mean(self, tree: PyTree) -> int:
-        """Bytes each agent uploads in one :meth:`mean` (one vector)."""
-        return self.base.bytes_per_mean(tree)
 
 
 # --------------------------------------------------------------------------------------
@@ -565,7 +327,7 @@ def sequence(
         for s, row in zip(offs, c, strict=True):
             coeffs[k, offsets.index(s)] = row
     if path == "auto":
-        path = "shift" if len(offsets) <= max(8, n // 4) else "dense"
+        path = comm.auto_path(len(offsets), n)
     nominal = comm.gossip(average, path=path, doubly_stochastic=False)
     return TimeVaryingGossip(
         kind="sequence",

@@ -30,6 +30,17 @@ class AlgorithmSpec(NamedTuple):
     decentralized: bool
 
 
+def _edas(loss_fn, comm_op, lr):
+    """Exact diffusion on :math:`(I + W)/2` of the configured ``W`` (EDAS).
+
+    What CEDAS and LEAD reduce to without compression (they build :math:`(I+W)/2`
+    in), so a config with non-lazy weights compares them with the matching
+    uncompressed method; ``ed`` itself needs a positive semidefinite ``W``.
+    """
+    lazy_op = comm.gossip(weights.lazy(comm_op.matrix), path=comm_op.path)
+    return algos.exact_diffusion(loss_fn, lazy_op, lr, name="edas")
+
+
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "d_rr": AlgorithmSpec(algos.d_rr, "reshuffle", True),
     "gt_rr": AlgorithmSpec(algos.gt_rr, "reshuffle", True),
@@ -38,6 +49,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "gt_atc": AlgorithmSpec(functools.partial(algos.gradient_tracking, variant="atc"), "iid", True),
     "diging": AlgorithmSpec(functools.partial(algos.gradient_tracking, variant="cta"), "iid", True),
     "ed": AlgorithmSpec(algos.exact_diffusion, "iid", True),
+    "edas": AlgorithmSpec(_edas, "iid", True),
     "nids": AlgorithmSpec(algos.nids, "iid", True),
     "extra": AlgorithmSpec(algos.extra, "iid", True),
     "dsgd": AlgorithmSpec(algos.dsgd, "iid", True),

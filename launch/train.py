@@ -11,9 +11,9 @@ chunks of ``config.log_every`` epochs, and the per-epoch metrics are appended to
 from __future__ import annotations
 
 import json
+import math
 import os
-import signal
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -35,11 +35,27 @@ from launch import experiment, plotting, rates
 from models import nets, objectives
 
 
-def _initial_params(config: ml_collections.ConfigDict, dim: int, dtype: Any) -> np.ndarray:
-    """All agents start at the same x0 ~ N(0, I/d), the D-RR code's "scaled" init."""
-    rng = np.random.default_rng(config.seed)
-    x0 = (rng.standard_normal(dim) / np.sqrt(dim)).astype(dtype)
-    return np.broadcast_to(x0, (config.n_agents, dim)).copy()
+class RunKeys(NamedTuple):
+    """Independent PRNG keys of a run, one per use."""
+
+    model: jax.Array  # x0 (the linear models' N(0, I/d)) or the network's init
+    state: jax.Array  # the algorithm's state init
+    train: jax.Array  # every epoch's sampling and step randomness
+
+
+def run_keys(seed: int) -> RunKeys:
+    """``fold_in(key(seed), tag)`` for tags 0, 1, 2: model init, state init, training.
+
+    Each use gets its own stream, so changing how one is consumed (another network,
+    an algorithm whose init draws randomness) leaves the others' draws unchanged.
+    """
+    root = jax.random.key(seed)
+    return RunKeys(*(jax.random.fold_in(root, tag) for tag in range(len(RunKeys._fields))))
+
+
+def _linear_init(dim: int, dtype: Any):
+    """``key -> x0 ~ N(0, I/d)``, the D-RR code's "scaled" init (as a JAX function)."""
+    return lambda key: jax.random.normal(key, (dim,), dtype) / math.sqrt(dim)
 
 
 def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None) -> str:
@@ -49,7 +65,7 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
     header = f"{'topology':<{topo_w}}{'algorithm':<{alg_w}}{metric:>14}{'rate':>7}{'loss':>12}"
     header += f"{'consensus':>12}{'accuracy':>10}" + (f"{'test acc':>10}" if test else "")
     header += f"{'MB sent':>10}" + (f"{'MB@target':>11}" if target is not None else "")
-    header += f"{'s':>8}"
+    header += f"{'compile s':>10}{'run s':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
         line = (
@@ -62,7 +78,7 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
         line += f"{r['bytes_sent'] / 1e6:>10.3f}"
         if target is not None:
             line += f"{r['bytes_to_target'] / 1e6:>11.4f}"
-        lines.append(line + f"{r['seconds']:>8.2f}")
+        lines.append(line + f"{r.get('compile_seconds', float('nan')):>10.2f}{r['seconds']:>8.2f}")
     return "\n".join(lines)
 
 
@@ -126,10 +142,6 @@ class _RunCheckpoints:
             return
         if done - self.last_saved >= self.every or done == self.epochs:
             self._save(done, state, history)
-        kill_at = os.environ.get("DECENTJAX_TEST_KILL_AT_EPOCH")
-        if kill_at is not None and done >= int(kill_at):  # Tests of resume after SIGKILL.
-            self.ckpt.wait_until_finished()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def _save(self, epoch: int, state: Any, history: list[dict[str, float]] | None) -> None:
         # The history first, atomically: a checkpoint is only ever read with its history.
@@ -198,11 +210,23 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     # Epochs over which the summary fits log(metric) ~ rate * log(epoch).
     window = tuple(config.get("rate_window") or (config.num_epochs // 2, config.num_epochs))
     print(f"data: {description}; {n} agents x {m} samples, {config.data.partition} split")
+    # Bad data fails here, once, on the host and before anything compiles: labels
+    # outside the objective's domain, then (shard_agents) NaN/Inf, naming agent and sample.
+    for split in (parts, test_parts):
+        if split is not None and obj.check_data is not None:
+            obj.check_data(split)
+    agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
+    shard = mesh.shard_agents(parts, agent_mesh)
+    test_shard = None if test_parts is None else mesh.shard_agents(test_parts, agent_mesh)
     if config.objective.name in experiment.CONVEX_OBJECTIVES:
-        x_star, f_star = optimum.solve(
+        solution = optimum.minimize(
             obj.loss, parts, np.zeros(dim, dtype), gtol=config.get("solver_gtol", 1e-11)
         )
-        print(f"objective: {obj.name}, f* = {f_star:.10f} (float64 L-BFGS)")
+        x_star, f_star = solution.x_star, solution.f_star
+        print(
+            f"objective: {obj.name}, f* = {f_star:.10f} (float64 L-BFGS + "
+            f"{solution.newton_steps} Newton steps, |grad f(x*)|_inf = {solution.grad_inf:.2g})"
+        )
     else:
         x_star = f_star = None
         if metric in ("dist_to_opt", "gap"):
@@ -215,15 +239,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     if config.get("report_heterogeneity"):
         _heterogeneity(config, parts, num_classes)
 
-    agent_mesh = mesh.make_agent_mesh(n, config.n_devices or None)
-    shard = mesh.shard_agents(parts, agent_mesh)
-    test_shard = None if test_parts is None else mesh.shard_agents(test_parts, agent_mesh)
-    if net is None:
-        x0 = _initial_params(config, dim, dtype)
-    else:  # Every agent starts from the same network initialisation.
-        init = net.init(jax.random.key(config.seed))
-        x0 = jax.tree.map(lambda p: np.broadcast_to(np.asarray(p), (n, *p.shape)).copy(), init)
-    key = jax.random.key(config.seed)
+    keys = run_keys(config.seed)
+    # Every agent starts from the same point, built on device already sharded.
+    initial_params = mesh.agent_init(
+        _linear_init(dim, dtype) if net is None else net.init, agent_mesh, n
+    )
 
     histories: dict[tuple[str, str], list[dict[str, float]]] = {}
     summary: list[dict[str, Any]] = []
@@ -249,7 +269,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 loss_fn = experiment.agent_loss(config, obj.loss)
                 algorithm = experiment.build_algorithm(config, name, loss_fn, comm_op, lr)
                 runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
-                state = runner.init(mesh.shard_agents(x0, agent_mesh), shard, key)
+                state = runner.init(initial_params(keys.model), shard, keys.state)
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
                 run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}")
@@ -262,7 +282,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                         runner,
                         state,
                         shard,
-                        key,
+                        keys.train,
                         epochs,
                         log_every=min(config.log_every, epochs),
                         test_data=test_shard,
@@ -284,7 +304,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     table = _format_table(summary, metric, target)
     table += (
         f"\nrate: fitted slope of log({metric}) against log(epoch) over epochs "
-        f"{window[0]}..{window[1]}"
+        f"{window[0]}..{window[1]}\ncompile s / run s: seconds compiling the run's chunks "
+        "(ahead of time) / running them, apart"
     )
     if target is not None:
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"

@@ -41,11 +41,17 @@ class Objective(NamedTuple):
         accuracy: ``accuracy(params, batch) -> scalar``, the fraction of the batch
             classified correctly, or ``None`` where accuracy has no meaning (regression).
         name: a short name for logs and plots.
+        check_data: ``check_data(data) -> None``, a host-side check (NumPy, once,
+            before compiling) of per-agent data with leaves ``(n_agents, m, ...)``
+            or one pooled batch ``(m, ...)``: the keys the loss reads and the
+            labels' domain; raises ``ValueError`` naming the first bad value, its
+            agent and sample. ``None``: nothing to check.
     """
 
     loss: Callable[[Params, Batch], jax.Array]
     accuracy: Callable[[Params, Batch], jax.Array] | None
     name: str
+    check_data: Callable[[Any], None] | None = None
 
 
 def _check_reg(reg: float) -> float:
@@ -55,9 +61,60 @@ def _check_reg(reg: float) -> float:
     return float(reg)
 
 
+_KEYS = ("x", "y")
+
+
+def _xy(batch: Any) -> tuple[Any, Any]:
+    """``(batch["x"], batch["y"])``, or a ``ValueError`` naming the missing key."""
+    given = sorted(batch) if isinstance(batch, Mapping) else None
+    missing = [k for k in _KEYS if given is None or k not in given]
+    if missing:
+        raise ValueError(
+            f"the batch is missing key {missing[0]!r}: the objective needs keys "
+            f"{list(_KEYS)}, got " + (f"keys {given}" if given is not None else repr(type(batch)))
+        )
+    return batch["x"], batch["y"]
+
+
+def _where(index: tuple[int, ...]) -> str:
+    """Names an entry of per-agent labels ``(n, m)`` or of one batch ``(m,)``."""
+    if len(index) >= 2:
+        return f"agent {index[0]}, sample {index[1]}"
+    return f"sample {index[0]}" if index else "the scalar label"
+
+
+def _first_bad(y: np.ndarray, bad: np.ndarray, valid: str) -> None:
+    """Raises for the first ``True`` of ``bad``: its value, agent and sample."""
+    if bad.any():
+        index = tuple(int(i) for i in np.unravel_index(np.argmax(bad), bad.shape))
+        raise ValueError(
+            f"labels must be {valid}, got {y[index].item()!r} at {_where(index)} "
+            f"({int(bad.sum())} bad labels in all)."
+        )
+
+
+def _check_keys(data: Any) -> None:
+    """Host-side check of the keys every objective here reads."""
+    _xy(data)
+
+
+def _check_binary(data: Any) -> None:
+    """Host-side check of binary-logistic data: keys, labels in {0, 1}."""
+    y = np.asarray(_xy(data)[1])
+    _first_bad(y, ~np.isin(y, (0, 1)), "0 or 1 (binary logistic; binarise the classes first)")
+
+
+def _check_classes(data: Any) -> None:
+    """Host-side check of softmax data: keys, non-negative integer labels."""
+    y = np.asarray(_xy(data)[1])
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"softmax labels must be an integer array, got dtype {y.dtype}.")
+    _first_bad(y, y < 0, "class indices >= 0")
+
+
 def _linear_scores(w: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """Returns ``(x @ w, y)`` after checking shapes (at trace time, so at no run cost)."""
-    x, y = batch["x"], batch["y"]
+    x, y = _xy(batch)
     if w.ndim != 1:
         raise ValueError(f"params must be a vector w of shape (d,), got shape {w.shape}")
     if x.ndim != 2 or x.shape[1] != w.shape[0]:
@@ -124,7 +181,7 @@ def least_squares(*, reg: float = 0.0) -> Objective:
             value = value + 0.5 * reg * jnp.sum(jnp.square(params))
         return value
 
-    return Objective(loss=loss, accuracy=None, name="least_squares")
+    return Objective(loss=loss, accuracy=None, name="least_squares", check_data=_check_keys)
 
 
 def logistic_regression(*, reg: float) -> Objective:
@@ -173,7 +230,7 @@ def logistic_regression(*, reg: float) -> Objective:
             value = value + 0.5 * reg * jnp.sum(jnp.square(params))
         return value
 
-    return Objective(loss=loss, accuracy=_binary_accuracy, name="logistic_regression")
+    return Objective(loss, _binary_accuracy, "logistic_regression", _check_binary)
 
 
 def nonconvex_logistic_regression(*, reg: float) -> Objective:
@@ -230,7 +287,7 @@ def nonconvex_logistic_regression(*, reg: float) -> Objective:
             value = value + 0.5 * reg * jnp.sum(sq / (1.0 + sq))
         return value
 
-    return Objective(loss=loss, accuracy=_binary_accuracy, name="nonconvex_logistic_regression")
+    return Objective(loss, _binary_accuracy, "nonconvex_logistic_regression", _check_binary)
 
 
 def softmax_cross_entropy(
@@ -274,7 +331,7 @@ def softmax_cross_entropy(
     reg = _check_reg(reg)
 
     def logits_and_labels(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        x, y = batch["x"], batch["y"]
+        x, y = _xy(batch)
         logits = apply_fn(params, x)
         if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(
@@ -299,7 +356,7 @@ def softmax_cross_entropy(
         correct = jnp.argmax(logits, axis=-1) == y
         return jnp.mean(correct.astype(logits.dtype))
 
-    return Objective(loss=loss, accuracy=accuracy, name="softmax_cross_entropy")
+    return Objective(loss, accuracy, "softmax_cross_entropy", _check_classes)
 
 
 def _largest_eig_of_gram(x: Any) -> float:

@@ -95,7 +95,7 @@ print(f"{n} agents x {m} samples, d = {d}")
 print("samples of class (0, 1) per agent:\n", partition.label_distribution(parts, 2).T)
 
 obj = logistic_regression(reg=0.2)
-x_star, f_star = optimum.solve(obj.loss, parts, np.zeros(d, np.float32))  # float64 L-BFGS
+x_star, f_star = optimum.solve(obj.loss, parts, np.zeros(d, np.float32))  # float64 L-BFGS + Newton
 print(f"f* = {f_star:.8f}")
 
 # %% [markdown]

@@ -96,7 +96,8 @@ def run(algorithm, data, evaluate, x0, num_steps):
 # connected digraph.
 #
 # Both runs use the library's methods with a zero loss, which makes them pure gossip:
-# DSGD over R is $X \leftarrow R X$, and `push_sum_sgp` is push-sum averaging.
+# Push-Pull's tracker stays zero, so it is $X \leftarrow R X$ (DSGD itself refuses R: it
+# needs a doubly stochastic W), and `push_sum_sgp` is push-sum averaging.
 
 # %%
 adjacency = directed.unbalanced_example(n)
@@ -120,7 +121,7 @@ no_data = mesh.shard_agents({"x": np.zeros((n, 1, 1))}, agent_mesh)
 to_mean = metrics.make_evaluator(zero_loss, pull, x_star=np.array([mean]))
 averaging = {}
 for name, algorithm in [
-    ("pull with R", algos.dsgd(zero_loss, pull, 1.0)),
+    ("pull with R", algos.push_pull(zero_loss, pull, push, 1.0)),
     ("push-sum with C", algos.push_sum_sgp(zero_loss, push, 1.0)),
 ]:
     state, averaging[name] = run(algorithm, no_data, to_mean, values, min(num_steps, 200))

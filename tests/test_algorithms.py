@@ -181,12 +181,13 @@ def test_bytes_sent_and_compiled_once():
     _, hist = loop.train(runner, state, data, jax.random.key(1), 6, log_every=2)
     # One vector of D + 1 float64 per inner step, M steps per epoch.
     assert [row["bytes_sent"] for row in hist] == [e * M * (D + 1) * 8 for e in range(7)]
-    # Three chunks of two epochs: one compilation, no retracing per chunk.
-    assert runner._chunk_fn(2)._cache_size() == 1
-    # The same program, lowered for inspection, without retracing or running it.
+    # Three chunks of two epochs: one (ahead-of-time) compilation, none per chunk.
+    assert len({row["compile_seconds"] for row in hist[1:]}) == 1
+    assert len(runner._executables) == 1
+    # The same program, lowered for inspection, without running it; still cached.
     state = runner.init(mesh.shard_agents(x0, agent_mesh), data, jax.random.key(0))
     compiled = runner.lower_epochs(state, data, jax.random.key(1), 2).compile()
-    assert runner._chunk_fn(2)._cache_size() == 1
+    assert runner.compile_epochs(state, data, jax.random.key(1), 2) == 0.0
     # Per device: its block of the state and of the data (not all n agents), plus the
     # key and epoch scalars; the state's buffers are aliased to the output (donated).
     memory = compiled.memory_analysis()

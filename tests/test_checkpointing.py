@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import numpy as np
 import optax
@@ -71,10 +72,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(name, tmp_path):
     )
     assert epoch == 3
     resumed, _ = runner.run_epochs(restored, data, key, epoch, 3)
-    for a, b in zip(
-        jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(straight), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(jax.device_get(resumed), straight)
     ckpt.close()
 
 

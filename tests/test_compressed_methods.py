@@ -1,4 +1,4 @@
-"""Compressed gossip, CHOCO-SGD, LEAD and CEDAS against the exact references."""
+"""Compressed gossip, CHOCO-SGD, LEAD and CEDAS against the exact references; defaults."""
 
 import functools
 
@@ -7,7 +7,19 @@ import numpy as np
 import pytest
 
 import algos
-from core import comm, compression, loop, mesh, metrics, sampling, schedules, topology, weights
+from core import (
+    comm,
+    compressed_defaults,
+    compression,
+    directed,
+    loop,
+    mesh,
+    metrics,
+    sampling,
+    schedules,
+    topology,
+    weights,
+)
 from core.compressed_gossip import compressed_gossip
 from models import objectives
 
@@ -16,12 +28,12 @@ LS = objectives.least_squares()
 
 
 @functools.cache
-def problem():
-    """Heterogeneous least squares with its exact minimiser."""
+def problem(d=D):
+    """Heterogeneous least squares in dimension ``d`` with its exact minimiser."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, M, D))
-    y = np.einsum("nmd,nd->nm", x, rng.normal(size=(N, D)) * 3.0) + rng.normal(size=(N, M))
-    a, b = x.reshape(-1, D), y.reshape(-1)
+    x = rng.normal(size=(N, M, d))
+    y = np.einsum("nmd,nd->nm", x, rng.normal(size=(N, d)) * 3.0) + rng.normal(size=(N, M))
+    a, b = x.reshape(-1, d), y.reshape(-1)
     return {"x": x, "y": y}, np.linalg.solve(a.T @ a, a.T @ b)
 
 
@@ -29,15 +41,15 @@ def ring():
     return weights.metropolis_hastings(topology.ring(N))
 
 
-def run(algorithm, sampler, epochs, *, n_devices=1, x0=None, w=None):
-    parts, x_star = problem()
+def run(algorithm, sampler, epochs, *, n_devices=1, x0=None, w=None, d=D):
+    parts, x_star = problem(d)
     op = comm.gossip(ring() if w is None else w)
     agent_mesh = mesh.make_agent_mesh(N, n_devices)
     data = mesh.shard_agents(parts, agent_mesh)
     runner = loop.Runner(
         algorithm, sampler, agent_mesh, metrics.make_evaluator(LS.loss, op, x_star=x_star)
     )
-    x0 = np.broadcast_to(np.linspace(-1, 1, D), (N, D)).copy() if x0 is None else x0
+    x0 = np.broadcast_to(np.linspace(-1, 1, d), (N, d)).copy() if x0 is None else x0
     state = runner.init(mesh.shard_agents(x0, agent_mesh), data, jax.random.key(0))
     state, history = loop.train(
         runner, state, data, jax.random.key(1), epochs, log_every=max(1, epochs // 2)
@@ -74,7 +86,8 @@ def dist(x):
     ],
 )
 def test_identity_compression_with_unit_step_is_exact_gossip(mode, factory, kwargs):
-    base = comm.gossip(ring())
+    # Exact diffusion needs a positive semidefinite W: the lazy ring.
+    base = comm.gossip(weights.lazy(ring()) if factory is algos.exact_diffusion else ring())
     x0 = np.random.default_rng(1).normal(size=(N, D))
     plain = factory(LS.loss, base, **kwargs)
     comp = algos.compressed(factory, LS.loss, base, compression.identity(), mode=mode, **kwargs)
@@ -183,3 +196,88 @@ def test_ef21_mode_rejects_time_varying_graphs():
     with pytest.raises(ValueError, match="mode='ef21' needs a fixed mixing matrix"):
         compressed_gossip(op, compression.identity())
     compressed_gossip(op, compression.identity(), mode="ef")  # Error feedback is fine.
+
+
+# --------------------------------------------------------------------------------------
+# Default consensus steps (core.compressed_defaults) under heavy compression.
+#
+# Float64, full gradients, d = 20 on 8 agents, step 0.1 / L. The old defaults (LEAD /
+# CEDAS: gamma = 1; CPP: gamma = beta = 1/(1 + omega)) diverge on every convergence
+# case below (NaN, which loop.train raises on). Tolerance: with full gradients the
+# methods converge linearly to x*, so each case must cut its initial error
+# ||X^0 - 1 x*^T||_F by three decades within its step budget; rounding floors are
+# below 1e-7 here.
+# --------------------------------------------------------------------------------------
+
+D_DEFAULTS = 20  # rand_k(2): omega = 9; rand_k(5): omega = 3; qsgd(1): omega = sqrt(20).
+DECADES = 3
+
+
+def errors(algorithm, steps):
+    """||X - 1 x*^T||_F from X^0 = 0 at the start, after steps/2 and after ``steps``."""
+    _, x_star = problem(D_DEFAULTS)
+    zeros = np.zeros((N, D_DEFAULTS))
+    history, x, _ = run(algorithm, sampling.full_batch(M), steps, x0=zeros, d=D_DEFAULTS)
+    assert np.isfinite(x).all()
+    half = np.sqrt(N * history[steps // 2 - 1]["dist_to_opt"])
+    return [float(np.linalg.norm(x_star)) * np.sqrt(N), half, np.linalg.norm(x - x_star[None])]
+
+
+def lipschitz():
+    return max(objectives.smoothness_least_squares(xi) for xi in problem(D_DEFAULTS)[0]["x"])
+
+
+def assert_converges(name, errs, steps):
+    first, half, final = errs
+    assert final < half < first, f"{name}: errors {errs} do not decrease"
+    assert final <= 10.0**-DECADES * first, (
+        f"{name}: ||X - 1 x*|| = {final:.3e} after {steps} steps, want <= "
+        f"1e-{DECADES} x {first:.3e}"
+    )
+
+
+# (compressor, steps): omega = 9, 3 and QSGD with one level (omega = sqrt(20) = 4.47).
+UNDIRECTED = [
+    (compression.rand_k(2), 8000),
+    (compression.rand_k(5), 2000),
+    (compression.qsgd(1), 4000),
+]
+
+
+@pytest.mark.parametrize("method", ["cedas", "lead"])
+@pytest.mark.parametrize("compressor, steps", UNDIRECTED, ids=lambda v: getattr(v, "name", v))
+def test_lead_and_cedas_defaults_converge(method, compressor, steps):
+    algorithm = getattr(algos, method)(LS.loss, comm.gossip(ring()), compressor, 0.1 / lipschitz())
+    assert_converges(f"{method}[{compressor.name}]", errors(algorithm, steps), steps)
+
+
+@pytest.mark.parametrize(
+    "compressor, steps", [(compression.rand_k(5), 2000), (compression.rand_k(2), 12000)]
+)
+def test_cpp_defaults_converge_on_an_unbalanced_digraph(compressor, steps):
+    adjacency = directed.unbalanced_example(N)
+    pull = comm.gossip(directed.row_stochastic(adjacency), doubly_stochastic=False)
+    push = comm.gossip(directed.column_stochastic(adjacency), doubly_stochastic=False)
+    algorithm = algos.cpp(LS.loss, pull, push, 0.1 / lipschitz(), compressor=compressor)
+    assert_converges(f"cpp[{compressor.name}]", errors(algorithm, steps), steps)
+
+
+def test_the_rule():
+    lead, cpp = compressed_defaults.LEAD, compressed_defaults.CPP
+    assert compressed_defaults.consensus_step(0.0, 1.0, lead) == 1.0  # Identity: exact.
+    assert compressed_defaults.consensus_step(9.0, 2 / 3, lead) == pytest.approx(1 / 216)
+    assert compressed_defaults.consensus_step(9.0, 1.2, cpp) == pytest.approx(1 / 21.6)
+    steps = [compressed_defaults.consensus_step(w, 1.0, lead) for w in (0.1, 1, 3, 9)]
+    assert steps == sorted(steps, reverse=True)
+    w = weights.metropolis_hastings(topology.ring(N))  # lambda_min = -1/3.
+    assert compressed_defaults.spread(w) == pytest.approx(4 / 3)
+    with pytest.raises(ValueError, match="omega must be finite and >= 0"):
+        compressed_defaults.consensus_step(float("inf"), 1.0, lead)
+
+
+def test_identity_default_is_the_uncompressed_method_step_for_step():
+    op, identity = comm.gossip(ring()), compression.identity()
+    _, default, _ = run(algos.cedas(LS.loss, op, identity, 0.05), sampling.full_batch(M), 40)
+    explicit = algos.cedas(LS.loss, op, identity, 0.05, consensus_step=1.0)
+    _, x, _ = run(explicit, sampling.full_batch(M), 40)
+    np.testing.assert_array_equal(default, x)

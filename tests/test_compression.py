@@ -337,3 +337,33 @@ def test_invalid_bit_arguments():
         compression.identity().bits(10, dtype_bits=0)
     with pytest.raises(ValueError, match="floating-point"):
         compression.qsgd(2).compress(jax.random.key(0), jnp.arange(4))
+
+
+def test_rand_k_draws_a_uniform_subset_without_sorting_d():
+    d, k = 7, 3
+    c = compression.rand_k(k, unbiased=False)
+    # No sort of d = 1000 keys (a permutation): a top-k, then a sort of k + 32 candidates.
+    jaxpr = jax.make_jaxpr(c.compress)(jax.random.key(0), jnp.ones(1000))
+    sorted_sizes = [
+        v.aval.shape for e in jaxpr.eqns if e.primitive.name == "sort" for v in e.invars
+    ]
+    assert sorted_sizes == [(k + 32,)] * 3
+    assert any(e.primitive.name == "top_k" for e in jaxpr.eqns)
+    kept = _draws(c, {"x": np.arange(1.0, d + 1)}, seed=3) != 0  # (N_DRAWS, d)
+    assert np.all(kept.sum(axis=1) == k)
+    # Every coordinate kept with probability k/d, every pair with k(k-1)/(d(d-1)).
+    for p_hat, p in [
+        (kept.mean(axis=0), k / d),
+        (
+            (kept.T.astype(float) @ kept)[np.triu_indices(d, 1)] / N_DRAWS,
+            k * (k - 1) / (d * (d - 1)),
+        ),
+    ]:
+        np.testing.assert_array_less(np.abs(p_hat - p), Z_SCORE * math.sqrt(p * (1 - p) / N_DRAWS))
+    # All C(7, 3) = 35 subsets equally likely: Pearson's chi-square, 34 degrees of freedom.
+    codes = kept.astype(np.int64) @ (1 << np.arange(d))
+    counts = np.bincount(codes, minlength=1 << d)[np.bincount(codes, minlength=1 << d) > 0]
+    assert len(counts) == math.comb(d, k)
+    expected = N_DRAWS / math.comb(d, k)
+    chi2 = np.sum((counts - expected) ** 2 / expected)
+    assert chi2 < 34 + Z_SCORE * math.sqrt(2 * 34)  # mean 34, sd sqrt(68)

@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -337,8 +338,7 @@ def test_one_and_eight_devices_agree_and_chunks_resume_mid_round():
         h1, s1 = run(make, sampler, 6, n_devices=1, log_every=6)
         h8, s8 = run(make, sampler, 6, n_devices=8, log_every=3)
         np.testing.assert_array_equal(s1.active, s8.active, err_msg=name)
-        for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s8), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=name)
+        chex.assert_trees_all_close(s1, s8, rtol=1e-12, atol=1e-14, custom_message=name)
         for key in ("dist_to_opt", "loss", "bytes_sent"):
             np.testing.assert_allclose(
                 [r[key] for r in h1], [r[key] for r in h8], rtol=1e-10, err_msg=name

@@ -4,6 +4,7 @@ Runs under conftest's float64 + strict dtype/rank promotion, so every objective 
 also checked to never mix dtypes.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -296,9 +297,7 @@ def test_net_grad_of_softmax_cross_entropy(name, dtype):
     }
     loss, grads = jax.jit(jax.value_and_grad(obj.loss))(params, batch)
     assert loss.shape == () and loss.dtype == dtype and np.isfinite(loss)
-    assert jax.tree.structure(grads) == jax.tree.structure(params)
-    for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params), strict=True):
-        assert g.shape == p.shape and g.dtype == p.dtype
+    chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
     accuracy = jax.jit(obj.accuracy)(params, batch)
     assert accuracy.dtype == dtype and 0.0 <= float(accuracy) <= 1.0
     # An optax step composes with the params as they are (plain dict of arrays).
@@ -358,8 +357,8 @@ def test_objective_is_a_namedtuple():
     obj = logistic_regression(reg=0.1)
     assert isinstance(obj, Objective)
     assert obj.name == "logistic_regression"
-    loss, accuracy, name = obj
-    assert callable(loss) and callable(accuracy) and name == obj.name
+    loss, accuracy, name, check_data = obj
+    assert callable(loss) and callable(accuracy) and name == obj.name and callable(check_data)
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1), (3, 5)])
@@ -378,10 +377,7 @@ def test_patch_conv_equals_nnx_conv(kernel_size):
         graphdef, params = nnx.split(module, nnx.Param)
         return jax.grad(lambda p: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x))))(params)
 
-    for g_ours, g_ref in zip(
-        jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(ref)), strict=True
-    ):
-        np.testing.assert_allclose(g_ours, g_ref, rtol=0, atol=1e-11)
+    chex.assert_trees_all_close(grads(ours), grads(ref), rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("kernel_size", [(2, 3), (0, 1), (3, -1)])

@@ -1,4 +1,4 @@
-"""Directed-graph methods (algos/push.py): push-sum, Push-Pull, Push-DIGing, APD, CPP."""
+"""Directed-graph methods (algos/push_*.py): push-sum, Push-Pull, Push-DIGing, APD, CPP."""
 
 import functools
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import algos
-from algos import push
 from core import comm, compression, directed, loop, mesh, metrics, sampling
 from models import objectives
 
@@ -126,8 +125,9 @@ def test_push_sum_reaches_the_exact_average_where_pulling_with_r_does_not():
     x0 = np.random.default_rng(2).normal(size=(N, D))
     mean = x0.mean(axis=0)
     steps = 300
-    _, z, *_ = run(push.push_sum_sgp(zero_loss, push_op, 0.1), parts, steps, x0=x0)
-    _, pulled, *_ = run(algos.dsgd(zero_loss, pull, 0.1), parts, steps, x0=x0)
+    _, z, *_ = run(algos.push_sum_sgp(zero_loss, push_op, 0.1), parts, steps, x0=x0)
+    # Push-Pull with a zero loss keeps its tracker at zero: X <- R X (DSGD refuses R).
+    _, pulled, *_ = run(algos.push_pull(zero_loss, pull, push_op, 0.1), parts, steps, x0=x0)
     push_err = float(np.abs(z - mean).max())
     pull_err = float(np.abs(pulled - mean).max())
     # Pulling reaches consensus, but on the u-weighted average (u: left Perron vector).
@@ -153,15 +153,15 @@ def exact_method(name, graph):
     ring = graph == "ring"  # The directed ring mixes slowly: smaller steps.
     lr = 0.02 if ring else 0.05
     if name == "push-pull":
-        return push.push_pull(LS.loss, pull, push_op, lr)
+        return algos.push_pull(LS.loss, pull, push_op, lr)
     if name == "push-diging":
-        return push.push_diging(LS.loss, push_op, lr)
+        return algos.push_diging(LS.loss, push_op, lr)
     if name == "apd-sc":
         alpha = np.sqrt(lip / mu) / 2  # Working values of ALGORITHMS.md §8.
         gamma = (0.05 if ring else 0.5) / lip
-        return push.apd_sc(LS.loss, push_op, gamma=gamma, alpha=alpha, beta=1 / (2 * alpha))
+        return algos.apd_sc(LS.loss, push_op, gamma=gamma, alpha=alpha, beta=1 / (2 * alpha))
     if name == "cpp-identity":
-        return push.cpp(LS.loss, pull, push_op, lr, compressor=compression.identity())
+        return algos.cpp(LS.loss, pull, push_op, lr, compressor=compression.identity())
     raise ValueError(name)
 
 
@@ -184,9 +184,9 @@ def test_cpp_with_identity_equals_push_pull_step_by_step():
     x0 = np.random.default_rng(3).normal(size=(N, D))  # Not consensual.
     worst = {}
     for variant in ("ab", "push_pull"):
-        ref = trace(push.push_pull(LS.loss, pull, push_op, 0.05, variant=variant), parts, 300, x0)
+        ref = trace(algos.push_pull(LS.loss, pull, push_op, 0.05, variant=variant), parts, 300, x0)
         got = trace(
-            push.cpp(
+            algos.cpp(
                 LS.loss,
                 pull,
                 push_op,
@@ -209,11 +209,11 @@ def test_cpp_with_identity_equals_push_pull_step_by_step():
 def _push_pull_family(name, pull, push_op):
     qsgd = compression.qsgd(2)
     return {
-        "push-pull": lambda: push.push_pull(LS.loss, pull, push_op, 0.05),
-        "push-diging": lambda: push.push_diging(LS.loss, push_op, 0.05),
-        "apd": lambda: push.apd(LS.loss, push_op, gamma=0.05),
-        "cpp-qsgd": lambda: push.cpp(LS.loss, pull, push_op, 0.05, compressor=qsgd),
-        "b-cpp-qsgd": lambda: push.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
+        "push-pull": lambda: algos.push_pull(LS.loss, pull, push_op, 0.05),
+        "push-diging": lambda: algos.push_diging(LS.loss, push_op, 0.05),
+        "apd": lambda: algos.apd(LS.loss, push_op, gamma=0.05),
+        "cpp-qsgd": lambda: algos.cpp(LS.loss, pull, push_op, 0.05, compressor=qsgd),
+        "b-cpp-qsgd": lambda: algos.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
     }[name]()
 
 
@@ -286,12 +286,12 @@ def test_matches_the_textbook_recursion_in_numpy(name):
     x0 = np.random.default_rng(5).normal(size=(N, D))
     lr, steps, apd_args = 0.05, 30, (0.1, 0.05, 3.0, 0.2)
     make = {
-        "sgp": lambda: push.push_sum_sgp(LS.loss, push_op, lr),
-        "push-pull": lambda: push.push_pull(LS.loss, pull, push_op, lr),
-        "ab": lambda: push.push_pull(LS.loss, pull, push_op, lr, variant="ab"),
-        "push-diging": lambda: push.push_diging(LS.loss, push_op, lr),
-        "apd": lambda: push.apd(LS.loss, push_op, gamma=apd_args[0], w1=apd_args[1]),
-        "apd-sc": lambda: push.apd_sc(
+        "sgp": lambda: algos.push_sum_sgp(LS.loss, push_op, lr),
+        "push-pull": lambda: algos.push_pull(LS.loss, pull, push_op, lr),
+        "ab": lambda: algos.push_pull(LS.loss, pull, push_op, lr, variant="ab"),
+        "push-diging": lambda: algos.push_diging(LS.loss, push_op, lr),
+        "apd": lambda: algos.apd(LS.loss, push_op, gamma=apd_args[0], w1=apd_args[1]),
+        "apd-sc": lambda: algos.apd_sc(
             LS.loss, push_op, gamma=apd_args[0], alpha=apd_args[2], beta=apd_args[3]
         ),
     }[name]
@@ -328,8 +328,8 @@ def test_apd_gap_decays_like_k_to_the_minus_2_and_faster_than_push_diging(graph)
     x0 = np.zeros((N, parts["x"].shape[-1]))
     slopes, gaps = {}, {}
     for name, alg in {
-        "apd": push.apd(LS.loss, push_op, gamma=gamma),
-        "push-diging": push.push_diging(LS.loss, push_op, gamma),
+        "apd": algos.apd(LS.loss, push_op, gamma=gamma),
+        "push-diging": algos.push_diging(LS.loss, push_op, gamma),
     }.items():
         history, *_ = run(alg, parts, steps, f_star=f_star, x0=x0)
         slopes[name] = _loglog_slope(history, first, steps)
@@ -356,8 +356,8 @@ def test_apd_sc_converges_faster_than_push_diging_when_ill_conditioned():
     x0 = np.zeros((N, parts["x"].shape[-1]))
     rates = {}
     for name, alg in {
-        "apd-sc": push.apd_sc(LS.loss, push_op, gamma=gamma, alpha=alpha, beta=1 / (2 * alpha)),
-        "push-diging": push.push_diging(LS.loss, push_op, gamma),
+        "apd-sc": algos.apd_sc(LS.loss, push_op, gamma=gamma, alpha=alpha, beta=1 / (2 * alpha)),
+        "push-diging": algos.push_diging(LS.loss, push_op, gamma),
     }.items():
         history, *_ = run(alg, parts, steps, x_star=x_star, x0=x0)
         k = np.arange(steps // 3, steps + 1)
@@ -392,13 +392,13 @@ def test_cpp_with_unbiased_compression_converges_with_fewer_bits(compressor):
     pull, push_op = operators("random")
     steps = 1500
     h_cpp, x_cpp, *_ = run(
-        push.cpp(LS.loss, pull, push_op, 0.05, compressor=compressor),
+        algos.cpp(LS.loss, pull, push_op, 0.05, compressor=compressor),
         parts,
         steps,
         x_star=x_star,
     )
     h_pp, *_ = run(
-        push.push_pull(LS.loss, pull, push_op, 0.05, variant="ab"), parts, steps, x_star=x_star
+        algos.push_pull(LS.loss, pull, push_op, 0.05, variant="ab"), parts, steps, x_star=x_star
     )
     err = np.linalg.norm(x_cpp - x_star[None])
     need = {"cpp": _bytes_to_reach(h_cpp, 1e-8), "push-pull": _bytes_to_reach(h_pp, 1e-8)}
@@ -420,9 +420,9 @@ def test_b_cpp_converges_and_sends_about_p_times_cpp():
     qsgd = compression.qsgd(2)
     steps, p = 3000, 0.5
     h_b, x_b, *_ = run(
-        push.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=p), parts, steps, x_star=x_star
+        algos.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=p), parts, steps, x_star=x_star
     )
-    h_c, *_ = run(push.cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd), parts, steps)
+    h_c, *_ = run(algos.cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd), parts, steps)
     err = np.linalg.norm(x_b - x_star[None])
     ratio = h_b[-1]["bytes_sent"] / h_c[-1]["bytes_sent"]
     report = (
@@ -438,8 +438,8 @@ def test_b_cpp_with_p_one_is_cpp_draw_for_draw():
     pull, push_op = operators("unbalanced")
     rand_k = compression.rand_k(2)
     x0 = np.random.default_rng(6).normal(size=(N, D))
-    b = trace(push.b_cpp(LS.loss, pull, push_op, 0.05, compressor=rand_k, p=1.0), parts, 50, x0)
-    c = trace(push.cpp(LS.loss, pull, push_op, 0.05, compressor=rand_k), parts, 50, x0)
+    b = trace(algos.b_cpp(LS.loss, pull, push_op, 0.05, compressor=rand_k, p=1.0), parts, 50, x0)
+    c = trace(algos.cpp(LS.loss, pull, push_op, 0.05, compressor=rand_k), parts, 50, x0)
     # Same activation and compression draws; the two programs fuse differently, so
     # they agree to rounding (measured 2e-15), not bit for bit.
     np.testing.assert_allclose(b.params, c.params, rtol=0, atol=1e-12)
@@ -456,9 +456,9 @@ def test_one_and_eight_devices_agree(name):
     pull, push_op = operators("random")
     qsgd = compression.qsgd(2)
     make = {
-        "push-pull": lambda: push.push_pull(LS.loss, pull, push_op, 0.05),
-        "cpp": lambda: push.cpp(LS.loss, pull, push_op, 0.05, compressor=qsgd),
-        "b-cpp": lambda: push.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
+        "push-pull": lambda: algos.push_pull(LS.loss, pull, push_op, 0.05),
+        "cpp": lambda: algos.cpp(LS.loss, pull, push_op, 0.05, compressor=qsgd),
+        "b-cpp": lambda: algos.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
     }[name]
     x0 = np.random.default_rng(7).normal(size=(N, D))
     h1, x1, *_ = run(make(), parts, 40, x_star=x_star, x0=x0, n_devices=1)
@@ -476,32 +476,32 @@ def _matrix_op(m):
 def test_invalid_operators_are_rejected_naming_the_failed_property():
     pull, push_op = operators("unbalanced")
     with pytest.raises(ValueError, match=r"push_pull: the pull operator must hold a row-stoch"):
-        push.push_pull(LS.loss, push_op, push_op, 0.1)  # C as the pull: rows do not sum to 1.
+        algos.push_pull(LS.loss, push_op, push_op, 0.1)  # C as the pull: rows do not sum to 1.
     with pytest.raises(ValueError, match=r"column-stochastic C .* column \d+ of C sums to"):
-        push.push_pull(LS.loss, pull, pull, 0.1)  # R as the push.
-    for factory in (push.push_sum_sgp, push.push_diging):
+        algos.push_pull(LS.loss, pull, pull, 0.1)  # R as the push.
+    for factory in (algos.push_sum_sgp, algos.push_diging):
         with pytest.raises(ValueError, match=r"column \d+ of C sums to"):
             factory(LS.loss, pull, 0.1)
     with pytest.raises(ValueError, match=r"apd: the push operator .* column \d+ of C sums to"):
-        push.apd(LS.loss, pull, gamma=0.1)
+        algos.apd(LS.loss, pull, gamma=0.1)
     with pytest.raises(ValueError, match=r"row \d+ of R sums to"):
-        push.cpp(LS.loss, push_op, push_op, 0.1, compressor=compression.identity())
+        algos.cpp(LS.loss, push_op, push_op, 0.1, compressor=compression.identity())
     negative = np.array([[1.2, 0.5], [-0.2, 0.5]])  # Column sums 1, one negative entry.
     with pytest.raises(ValueError, match=r"C\[1, 0\] = -0.2 is negative"):
-        push.push_diging(LS.loss, _matrix_op(negative), 0.1)
+        algos.push_diging(LS.loss, _matrix_op(negative), 0.1)
     two_rings = np.kron(np.eye(2), directed.column_stochastic(directed.directed_ring(4)))
     with pytest.raises(ValueError, match="not strongly connected"):
-        push.push_sum_sgp(LS.loss, _matrix_op(two_rings), 0.1)
+        algos.push_sum_sgp(LS.loss, _matrix_op(two_rings), 0.1)
     cycle = np.roll(np.eye(4), 1, axis=0)  # A permutation: periodic, never mixes.
     with pytest.raises(ValueError, match="periodic"):
-        push.apd_sc(LS.loss, _matrix_op(cycle), gamma=0.1, alpha=2.0, beta=0.5)
+        algos.apd_sc(LS.loss, _matrix_op(cycle), gamma=0.1, alpha=2.0, beta=0.5)
     small = _matrix_op(directed.row_stochastic(directed.directed_ring(4)))
     with pytest.raises(ValueError, match="R for 4 agents and C for 8"):
-        push.push_pull(LS.loss, small, push_op, 0.1)
+        algos.push_pull(LS.loss, small, push_op, 0.1)
     # The directed exponential graph's weights are doubly stochastic but not symmetric:
     # fine for the directed methods, rejected where a symmetric W is required.
     w = directed.row_stochastic(directed.directed_exponential(N))
-    push.push_pull(LS.loss, _matrix_op(w), _matrix_op(w), 0.1)
+    algos.push_pull(LS.loss, _matrix_op(w), _matrix_op(w), 0.1)
     with pytest.raises(ValueError, match="W is not symmetric"):
         comm.gossip(w)
 
@@ -510,16 +510,16 @@ def test_invalid_hyperparameters():
     pull, push_op = operators("random")
     ident = compression.identity()
     with pytest.raises(ValueError, match="variant must be"):
-        push.push_pull(LS.loss, pull, push_op, 0.1, variant="atc")
+        algos.push_pull(LS.loss, pull, push_op, 0.1, variant="atc")
     with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]"):
-        push.cpp(LS.loss, pull, push_op, 0.1, compressor=ident, gamma=1.5)
+        algos.cpp(LS.loss, pull, push_op, 0.1, compressor=ident, gamma=1.5)
     with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\]"):
-        push.b_cpp(LS.loss, pull, push_op, 0.1, compressor=ident, p=0.0)
+        algos.b_cpp(LS.loss, pull, push_op, 0.1, compressor=ident, p=0.0)
     with pytest.raises(ValueError, match="w1 must be a positive number"):
-        push.apd(LS.loss, push_op, gamma=0.1, w1=-1.0)
+        algos.apd(LS.loss, push_op, gamma=0.1, w1=-1.0)
     with pytest.raises(ValueError, match="alpha must be >= 1/4"):
-        push.apd_sc(LS.loss, push_op, gamma=0.1, alpha=0.1, beta=0.5)
+        algos.apd_sc(LS.loss, push_op, gamma=0.1, alpha=0.1, beta=0.5)
     with pytest.raises(ValueError, match=r"beta must be a number in \(0, 1\]"):
-        push.apd_sc(LS.loss, push_op, gamma=0.1, alpha=2.0, beta=2.0)
+        algos.apd_sc(LS.loss, push_op, gamma=0.1, alpha=2.0, beta=2.0)
     with pytest.raises(ValueError, match="learning_rate must be positive"):
-        push.push_diging(LS.loss, push_op, 0.0)
+        algos.push_diging(LS.loss, push_op, 0.0)

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ from core import (
     checkpointing,
     comm,
     compression,
+    directed,
     loop,
     mesh,
     metrics,
@@ -40,36 +42,62 @@ RUN = [
 ]
 
 
-def _main(workdir, *extra, env=None):
+def _main(workdir, *extra):
     return subprocess.run(
         [sys.executable, "-m", "launch.main", *RUN, f"--workdir={workdir}", *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **(env or {})},
     )
 
 
 def _metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f]
+        timings = ("seconds", "compile_seconds")
+        return [{k: v for k, v in json.loads(line).items() if k not in timings} for line in f]
+
+
+def _kill_at_checkpoint(workdir, run, epoch, timeout=600.0):
+    """Starts the run, SIGKILLs it from outside once ``run`` has a complete checkpoint
+    of ``epoch``, and returns the epochs whose checkpoints are complete then.
+
+    Orbax writes a checkpoint under a temporary name and renames it to ``<epoch>``
+    when it is complete (the run writes ``history_<epoch>.json`` before), so the
+    folder's appearance is the signal. Polls without assuming any speed.
+    """
+    directory = os.path.join(workdir, "checkpoints", run)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "log.txt"), "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launch.main", *RUN, f"--workdir={workdir}"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while not os.path.isdir(os.path.join(directory, str(epoch))):
+                assert proc.poll() is None, f"the run ended (rc {proc.returncode}) first"
+                assert time.monotonic() < deadline, f"no checkpoint {epoch} in {timeout} s"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(workdir, "summary.txt")), "killed after the end"
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
 def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
     straight = _main(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _main(tmp_path / "resumed", env={"DECENTJAX_TEST_KILL_AT_EPOCH": "3"})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints" / "ring__d_rr")) == [
-        "0",
-        "2",
-        "history_0.json",
-        "history_2.json",
-    ]
+    saved = _kill_at_checkpoint(str(tmp_path / "resumed"), "ring__d_rr", 2)
+    assert saved[:2] == [0, 2], saved
     resumed = _main(tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed" in resumed.stdout and "at epoch 2" in resumed.stdout
+    assert f"ring__d_rr at epoch {saved[-1]}" in resumed.stdout
     assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "straight")
 
 
@@ -247,10 +275,79 @@ BAD_CALLS = [
         ),
         "assumes an unbiased compressor",
     ),
+    (
+        lambda: algos.dsgd(
+            objectives.least_squares().loss,
+            comm.gossip(
+                directed.row_stochastic(directed.unbalanced_example(4)), doubly_stochastic=False
+            ),
+            0.1,
+        ),
+        "dsgd: the gossip operator must hold a doubly stochastic W.*column 0 of W sums to",
+    ),
+    (
+        lambda: algos.exact_diffusion(
+            objectives.least_squares().loss, comm.gossip(weights.uniform(topology.ring(4))), 0.1
+        ),
+        "ed: .*lambda_min\\(W\\) = -0.333333 < 0. Pass weights.lazy",
+    ),
+    (
+        lambda: algos.nids(
+            objectives.least_squares().loss,
+            comm.gossip(weights.uniform(topology.ring(4))),
+            0.1,
+            c=9.0,
+        ),
+        "nids: need 0 < c \\* learning_rate <= 1 / \\(1 - lambda_min\\(W\\)\\) = 0.75",
+    ),
 ]
 
 
-@pytest.mark.parametrize("call, message", BAD_CALLS)
+def _with(shape, index, value, dtype=np.float64):
+    """``np.ones(shape)`` (or zeros for integer labels) with one entry replaced."""
+    a = np.ones(shape, dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype)
+    a[index] = value
+    return a
+
+
+BAD_DATA = [
+    (
+        lambda: mesh.shard_agents(
+            {"x": _with((8, 4, 3), (2, 3, 1), np.nan), "y": np.zeros((8, 4))},
+            mesh.make_agent_mesh(8),
+        ),
+        r"data\['x'\] holds nan at index \(2, 3, 1\) \(agent 2, sample 3; 1 non-finite",
+    ),
+    (
+        lambda: mesh.shard_agents({"w": _with((8, 3), (5, 0), -np.inf)}, mesh.make_agent_mesh(8)),
+        r"data\['w'\] holds -inf at index \(5, 0\) \(agent 5, sample 0",
+    ),
+    (
+        lambda: objectives.logistic_regression(reg=0.1).check_data(
+            {"x": np.ones((4, 5, 3)), "y": _with((4, 5), (1, 3), 2, np.int32)}
+        ),
+        r"labels must be 0 or 1 .*got 2 at agent 1, sample 3 \(1 bad labels",
+    ),
+    (
+        lambda: objectives.softmax_cross_entropy(lambda p, x: x @ p).check_data(
+            {"x": np.ones((4, 5, 3)), "y": _with((4, 5), (0, 2), -1, np.int32)}
+        ),
+        r"labels must be class indices >= 0, got -1 at agent 0, sample 2",
+    ),
+    (
+        lambda: objectives.logistic_regression(reg=0.1).check_data({"x": np.ones((4, 5, 3))}),
+        r"missing key 'y': the objective needs keys \['x', 'y'\], got keys \['x'\]",
+    ),
+    (  # The loss itself, at trace time (before compiling), instead of a bare KeyError.
+        lambda: jax.eval_shape(
+            objectives.least_squares().loss, np.zeros(3), {"x": np.ones((4, 3)), "z": 0}
+        ),
+        r"missing key 'y': the objective needs keys \['x', 'y'\], got keys \['x', 'z'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD_CALLS + BAD_DATA)
 def test_bad_library_inputs_name_the_value(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -262,3 +359,28 @@ def test_directed_matrix_rejected_by_a_method_needing_doubly_stochastic_w():
     r = directed.row_stochastic(directed.directed_ring(6))
     with pytest.raises(ValueError, match="column 0 of W sums to|not symmetric|sums to"):
         algos.dsgd(objectives.least_squares().loss, comm.gossip(r), 0.1)
+
+
+@pytest.mark.parametrize(
+    "index, value, message",
+    [
+        # Sample 5 is the first of class 0: first after the label sort.
+        ((5, 10), np.nan, r"data\['x'\] holds nan at index \(0, 0, 10\) \(agent 0, sample 0"),
+        # 1797 = 3 x 599 samples: nothing is dropped, label 2 sorts last.
+        ((5,), 2, r"labels must be 0 or 1 .*got 2 at agent 2, sample 598 \(1 bad"),
+    ],
+)
+def test_bad_data_fails_before_compiling(index, value, message, tmp_path, monkeypatch):
+    load = experiment.load_data
+
+    def broken(config):
+        data, description = load(config)
+        data = {k: np.array(v) for k, v in data.items()}
+        data["x" if len(index) == 2 else "y"][index] = value
+        return data, description
+
+    monkeypatch.setattr(experiment, "load_data", broken)
+    monkeypatch.setattr(loop, "Runner", None)  # Nothing may be built, let alone compiled.
+    config = _config(n_agents=3, topologies=("ring",), algorithms=("d_rr",))
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(config, str(tmp_path))

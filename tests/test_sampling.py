@@ -1,12 +1,11 @@
-"""Samplers, schedules and the centralized reference solver."""
+"""Samplers and schedules (the reference solver: tests/test_optimum.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from core import optimum, sampling, schedules
-from models import objectives
+from core import sampling, schedules
 
 
 def test_reshuffle_visits_every_sample_once_per_epoch():
@@ -49,19 +48,3 @@ def test_epochwise_schedules():
     np.testing.assert_allclose(got, [1 / 50, 1 / 50, 1 / 250, 1 / 250, 1 / 1000, 1 / 1000])
     with pytest.raises(ValueError, match="len"):
         schedules.piecewise_epoch([1.0], [3], steps_per_epoch=1)
-
-
-def test_solver_matches_closed_form_least_squares():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4, 10, 3))
-    y = rng.normal(size=(4, 10))
-    reg = 0.1
-    x_star, f_star = optimum.solve(
-        objectives.least_squares(reg=reg).loss, {"x": x, "y": y}, np.zeros(3)
-    )
-    a, b = x.reshape(40, 3), y.reshape(40)
-    want = np.linalg.solve(a.T @ a / 40 + reg * np.eye(3), a.T @ b / 40)
-    np.testing.assert_allclose(x_star, want, atol=1e-9)
-    assert f_star == pytest.approx(
-        0.5 * np.mean((a @ want - b) ** 2) + reg / 2 * want @ want, abs=1e-12
-    )

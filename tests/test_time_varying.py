@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import algos
-from algos import push
 from core import comm, directed, loop, mesh, metrics, sampling, topology, weights
 from core import time_varying as tv
 from core.algorithm import Algorithm
@@ -345,8 +344,8 @@ def _make(name, p):
     pull, push_op = directed_ring_failures(p)
     # 0.05 diverges on the directed ring of 8 even without failures; 0.02 does not.
     if name == "push-pull":
-        return push.push_pull(LS.loss, pull, push_op, 0.02), (pull, push_op), 3000
-    return push.push_diging(LS.loss, push_op, 0.02), push_op, 3000
+        return algos.push_pull(LS.loss, pull, push_op, 0.02), (pull, push_op), 3000
+    return algos.push_diging(LS.loss, push_op, 0.02), push_op, 3000
 
 
 @pytest.mark.parametrize("name", ["gt", "ed", "push-pull", "push-diging"])
@@ -385,8 +384,8 @@ def test_one_and_eight_devices_agree():
     # across device counts in test_round_matrices_do_not_depend_on_the_device_count.
     x0 = np.random.default_rng(7).normal(size=(N, D))
     ops = directed_ring_failures(0.3)
-    h1, x1, _ = run(push.push_pull(LS.loss, *ops, 0.02), ops, 30, n_devices=1, x0=x0)
-    h8, x8, _ = run(push.push_pull(LS.loss, *ops, 0.02), ops, 30, n_devices=8, x0=x0)
+    h1, x1, _ = run(algos.push_pull(LS.loss, *ops, 0.02), ops, 30, n_devices=1, x0=x0)
+    h8, x8, _ = run(algos.push_pull(LS.loss, *ops, 0.02), ops, 30, n_devices=8, x0=x0)
     np.testing.assert_allclose(x1, x8, rtol=0, atol=1e-13)
     assert [r["bytes_sent"] for r in h1] == [r["bytes_sent"] for r in h8]
 

@@ -16,7 +16,8 @@ step), on an exponential graph (Metropolis spectral gap 0.5) and a ring (0.05).
 Methods: CEDAS, LEAD and CHOCO-SGD under two unbiased compressors -- rand-k with
 k = 30% of d (omega = 2.25, index-counting bit cost: 20 x (64 + 7) bits against
 65 x 64) and QSGD with 2 levels (omega = 4.0, 65 x 3 + 64 bits) -- and uncompressed
-DSGD and exact diffusion (EDAS with this step). CHOCO-SGD gets the compressor
+DSGD and exact diffusion on (I + W)/2 (``edas``: EDAS with this step, what CEDAS and
+LEAD are without compression). CHOCO-SGD gets the compressor
 scaled by 1/(1 + omega) (it needs a contractive one). Step: alpha_t = 1/(5t + 100)
 per epoch t (decreasing, the "adaptive" steps of CEDAS); consensus step 0.05 and
 reference averaging 1/(1 + omega) for CEDAS/LEAD.
@@ -61,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.algorithms = (
         "dsgd",
-        "ed",
+        "edas",
         "cedas@rand30",
         "lead@rand30",
         "choco_sgd@rand30",
