@@ -1,6 +1,7 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
 from algos.centralized import CentralizedState, centralized
+from algos.cohort import cohort_fedavg, cohort_scaffold
 from algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
 from algos.dsgd import DsgdState, d_rr, dsgd
@@ -33,6 +34,8 @@ __all__ = [
     "ScaffoldState",
     "TrackingState",
     "cedas",
+    "cohort_fedavg",
+    "cohort_scaffold",
     "centralized",
     "choco_sgd",
     "compressed",

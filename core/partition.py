@@ -156,9 +156,27 @@ def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def partition_dirichlet(
-    data: Mapping[str, np.ndarray], n_agents: int, alpha: float, *, seed: int
-) -> Dataset:
-    """Label-skewed split with equal agent sizes (balanced-quantity Hsu et al. 2019).
+    data: Mapping[str, np.ndarray],
+    n_agents: int,
+    alpha: float,
+    *,
+    seed: int,
+    equal_sizes: bool = True,
+    min_size: int = 1,
+) -> Dataset | list[Dataset]:
+    r"""Label-skewed split, equal agent sizes or (``equal_sizes=False``) unequal.
+
+    With ``equal_sizes=False`` this is the per-class Dirichlet split that federated
+    benchmarks use under Hsu et al.'s name (Yurochkin et al. 2019; Wang et al. 2020;
+    NIID-Bench, Li et al. 2022): for every class :math:`k`, shares
+    :math:`q_k \sim \mathrm{Dirichlet}(\alpha 1_n)` over the clients, and class
+    :math:`k`'s samples are dealt out in those shares (largest remainder), so clients
+    differ in size as well as in label mix and *no sample is dropped*. The draw is
+    repeated (at most 100 times) until every client holds at least ``min_size``
+    samples; the result is a list of per-client datasets (leaves ``(m_i, ...)``), the
+    input of :func:`core.cohort.client_store`.
+
+    The equal-size form (default) is described below.
 
     Hsu, Qi and Brown (2019, "Measuring the effects of non-identical data
     distribution") draw each client's class mix from a symmetric Dirichlet. Here the
@@ -187,14 +205,18 @@ def partition_dirichlet(
       n_agents: the number of agents, ``>= 1``.
       alpha: the Dirichlet concentration, a finite number ``> 0``.
       seed: seed of the pools' shuffles and of the Dirichlet draws.
+      equal_sizes: ``True``: the equal-size form; ``False``: the per-class form.
+      min_size: with ``equal_sizes=False``, the fewest samples a client may hold.
 
     Returns:
-      The dataset's keys with arrays of shape ``(n_agents, m, ...)``.
+      Equal sizes: the dataset's keys with arrays of shape ``(n_agents, m, ...)``.
+      Unequal: a list of ``n_agents`` datasets with arrays ``(m_i, ...)``.
 
     Raises:
       ValueError: if ``data`` is not a labelled dataset, ``n_agents < 1``,
-        ``N < n_agents``, ``alpha`` is not a finite positive number, or ``seed`` is not
-        a non-negative integer.
+        ``N < n_agents``, ``alpha`` is not a finite positive number, ``seed`` is not
+        a non-negative integer, or (unequal) 100 draws all leave a client with fewer
+        than ``min_size`` samples.
     """
     n = validate_dataset(data, require=("y",))
     y = check_labels(data)
@@ -207,6 +229,8 @@ def partition_dirichlet(
     ):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     rng = np.random.default_rng(_check_seed(seed))
+    if not equal_sizes:
+        return _dirichlet_per_class(data, y, n_agents, float(alpha), rng, min_size)
     m = n // n_agents
 
     classes, y_idx = np.unique(y, return_inverse=True)
@@ -239,6 +263,47 @@ def partition_dirichlet(
         used += take
         index[i] = rng.permutation(np.concatenate(parts))
     return _gather(data, index)
+
+
+def _dirichlet_per_class(
+    data: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    n_agents: int,
+    alpha: float,
+    rng: np.random.Generator,
+    min_size: int,
+) -> list[Dataset]:
+    """The unequal-size per-class Dirichlet split of :func:`partition_dirichlet`."""
+    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Integral) or min_size < 1:
+        raise ValueError(f"min_size must be an integer >= 1, got {min_size!r}")
+    if min_size * n_agents > y.size:
+        raise ValueError(
+            f"{n_agents} clients of at least min_size={min_size} need {min_size * n_agents} "
+            f"samples; the dataset has {y.size}."
+        )
+    classes, y_idx = np.unique(y, return_inverse=True)
+    pools = [np.flatnonzero(y_idx == c) for c in range(classes.size)]
+    for _ in range(100):
+        counts = np.stack(
+            [_largest_remainder(p.size, rng.dirichlet(np.full(n_agents, alpha))) for p in pools]
+        )  # (classes, clients)
+        if counts.sum(axis=0).min() >= min_size:
+            break
+    else:
+        raise ValueError(
+            f"100 Dirichlet(alpha={alpha}) draws all left a client with fewer than "
+            f"min_size={min_size} samples; raise alpha, lower min_size or use fewer clients."
+        )
+    starts = np.cumsum(counts, axis=1) - counts
+    pools = [rng.permutation(p) for p in pools]
+    out = []
+    for i in range(n_agents):
+        idx = np.concatenate(
+            [pools[c][starts[c, i] : starts[c, i] + counts[c, i]] for c in range(len(pools))]
+        )
+        idx = rng.permutation(idx)
+        out.append({key: np.asarray(value)[idx] for key, value in data.items()})
+    return out
 
 
 def label_distribution(parts: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
+from models.conv_lowering import conv_as_matmul, convs_as_matmuls
 from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
 from models.objectives import (
     Objective,
@@ -19,6 +20,8 @@ __all__ = [
     "Objective",
     "PatchConv",
     "cnn",
+    "conv_as_matmul",
+    "convs_as_matmuls",
     "least_squares",
     "linear",
     "logistic_regression",

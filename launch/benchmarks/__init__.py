@@ -24,5 +24,5 @@ reported with the reason, never silently dropped. Timings are wall-clock on what
 the machine is doing: read ratios, not absolute times, and compare runs of one machine.
 """
 
-COMPARISONS = ("equal_work", "numpy_drr", "torch_loop", "federated", "scaling")
+COMPARISONS = ("equal_work", "numpy_drr", "torch_loop", "federated", "cohort", "scaling")
 """Module names of the comparisons, in the order they run and print."""

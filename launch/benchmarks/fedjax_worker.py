@@ -7,6 +7,9 @@ JSON payload on stdin::
   {"clients": 16, "local_steps": 5, "batch": 32, "image": [28, 28, 1], "lr": 0.05,
    "rounds": 5, "reps": 3}
 
+and optionally ``"model": "w3"``, ``"samples"`` per client and ``"cohort"`` (clients
+drawn uniformly per round, default all),
+
 and prints one JSON line: ``{"round_s": median seconds per round, "chunk_s": [...],
 "versions": {...}}``.
 
@@ -40,14 +43,25 @@ def _forward(batch):
     return hk.Linear(10)(hk.Flatten()(x))
 
 
+def _forward_w3(batch):
+    """32/64-channel convolutions with max pooling, dense 128, ReLU, dense 10."""
+    x = batch["x"]
+    for features in (32, 64):
+        x = jax.nn.relu(hk.Conv2D(features, kernel_shape=3, padding="SAME")(x))
+        x = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
+    x = jax.nn.relu(hk.Linear(128)(hk.Flatten()(x)))
+    return hk.Linear(10)(x)
+
+
 def main() -> None:
     """Reads the payload, times ``reps`` chunks of ``rounds`` FedAvg rounds, prints JSON."""
     cfg = json.loads(sys.stdin.read())
     image, batch, steps = tuple(cfg["image"]), cfg["batch"], cfg["local_steps"]
-    samples = steps * batch
+    samples = cfg.get("samples", steps * batch)
+    forward = _forward_w3 if cfg.get("model") == "w3" else _forward
     sample_batch = {"x": np.zeros((1, *image), np.float32), "y": np.zeros((1,), np.int32)}
     model = fedjax.create_model_from_haiku(
-        transformed_forward_pass=hk.transform(_forward),
+        transformed_forward_pass=hk.transform(forward),
         sample_batch=sample_batch,
         train_loss=lambda b, logits: fedjax.metrics.unreduced_cross_entropy_loss(b["y"], logits),
     )
@@ -73,9 +87,13 @@ def main() -> None:
     keys = jax.random.split(jax.random.PRNGKey(1), cfg["clients"])
     clients = [(str(i).encode(), ds, keys[i]) for i, ds in enumerate(datasets)]
 
+    cohort = cfg.get("cohort", cfg["clients"])
+    draw = np.random.default_rng(2)
+
     def rounds(state, count):
         for _ in range(count):
-            state, _ = algorithm.apply(state, clients)
+            chosen = draw.choice(len(clients), cohort, replace=False)
+            state, _ = algorithm.apply(state, [clients[i] for i in chosen])
         jax.block_until_ready(state.params)
         return state
 

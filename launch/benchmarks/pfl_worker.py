@@ -7,6 +7,9 @@ on stdin::
   {"clients": 16, "local_steps": 5, "batch": 32, "image": [28, 28, 1], "lr": 0.05,
    "rounds": 5, "reps": 3}
 
+and optionally ``"model": "w3"``, ``"samples"`` per client (default ``local_steps *
+batch``) and ``"cohort"`` (clients sampled per round, default all; one local epoch each),
+
 and prints one JSON line: ``{"round_s": median seconds per round, "round_times": [...],
 "versions": {...}}``.
 
@@ -44,15 +47,25 @@ from torch import nn
 
 
 class CNN(nn.Module):
-    """Two [3x3 conv, ReLU, 2x2 average pool] blocks and a dense layer (NHWC inputs)."""
+    """Two [3x3 conv, ReLU, 2x2 pool] blocks and dense layers (NHWC inputs).
 
-    def __init__(self, image: tuple[int, int, int], classes: int = 10):
+    ``model="small"``: 16 and 32 channels, average pooling, one dense layer (decentjax's
+    :func:`models.nets.cnn`). ``model="w3"``: 32 and 64 channels, max pooling, dense 128,
+    ReLU, dense 10 (the cross-device workload of ``launch.benchmarks.cohort``).
+    """
+
+    def __init__(self, image: tuple[int, int, int], classes: int = 10, model: str = "small"):
         super().__init__()
         height, width, channels = image
-        self.conv1 = nn.Conv2d(channels, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.dense = nn.Linear((height // 4) * (width // 4) * 32, classes)
-        self.pool = nn.AvgPool2d(2)
+        c1, c2 = (32, 64) if model == "w3" else (16, 32)
+        self.conv1 = nn.Conv2d(channels, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        flat = (height // 4) * (width // 4) * c2
+        if model == "w3":
+            self.head = nn.Sequential(nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, classes))
+        else:
+            self.head = nn.Linear(flat, classes)
+        self.pool = nn.MaxPool2d(2) if model == "w3" else nn.AvgPool2d(2)
         self.ce = nn.CrossEntropyLoss()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +73,7 @@ class CNN(nn.Module):
         x = x.permute(0, 3, 1, 2)
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.conv2(x)))
-        return self.dense(x.flatten(1))
+        return self.head(x.flatten(1))
 
     def loss(self, x, y, eval=False):  # noqa: A002 - pfl's keyword.
         """The training loss pfl differentiates."""
@@ -94,7 +107,8 @@ def main() -> None:
         torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
     image, batch, steps = tuple(cfg["image"]), cfg["batch"], cfg["local_steps"]
-    clients, samples = cfg["clients"], steps * batch
+    clients, samples = cfg["clients"], cfg.get("samples", steps * batch)
+    cohort = cfg.get("cohort", clients)
     rng = np.random.default_rng(0)
     data = {
         str(i): [
@@ -108,7 +122,7 @@ def main() -> None:
         lambda uid: Dataset(tuple(torch.as_tensor(a) for a in data[uid]), user_id=uid),
         get_user_sampler("minimize_reuse", user_ids),
     )
-    net = CNN(image)
+    net = CNN(image, model=cfg.get("model", "small"))
     model = PyTorchModel(
         model=net,
         local_optimizer_create=torch.optim.SGD,
@@ -124,7 +138,7 @@ def main() -> None:
         algorithm_params=NNAlgorithmParams(
             central_num_iterations=total,
             evaluation_frequency=10**9,  # Only round 0 evaluates; it is dropped.
-            train_cohort_size=clients,
+            train_cohort_size=cohort,
             val_cohort_size=0,
         ),
         backend=backend,

@@ -1,0 +1,494 @@
+r"""Cross-device federated methods that compute only on the sampled cohort.
+
+FedAvg / FedOpt, FedProx and SCAFFOLD as :class:`core.rounds.RoundAlgorithm`\ s: each
+call is one round. The server draws :math:`|S|` of the :math:`N` clients uniformly
+without replacement; only their data rows and per-client state are gathered into a
+cohort array sharded over the devices (:mod:`core.cohort`), the cohort trains
+locally, the server aggregates and the per-client state is written back. A round
+costs O(|S|) compute and communication whatever :math:`N`; clients outside the
+cohort cost storage only and their state stays bit-identical. The server state
+(model, server optimizer state, SCAFFOLD's :math:`c`) is held once, replicated.
+(:mod:`algos.federated` runs every client every step, masking the unsampled ones:
+the same methods for small :math:`N`, where that is simpler.)
+
+**Local work.** A member :math:`i` holds :math:`m_i` samples and walks through
+them by random reshuffling (a fresh permutation of its own samples each local
+epoch, :func:`core.cohort.sample_order`): either ``local_steps`` :math:`K` steps
+of ``batch_size`` :math:`B` (every batch full; epochs continue across batches) or
+``local_epochs`` :math:`E` passes over its own data (``ceil(m_i/B)`` steps each,
+the last possibly partial: its loss is the mean over the real samples, computed
+per sample). The local step size of round :math:`r`, step :math:`k` is
+:math:`\eta_l(rK_{\max} + k)` for a schedule :math:`\eta_l`, with
+:math:`K_{\max}` the round's step count, so every client's schedule advances with
+the *global* round whether or not it was sampled.
+
+**Aggregation.** With client weights :math:`w_i` (default :math:`w_i = m_i`;
+``"uniform"``: :math:`w_i = 1`; or any positive array) and
+:math:`p_i = w_i/\sum_j w_j`, the server forms from the members' changes
+:math:`\Delta_i = y_i^{r,K} - x^r`
+
+* ``aggregation="unbiased"`` (default): :math:`\Delta^r = \frac{N}{|S|}
+  \sum_{i\in S} p_i \Delta_i`, an unbiased estimate of the full-participation
+  :math:`\sum_{i=1}^N p_i \Delta_i` under uniform sampling (Li et al. 2020,
+  "On the convergence of FedAvg on non-IID data", scheme II; Huang, Li, Pu 2024);
+* ``aggregation="self_normalized"``: :math:`\Delta^r = \sum_{i \in S} p_i \Delta_i /
+  \sum_{i\in S} p_i` (McMahan et al. 2017), biased under sampling unless the
+  :math:`p_i` are equal; with equal weights both are the cohort mean.
+
+References:
+  McMahan et al. 2017, https://arxiv.org/abs/1602.05629 (FedAvg);
+  Li et al. 2020, https://arxiv.org/abs/1812.06127 (FedProx);
+  Reddi et al. 2021, https://arxiv.org/abs/2003.00295 (FedOpt);
+  Karimireddy et al. 2020, https://arxiv.org/abs/1910.06378 (SCAFFOLD);
+  Li, Huang, Yang, Wang, Zhang 2020, https://arxiv.org/abs/1907.02189 (sampling
+  schemes and unbiased aggregation).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from core import cohort
+from core.algorithm import agent_grad
+from core.comm import _bytes_per_agent
+from core.mesh import AGENT_AXIS, as_varying
+from core.rounds import CohortState, RoundAlgorithm
+from core.tree import select
+
+PyTree = Any
+StepSize = float | optax.Schedule
+Aggregation = Literal["unbiased", "self_normalized"]
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def _check_step(value: Any, name: str) -> StepSize:
+    if callable(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number or an optax schedule, got {value!r}.")
+    return float(value)
+
+
+def _at(step: StepSize, index: jax.Array) -> jax.Array | float:
+    return step(index) if callable(step) else step
+
+
+class _Plan:
+    """Host-side checks and the static shapes of a round, shared by the methods."""
+
+    def __init__(
+        self,
+        n_clients: int,
+        cohort_size: Any,
+        batch_size: Any,
+        local_steps: Any,
+        local_epochs: Any,
+        weights: Any,
+        aggregation: Any,
+    ):
+        self.n = _check_positive_int(n_clients, "n_clients")
+        self.size = _check_positive_int(cohort_size, "cohort_size")
+        if self.size > self.n:
+            raise ValueError(
+                f"cohort_size={self.size} is larger than the number of clients n_clients="
+                f"{self.n}; a cohort is drawn without replacement."
+            )
+        self.batch = _check_positive_int(batch_size, "batch_size")
+        if (local_steps is None) == (local_epochs is None):
+            raise ValueError(
+                "give exactly one of local_steps (K steps of batch_size) or local_epochs (E "
+                f"passes over each client's data); got local_steps={local_steps!r}, "
+                f"local_epochs={local_epochs!r}."
+            )
+        self.local_steps = (
+            None if local_steps is None else _check_positive_int(local_steps, "local_steps")
+        )
+        self.local_epochs = (
+            None if local_epochs is None else _check_positive_int(local_epochs, "local_epochs")
+        )
+        if aggregation not in ("unbiased", "self_normalized"):
+            raise ValueError(
+                f"aggregation must be 'unbiased' or 'self_normalized', got {aggregation!r}."
+            )
+        self.aggregation = aggregation
+        if isinstance(weights, str):
+            if weights not in ("samples", "uniform"):
+                raise ValueError(
+                    f"weights must be 'samples', 'uniform' or {self.n} positive numbers, got "
+                    f"{weights!r}."
+                )
+            self.weights = weights
+        else:
+            w = np.asarray(weights, np.float64)
+            if w.shape != (self.n,) or not np.all(np.isfinite(w)) or not np.all(w > 0):
+                raise ValueError(
+                    f"weights must be {self.n} finite positive numbers (one per client), got "
+                    f"shape {w.shape}"
+                    + (f" with minimum {w.min()!r}." if w.size and w.ndim == 1 else ".")
+                )
+            self.weights = w / w.sum()
+
+    def steps(self, m_max: int) -> int:
+        """Local steps per round (the most any client takes)."""
+        if self.local_steps is not None:
+            return self.local_steps
+        return self.local_epochs * math.ceil(m_max / self.batch)
+
+    def check_store(self, store: cohort.ClientStore) -> tuple[int, int]:
+        """``(block, m_max)`` of this device's store; errors on a wrong client count."""
+        block, m_max = jax.tree.leaves(store.data)[0].shape[:2]
+        n = block * jax.lax.axis_size(AGENT_AXIS)
+        if n != self.n:
+            raise ValueError(
+                f"the method was built for n_clients={self.n} but the store holds {n} clients."
+            )
+        return block, m_max
+
+    def probabilities(
+        self, store: cohort.ClientStore, members: jax.Array, mine: jax.Array, dtype
+    ) -> jax.Array:
+        """:math:`p_i` of this device's cohort members ``mine`` (0 for dummy members);
+        ``members`` is the whole cohort (for the gather of the counts)."""
+        live = mine >= 0
+        if isinstance(self.weights, np.ndarray):
+            p = jnp.asarray(self.weights, dtype)[jnp.where(live, mine, 0)]
+        elif self.weights == "uniform":
+            p = jnp.full(mine.shape, 1.0 / self.n, dtype)
+        else:
+            total = jax.lax.psum(jnp.sum(store.counts), AGENT_AXIS).astype(dtype)
+            counts = cohort.gather(store.counts, members)  # cheap: |S| ints
+            return counts.astype(dtype) / total  # dummies have count 0
+        return jnp.where(live, p, jnp.zeros_like(p))
+
+    def aggregate(self, deltas: PyTree, p: jax.Array) -> PyTree:
+        """The server's :math:`\\Delta^r` from this device's members (replicated)."""
+        scaled = jax.tree.map(lambda d: d * p.reshape(p.shape + (1,) * (d.ndim - 1)), deltas)
+        total = cohort.cohort_sum(scaled)
+        if self.aggregation == "unbiased":
+            factor = self.n / self.size
+            return jax.tree.map(lambda t: t * jnp.asarray(factor, t.dtype), total)
+        mass = cohort.cohort_sum(p)
+        return jax.tree.map(lambda t: t / mass.astype(t.dtype), total)
+
+
+def _masked_loss(loss_fn: Callable) -> Callable:
+    """``(params, (batch, mask)) -> mean loss over the real samples`` (0 if none)."""
+
+    def loss(params, batch_and_mask):
+        batch, mask = batch_and_mask
+
+        def one(sample):
+            return loss_fn(params, jax.tree.map(lambda a: a[None], sample))
+
+        values = jax.vmap(one)(batch)
+        weight = mask.astype(values.dtype)
+        return jnp.sum(values * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+    return loss
+
+
+def _round_algorithm(
+    loss_fn: Callable,
+    plan: _Plan,
+    *,
+    learning_rate: StepSize,
+    optimizer: optax.GradientTransformation | None,
+    mu: float,
+    scaffold: bool,
+    server_optimizer: optax.GradientTransformation | None,
+    server_learning_rate: StepSize,
+    name: str,
+) -> RoundAlgorithm:
+    """The round shared by FedAvg/FedOpt, FedProx and SCAFFOLD."""
+    ragged = plan.local_epochs is not None
+    grad_fn = agent_grad(_masked_loss(loss_fn) if ragged else loss_fn)
+
+    def init(params: PyTree, store: cohort.ClientStore, key: jax.Array) -> CohortState:
+        del key
+        block, _ = plan.check_store(store)
+        rows = jax.tree.map(lambda p: jnp.broadcast_to(p, (block, *p.shape)), params)
+        if scaffold:
+            server = (params, jax.tree.map(jnp.zeros_like, params))
+            clients = jax.tree.map(jnp.zeros_like, rows)
+        else:
+            server_opt = () if server_optimizer is None else server_optimizer.init(params)
+            server = (params, server_opt)
+            clients = () if optimizer is None else jax.vmap(optimizer.init)(rows)
+        clients = jax.tree.map(as_varying, clients)
+        return CohortState(server, clients, jnp.zeros((), jnp.int32))
+
+    def round_fn(state: CohortState, store: cohort.ClientStore, key: jax.Array):
+        _, m_max = plan.check_store(store)
+        n_devices = jax.lax.axis_size(AGENT_AXIS)
+        padded = cohort.padded_cohort_size(plan.size, n_devices)
+        local = padded // n_devices
+        members = cohort.draw_cohort(jax.random.fold_in(key, 0), plan.n, plan.size, padded)
+        mine = jax.lax.dynamic_slice(members, (jax.lax.axis_index(AGENT_AXIS) * local,), (local,))
+        x = state.server[0]
+        data = cohort.gather(store.data, members)
+        counts = jnp.maximum(cohort.gather(store.counts, members), 1)  # dummies: 1 row of zeros
+        clients = cohort.gather(state.clients, members)
+        member_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            jax.random.fold_in(key, 1), jnp.where(mine >= 0, mine, plan.n)
+        )
+        order, mask = jax.vmap(
+            lambda k, c: cohort.sample_order(
+                k,
+                c,
+                m_max,
+                plan.batch,
+                local_steps=plan.local_steps,
+                local_epochs=plan.local_epochs,
+                min_count=store.min_count,
+            )
+        )(member_keys, counts)  # (local, steps, B)
+        steps = plan.steps(m_max)
+        y0 = jax.tree.map(lambda p: as_varying(jnp.broadcast_to(p, (local, *p.shape))), x)
+        control = state.server[1] if scaffold else None
+
+        def local_step(carry, s):
+            y, opt_state, eta_sum = carry
+            idx, live = order[:, s], mask[:, s]
+            batch = jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
+            grads = grad_fn(y, (batch, live) if ragged else batch)
+            if mu:
+                grads = jax.tree.map(lambda g, yi, xs: g + mu * (yi - xs[None]), grads, y, x)
+            if scaffold:
+                grads = jax.tree.map(lambda g, ci, c: g - ci + c[None], grads, clients, control)
+            active = jnp.any(live, axis=1)  # an empty step (local epochs) changes nothing
+            if optimizer is None:
+                eta = jnp.asarray(_at(learning_rate, state.round * steps + s), eta_sum.dtype)
+                stepped = jax.tree.map(lambda yi, g: yi - eta.astype(g.dtype) * g, y, grads)
+                new_opt = opt_state
+                eta_sum = eta_sum + jnp.where(active, eta, jnp.zeros_like(eta))
+            else:
+                updates, new_opt = jax.vmap(optimizer.update)(grads, opt_state, y)
+                stepped = optax.apply_updates(y, updates)
+                new_opt = select(active, new_opt, opt_state)
+            y = select(active, stepped, y)
+            return (y, new_opt, eta_sum), None
+
+        dtype = jax.tree.leaves(x)[0].dtype
+        opt0 = () if (optimizer is None or scaffold) else clients
+        (y, opt_state, eta_sum), _ = jax.lax.scan(
+            local_step,
+            (y0, opt0, as_varying(jnp.zeros((local,), dtype))),
+            jnp.arange(steps, dtype=jnp.int32),
+        )
+        deltas = jax.tree.map(lambda yi, xs: yi - xs[None], y, x)
+        p = plan.probabilities(store, members, mine, dtype)
+        delta = plan.aggregate(deltas, p)
+        server_lr = _at(server_learning_rate, state.round)
+        upload = _bytes_per_agent(deltas)
+        if scaffold:
+            # Option II: c_i+ = c_i - c + (x - y_i) / (sum of the member's step sizes).
+            c_plus = jax.tree.map(
+                lambda ci, c, yi, xs: (
+                    ci - c[None] + (xs[None] - yi) / eta_sum.reshape((-1,) + (1,) * (yi.ndim - 1))
+                ),
+                clients,
+                control,
+                y,
+                x,
+            )
+            delta_c = jax.tree.map(jnp.subtract, c_plus, clients)
+            live = (mine >= 0).astype(dtype)
+            delta_c = jax.tree.map(lambda d: d * live.reshape((-1,) + (1,) * (d.ndim - 1)), delta_c)
+            new_control = jax.tree.map(
+                lambda c, t: c + t / plan.n, control, cohort.cohort_sum(delta_c)
+            )
+            server = (
+                jax.tree.map(lambda xs, d: xs + jnp.asarray(server_lr, d.dtype) * d, x, delta),
+                new_control,
+            )
+            new_clients = cohort.scatter(state.clients, members, c_plus)
+            upload = 2 * upload
+        elif server_optimizer is None:
+            server = (
+                jax.tree.map(lambda xs, d: xs + jnp.asarray(server_lr, d.dtype) * d, x, delta),
+                state.server[1],
+            )
+            new_clients = (
+                state.clients
+                if optimizer is None
+                else cohort.scatter(state.clients, members, opt_state)
+            )
+        else:
+            # FedOpt: -Delta is the pseudo-gradient; optax.sgd(1.0) gives plain FedAvg.
+            pseudo = jax.tree.map(jnp.negative, delta)
+            updates, server_opt = server_optimizer.update(pseudo, state.server[1], x)
+            server = (optax.apply_updates(x, updates), server_opt)
+            new_clients = (
+                state.clients
+                if optimizer is None
+                else cohort.scatter(state.clients, members, opt_state)
+            )
+        metrics = {
+            "bytes_sent": jnp.asarray(upload * plan.size / plan.n, jnp.result_type(float)),
+            "cohort": members,
+        }
+        return CohortState(server, new_clients, state.round + 1), metrics
+
+    return RoundAlgorithm(init=init, round=round_fn, params=lambda s: s.server[0], name=name)
+
+
+def cohort_fedavg(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    n_clients: int,
+    cohort_size: int,
+    learning_rate: StepSize | None = None,
+    *,
+    batch_size: int,
+    local_steps: int | None = None,
+    local_epochs: int | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    server_optimizer: optax.GradientTransformation | None = None,
+    server_learning_rate: StepSize = 1.0,
+    weights: Any = "samples",
+    aggregation: Aggregation = "unbiased",
+    mu: float = 0.0,
+) -> RoundAlgorithm:
+    r"""FedAvg (and FedOpt, FedProx) on the sampled cohort; one call = one round.
+
+    Round :math:`r`, server model :math:`x^r`, cohort :math:`S_r` (:math:`|S_r|` =
+    ``cohort_size``, uniform without replacement): each member sets
+    :math:`y_i^{r,0} = x^r` and takes its local steps
+
+    .. math::
+
+      y_i^{r,k+1} = y_i^{r,k} - \eta_l(rK + k)\,\bigl(\nabla f_{i,B_i^{r,k}}(y_i^{r,k})
+      + \mu (y_i^{r,k} - x^r)\bigr),
+
+    (any optax ``optimizer`` replaces the bracketed SGD step; its state is kept per
+    client across rounds), then the server aggregates
+    :math:`\Delta^r` (module docstring: ``"unbiased"`` or ``"self_normalized"``) and
+    steps :math:`x^{r+1} = x^r + \eta_g \Delta^r`, or with ``server_optimizer``
+    :math:`x^{r+1} = x^r + \mathrm{ServerOpt}(-\Delta^r)` (FedOpt: ``optax.adam`` is
+    FedAdam). :math:`\mu > 0` is FedProx. Each member uploads one model-sized
+    vector per round.
+
+    Args:
+      loss_fn: per-client objective ``(params, batch) -> scalar``, a mean over the
+        batch.
+      n_clients: :math:`N`.
+      cohort_size: :math:`|S|`, ``1 <= |S| <= N``.
+      learning_rate: local step :math:`\eta_l` (float or schedule of the global
+        local-step index); exactly one of it and ``optimizer``.
+      batch_size: :math:`B`.
+      local_steps: :math:`K` steps per round; or
+      local_epochs: :math:`E` passes over each member's own samples.
+      optimizer: a local optax optimizer instead of SGD.
+      server_optimizer: FedOpt's server transformation of :math:`-\Delta^r`.
+      server_learning_rate: :math:`\eta_g` (float or schedule of the round), only
+        without ``server_optimizer``.
+      weights: ``"samples"`` (:math:`w_i = m_i`), ``"uniform"``, or ``N`` positive
+        numbers.
+      aggregation: ``"unbiased"`` or ``"self_normalized"``.
+      mu: FedProx's :math:`\mu \ge 0`.
+
+    Returns:
+      A :class:`~core.rounds.RoundAlgorithm`; run it with :class:`core.rounds.RoundRunner`.
+
+    Raises:
+      ValueError: bad sizes (cohort larger than :math:`N`, non-positive counts),
+        both or neither of ``local_steps``/``local_epochs`` or of
+        ``learning_rate``/``optimizer``, bad weights or aggregation, a negative
+        ``mu``, or ``server_learning_rate != 1`` with ``server_optimizer``.
+    """
+    plan = _Plan(
+        n_clients, cohort_size, batch_size, local_steps, local_epochs, weights, aggregation
+    )
+    if (learning_rate is None) == (optimizer is None):
+        raise ValueError(
+            "give exactly one of learning_rate or optimizer; got "
+            f"learning_rate={learning_rate!r}, optimizer={optimizer!r}."
+        )
+    if learning_rate is not None:
+        learning_rate = _check_step(learning_rate, "learning_rate")
+    server_learning_rate = _check_step(server_learning_rate, "server_learning_rate")
+    if server_optimizer is not None and server_learning_rate != 1.0:
+        raise ValueError(
+            "server_learning_rate applies only without server_optimizer; got "
+            f"server_learning_rate={server_learning_rate!r}."
+        )
+    if not (isinstance(mu, numbers.Real) and mu >= 0):
+        raise ValueError(f"mu must be a number >= 0, got {mu!r}.")
+    name = "fedopt" if server_optimizer is not None else ("fedprox" if mu else "fedavg")
+    return _round_algorithm(
+        loss_fn,
+        plan,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        mu=float(mu),
+        scaffold=False,
+        server_optimizer=server_optimizer,
+        server_learning_rate=server_learning_rate,
+        name=name,
+    )
+
+
+def cohort_scaffold(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    n_clients: int,
+    cohort_size: int,
+    learning_rate: StepSize,
+    *,
+    batch_size: int,
+    local_steps: int | None = None,
+    local_epochs: int | None = None,
+    server_learning_rate: StepSize = 1.0,
+    weights: Any = "uniform",
+    aggregation: Aggregation = "unbiased",
+) -> RoundAlgorithm:
+    r"""SCAFFOLD (option II control variates) on the sampled cohort; one call = one round.
+
+    Each member :math:`i \in S_r` starts from :math:`y_i = x^r` and steps
+
+    .. math::
+
+      y_i \leftarrow y_i - \eta_l\,\bigl(\nabla f_{i,B}(y_i) - c_i + c\bigr),
+
+    then :math:`c_i^+ = c_i - c + (x^r - y_i)/\sum_k \eta_l^{(k)}` (the sum over the
+    steps it took), uploads :math:`(\Delta y_i, \Delta c_i) = (y_i - x^r, c_i^+ -
+    c_i)` and keeps :math:`c_i^+`; the server sets :math:`x^{r+1} = x^r + \eta_g
+    \Delta^r` (:math:`\Delta^r` aggregated as in the module docstring; with the
+    default uniform weights both forms are the cohort mean, Karimireddy et al.
+    2020, Algorithm 1) and :math:`c \leftarrow c + \frac1N \sum_{i\in S} \Delta c_i`,
+    which keeps :math:`c = \frac1N\sum_i c_i`. :math:`c_i` lives in the client
+    store's rows; :math:`c` once on the server. Two vectors up per member per round.
+
+    Args: as :func:`cohort_fedavg` (plain SGD local steps only).
+
+    Returns:
+      A :class:`~core.rounds.RoundAlgorithm`.
+
+    Raises:
+      ValueError: as :func:`cohort_fedavg`.
+    """
+    plan = _Plan(
+        n_clients, cohort_size, batch_size, local_steps, local_epochs, weights, aggregation
+    )
+    return _round_algorithm(
+        loss_fn,
+        plan,
+        learning_rate=_check_step(learning_rate, "learning_rate"),
+        optimizer=None,
+        mu=0.0,
+        scaffold=True,
+        server_optimizer=None,
+        server_learning_rate=_check_step(server_learning_rate, "server_learning_rate"),
+        name="scaffold",
+    )

@@ -1,0 +1,249 @@
+"""Comparison 6: cross-device FedAvg on a sampled cohort against pfl and FedJAX; scaling in N.
+
+Command (after ``bash launch/benchmarks/setup_peers.sh pfl fedjax``)::
+
+  python -m launch.benchmarks --only cohort [--reps 3]
+
+The workload pfl and FedJAX are built for (W3 of the federated cohort issue): 100 clients
+of 64 samples (28x28x1, 10 classes), 10 clients per round, one local epoch each = 4 SGD
+steps of batch 16 (step 0.05), the server model = the mean of the cohort's models; the
+CNN conv3x3-32, ReLU, maxpool 2, conv3x3-64, ReLU, maxpool 2, dense 128, ReLU, dense 10.
+decentjax runs :func:`algos.cohort_fedavg` (only the cohort computes) with that CNN
+written as a user writes it, with stock ``flax.nnx`` layers, three ways:
+
+* ``nnx``: the loss as written (``jax.vmap`` over the cohort);
+* ``nnx + convs_as_matmuls``: the same loss wrapped in :func:`models.convs_as_matmuls`
+  (convolutions as im2col matmuls, tiling max pools as reshapes);
+* ``library cnn``: :func:`models.nets.cnn` with ``features=(32, 64)`` (PatchConv,
+  average pooling, no hidden dense layer: a lighter model, shown for reference).
+
+pfl (PyTorch backend, the better of 1 thread and all cores) and FedJAX run the same W3
+CNN on the same workload in their own venvs. Ratio = peer s/round / decentjax s/round;
+targets: >= 1.5x pfl, >= 4x FedJAX.
+
+Scaling: s/round of ``cohort_fedavg`` on logistic regression (d = 785, 64 samples per
+client) for N = 100, 1,000, 10,000 clients at cohorts of 10 and 100, and the compiled
+program's peak memory; target: N = 10,000 within 1.5x of N = 100.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from algos.cohort import cohort_fedavg
+from core import cohort, mesh, rounds
+from launch.benchmarks import report, timing
+from models import convs_as_matmuls, nets, objectives
+
+TITLE = "Cross-device FedAvg (cohort of 10 of 100 clients) vs pfl and FedJAX; scaling in N"
+PEERS = {"pfl": ("pfl_worker.py", ">= 1.5"), "fedjax": ("fedjax_worker.py", ">= 4")}
+
+
+class UserCNN(nnx.Module):
+    """The W3 CNN as a user writes it with stock ``nnx`` layers."""
+
+    def __init__(self, rngs: nnx.Rngs, image=(28, 28, 1), classes: int = 10):
+        h, w, c = image
+        self.conv1 = nnx.Conv(c, 32, (3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
+        self.dense1 = nnx.Linear((h // 4) * (w // 4) * 64, 128, rngs=rngs)
+        self.dense2 = nnx.Linear(128, classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+        x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), (2, 2))
+        x = nnx.relu(self.dense1(x.reshape(x.shape[0], -1)))
+        return self.dense2(x)
+
+
+def _sizes(quick: bool) -> dict:
+    if quick:
+        return dict(
+            clients=8, cohort=2, samples=8, batch=4, image=(8, 8, 1), rounds=2,
+            scale_n=(8, 32), scale_cohort=(2,), scale_d=9,
+        )  # fmt: skip
+    return dict(
+        clients=100, cohort=10, samples=64, batch=16, image=(28, 28, 1), rounds=5,
+        scale_n=(100, 1_000, 10_000), scale_cohort=(10, 100), scale_d=785,
+    )  # fmt: skip
+
+
+def _ce_loss(apply):
+    def loss(params, batch):
+        logits = apply(params, batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    return loss
+
+
+def _time_rounds(algorithm, store, params, rounds_per_rep: int, reps: int) -> dict:
+    """Median s/round over ``reps`` chunks, the first call's time, and peak bytes."""
+    runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(len(store.counts), 1))
+    placed = runner.place(store)
+    state = runner.init(params, placed, jax.random.key(0))
+    key = jax.random.key(1)
+    start = time.perf_counter()
+    state, _ = runner.run_rounds(state, placed, key, rounds_per_rep)
+    jax.block_until_ready(state)
+    first = time.perf_counter() - start
+    try:
+        memory = runner.lower_rounds(state, placed, key, rounds_per_rep).compile()
+        analysis = memory.memory_analysis()
+        peak = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
+    except Exception:  # noqa: BLE001 - memory analysis is optional on some backends.
+        peak = None
+    chunks = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        state, _ = runner.run_rounds(state, placed, key, rounds_per_rep)
+        jax.block_until_ready(state)
+        chunks.append((time.perf_counter() - start) / rounds_per_rep)
+    return {"round_s": timing.median(chunks), "chunks": chunks, "first_s": first, "peak": peak}
+
+
+def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    n, m = s["clients"], s["samples"]
+    store = cohort.client_store(
+        {
+            "x": rng.standard_normal((n, m, *s["image"]), dtype=np.float32),
+            "y": rng.integers(0, 10, size=(n, m)).astype(np.int32),
+        }
+    )
+    graphdef, user_params = nnx.split(UserCNN(nnx.Rngs(0), s["image"]), nnx.Param)
+    user_loss = _ce_loss(lambda p, x: nnx.merge(graphdef, p)(x))
+    library = nets.cnn(s["image"], 10, features=(32, 64))
+    variants = {
+        "nnx": (user_loss, user_params),
+        "nnx + convs_as_matmuls": (convs_as_matmuls(user_loss), user_params),
+        "library cnn": (_ce_loss(library.apply), library.init(jax.random.key(0))),
+    }
+    ours = {}
+    for name, (loss, params) in variants.items():
+        algorithm = cohort_fedavg(
+            loss, n, s["cohort"], 0.05, batch_size=s["batch"], local_epochs=1, weights="uniform"
+        )
+        out = _time_rounds(algorithm, store, params, s["rounds"], settings.reps)
+        ours[name] = out["round_s"]
+        result.measurements.append({"impl": f"decentjax {name}", **out})
+    return ours
+
+
+def _peers(s: dict, settings: report.Settings, result: report.Result, ours: dict) -> None:
+    payload = dict(
+        clients=s["clients"], cohort=s["cohort"], samples=s["samples"], batch=s["batch"],
+        local_steps=s["samples"] // s["batch"], image=list(s["image"]), lr=0.05,
+        rounds=s["rounds"], reps=min(settings.reps, 3), model="w3",
+    )  # fmt: skip
+    for name, (script, target) in PEERS.items():
+        python, status = timing.peer_python(settings.peers_dir, name)
+        result.notes.append(f"{name} venv: {status}")
+        peer, note = None, ""
+        if python is None:
+            note = f"{name} not run: {status}"
+        else:
+            try:
+                if name == "pfl":
+                    out = timing.run_peer_best_threads(
+                        python, script, payload, "round_s", timeout=1800
+                    )
+                else:
+                    out = timing.run_peer(python, script, payload, timeout=1800)
+                peer = out["round_s"]
+                result.measurements.append({"impl": name, **out})
+            except timing.PeerError as e:
+                note = f"{name} failed: {e}"
+        for variant, round_s in ours.items():
+            result.rows.append(
+                report.Row(
+                    f"W3 {s['cohort']} of {s['clients']} clients, {variant} vs {name}",
+                    round_s,
+                    peer,
+                    "s/round",
+                    None if peer is None else peer / round_s,
+                    target,
+                    note=note,
+                )
+            )
+
+
+def _scaling(s: dict, settings: report.Settings, result: report.Result) -> None:
+    d, m = s["scale_d"], 64 if not settings.quick else 4
+    loss = objectives.logistic_regression(reg=1e-3).loss
+    rng = np.random.default_rng(1)
+    for size in s["scale_cohort"]:
+        base = None
+        for n in s["scale_n"]:
+            if size > n:
+                continue
+            store = cohort.client_store(
+                {
+                    "x": rng.standard_normal((n, m, d), dtype=np.float32) / np.sqrt(d),
+                    "y": rng.integers(0, 2, size=(n, m)).astype(np.int32),
+                }
+            )
+            algorithm = cohort_fedavg(loss, n, size, 0.5, batch_size=16 if m >= 16 else m,
+                                      local_epochs=1, weights="uniform")  # fmt: skip
+            out = _time_rounds(
+                algorithm, store, np.zeros(d, np.float32), s["rounds"], settings.reps
+            )
+            result.measurements.append({"impl": f"scaling N={n} cohort={size}", **out})
+            base = out["round_s"] if base is None else base
+            result.rows.append(
+                report.Row(
+                    f"logistic d={d}, N={n}, cohort {size} (vs N={s['scale_n'][0]})",
+                    out["round_s"],
+                    base,
+                    "s/round",
+                    out["round_s"] / base,
+                    "<= 1.5",
+                    note="" if out["peak"] is None else f"peak {out['peak'] / 2**20:.0f} MiB",
+                )
+            )
+            del store
+
+
+def run(settings: report.Settings) -> report.Result:
+    """Times the W3 workload (three model forms) and the peers, then the N scaling."""
+    s = _sizes(settings.quick)
+    result = report.Result("cohort", TITLE)
+    ours = _w3(s, settings, result)
+    _peers(s, settings, result, ours)
+    _scaling(s, settings, result)
+    result.notes.append(
+        f"W3: {s['clients']} clients x {s['samples']} samples {s['image']}, cohort "
+        f"{s['cohort']}, one local epoch of batch {s['batch']}; {settings.reps} reps; ratio = "
+        "peer / decentjax s/round. Scaling rows: ratio = s/round at N / at the smallest N."
+    )
+    return result
+
+
+def plot(result: report.Result, out_dir: str) -> list[str]:
+    """Bars of s/round for every implementation of W3, and s/round against N."""
+    fig, (ax, bx) = report.figure(ncols=2, width=10.0)
+    w3 = [e for e in result.measurements if not e["impl"].startswith("scaling")]
+    ax.bar([e["impl"] for e in w3], [e["round_s"] for e in w3], color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per round (median)")
+    ax.set_title("W3: cohort 10 of 100 clients")
+    ax.tick_params(axis="x", rotation=30, labelsize=7)
+    for size in sorted({int(e["impl"].split("cohort=")[1]) for e in result.measurements
+                        if e["impl"].startswith("scaling")}):  # fmt: skip
+        pts = [
+            (int(e["impl"].split("N=")[1].split()[0]), e["round_s"])
+            for e in result.measurements
+            if e["impl"].startswith("scaling") and e["impl"].endswith(f"cohort={size}")
+        ]
+        bx.plot(*zip(*pts, strict=True), marker="o", label=f"cohort {size}")
+    bx.set_xscale("log")
+    bx.set_yscale("log")
+    bx.set_xlabel("clients N")
+    bx.set_ylabel("seconds per round")
+    bx.legend()
+    bx.set_title("logistic regression, cohort rounds")
+    return [report.save(fig, out_dir, "cohort")]

@@ -1,0 +1,175 @@
+r"""Evaluate a function's 2-D convolutions as patches times a matrix, without editing it.
+
+:func:`convs_as_matmuls` takes any JAX function — typically a loss that applies a
+user's Flax model built from stock ``nnx.Conv`` layers — traces it to a jaxpr and
+re-evaluates that jaxpr with every 2-D ``lax.conv_general_dilated`` replaced by its
+im2col form: the :math:`k_h k_w` strided, shifted views of the padded input
+concatenated on the channel axis, times the kernel reshaped to
+:math:`(k_h k_w C_{in}, C_{out})`,
+
+.. math::
+
+  y_{b,h,w,:} = \Big[\, x^{\text{pad}}_{b,\, s_h h + i,\, s_w w + j,\, :}
+  \Big]_{i<k_h,\, j<k_w} \cdot \operatorname{reshape}(K, (k_h k_w C_{in}, C_{out})).
+
+Why: per-agent (per-client) models put a leading agent axis on every weight. Under
+``jax.vmap`` XLA:CPU turns each convolution and its two gradients into batched or
+grouped convolutions, which it runs far below its GEMM speed (the reason the
+library's own CNN uses :class:`models.nets.PatchConv`). The patch form is slices
+plus one batched matrix product per layer, which XLA:CPU runs at GEMM speed. The
+rewrite is exact up to floating-point summation order (tested against
+``conv_general_dilated`` and its gradients to 1e-12 in float64).
+
+Scope: convolutions with two spatial dimensions, no input or kernel dilation,
+``feature_group_count = batch_group_count = 1`` and non-negative padding, in any
+dimension order (``NHWC``/``HWIO`` as ``nnx.Conv`` emits, or ``NCHW``/``OIHW``) and
+any strides. Other convolutions are left as they are. Convolutions inside ``jit``
+calls are rewritten; inside other higher-order primitives (``scan``, ``cond``,
+``custom_jvp`` bodies) they are left untouched. The function is traced once per
+call signature (inside ``jit`` that is once per compile).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.extend.core as jex
+import jax.numpy as jnp
+import numpy as np
+
+_JIT_PRIMITIVES = ("pjit", "jit")
+
+
+def _supported(params: dict[str, Any], lhs: jax.Array) -> bool:
+    return (
+        lhs.ndim == 4
+        and tuple(params["lhs_dilation"]) == (1, 1)
+        and tuple(params["rhs_dilation"]) == (1, 1)
+        and params["feature_group_count"] == 1
+        and params["batch_group_count"] == 1
+        and all(lo >= 0 and hi >= 0 for lo, hi in params["padding"])
+    )
+
+
+def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
+    """``lax.conv_general_dilated(lhs, rhs, **params)`` (a supported one) as im2col."""
+    dn = params["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    x = jnp.transpose(lhs, (lhs_spec[0], lhs_spec[2], lhs_spec[3], lhs_spec[1]))  # NHWC
+    k = jnp.transpose(rhs, (rhs_spec[2], rhs_spec[3], rhs_spec[1], rhs_spec[0]))  # HWIO
+    (pad_h, pad_w), (sh, sw) = params["padding"], params["window_strides"]
+    x = jnp.pad(x, ((0, 0), tuple(pad_h), tuple(pad_w), (0, 0)))
+    kh, kw, c_in, c_out = k.shape
+    out_h = (x.shape[1] - kh) // sh + 1
+    out_w = (x.shape[2] - kw) // sw + 1
+    patches = jnp.concatenate(
+        [
+            x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )
+    y = jax.lax.dot_general(
+        patches,
+        k.reshape(kh * kw * c_in, c_out),
+        (((3,), (0,)), ((), ())),
+        precision=params.get("precision"),
+        preferred_element_type=params.get("preferred_element_type"),
+    )
+    # y is (batch, h, w, features); put each logical axis where out_spec wants it.
+    positions = (out_spec[0], out_spec[2], out_spec[3], out_spec[1])
+    return jnp.transpose(y, tuple(int(p) for p in np.argsort(positions)))
+
+
+_POOLS = {"reduce_window_max": jnp.max, "reduce_window_sum": jnp.sum}
+
+
+def _tiling_window(params: dict[str, Any]) -> bool:
+    """A pooling window that tiles its input: stride = window, no padding or dilation."""
+    ones = (1,) * len(params["window_dimensions"])
+    return (
+        tuple(params["window_dimensions"]) == tuple(params["window_strides"])
+        and tuple(params["base_dilation"]) == ones
+        and tuple(params["window_dilation"]) == ones
+        and all(lo == 0 and hi == 0 for lo, hi in params["padding"])
+    )
+
+
+def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> jax.Array:
+    """A tiling max/sum pooling as crop, reshape and reduce over the window axes."""
+    out = [n // w for n, w in zip(x.shape, window, strict=True)]
+    x = x[tuple(slice(0, o * w) for o, w in zip(out, window, strict=True))]
+    split = [d for o, w in zip(out, window, strict=True) for d in (o, w)]
+    return reduce(x.reshape(split), axis=tuple(range(1, 2 * x.ndim, 2)))
+
+
+def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:
+    """``jax.core.eval_jaxpr`` with the convolutions (also inside ``jit``) rewritten."""
+    env: dict[Any, Any] = {}
+
+    def read(v: Any) -> Any:
+        return v.val if isinstance(v, jex.Literal) else env[v]
+
+    for var, value in zip(jaxpr.constvars, consts, strict=True):
+        env[var] = value
+    for var, value in zip(jaxpr.invars, args, strict=True):
+        env[var] = value
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if name == "conv_general_dilated" and _supported(eqn.params, invals[0]):
+            outs = [conv_as_matmul(*invals, **eqn.params)]
+        elif name in _POOLS and _tiling_window(eqn.params):
+            outs = [
+                pool_as_reshape(invals[0], _POOLS[name], tuple(eqn.params["window_dimensions"]))
+            ]
+        elif name in _JIT_PRIMITIVES:
+            inner = eqn.params["jaxpr"]
+            outs = _evaluate(inner.jaxpr, inner.consts, *invals)
+        else:
+            bind_params = eqn.primitive.get_bind_params(eqn.params)
+            subfuns: tuple = ()
+            if isinstance(bind_params, tuple):  # JAX < 0.7 returned (subfuns, params).
+                subfuns, bind_params = bind_params
+            with eqn.ctx.manager:
+                outs = eqn.primitive.bind(*subfuns, *invals, **bind_params)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        for var, value in zip(eqn.outvars, outs, strict=True):
+            env[var] = value
+    return [read(v) for v in jaxpr.outvars]
+
+
+def convs_as_matmuls(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with its 2-D convolutions computed as patches times a matrix.
+
+    Same arguments, results and gradients as ``fn`` (up to summation order); see the
+    module docstring for what is rewritten and why. Compose freely with ``jax.grad``,
+    ``jax.vmap`` and ``jax.jit`` (apply it to the loss before differentiating).
+
+    Args:
+      fn: a function of arrays / pytrees of arrays, e.g. ``loss(params, batch)``.
+
+    Returns:
+      The rewritten function.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> conv = nnx.Conv(1, 4, (3, 3), rngs=nnx.Rngs(0))
+      >>> x = jnp.ones((2, 8, 8, 1))
+      >>> bool(jnp.allclose(convs_as_matmuls(conv)(x), conv(x), atol=1e-5))
+      True
+    """
+
+    @functools.wraps(fn)
+    def rewritten(*args: Any) -> Any:
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = _evaluate(closed.jaxpr, closed.consts, *jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return rewritten

@@ -1,0 +1,126 @@
+"""convs_as_matmuls: the same function and gradients as the stock convolutions (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from models.conv_lowering import conv_as_matmul, convs_as_matmuls
+
+CASES = {
+    "nhwc_same": dict(dn=("NHWC", "HWIO", "NHWC"), k=(3, 3), strides=(1, 1), pad="SAME"),
+    "nhwc_valid_stride2": dict(dn=("NHWC", "HWIO", "NHWC"), k=(3, 3), strides=(2, 2), pad="VALID"),
+    "nchw_explicit": dict(
+        dn=("NCHW", "OIHW", "NCHW"), k=(2, 3), strides=(1, 2), pad=((1, 0), (2, 1))
+    ),
+    "pointwise": dict(dn=("NHWC", "HWIO", "NHWC"), k=(1, 1), strides=(1, 1), pad="SAME"),
+    "mixed_layouts": dict(dn=("NCHW", "HWIO", "NHWC"), k=(3, 2), strides=(2, 1), pad="SAME"),
+}
+
+
+def _operands(case, seed=0):
+    rng = np.random.default_rng(seed)
+    batch, c_in, c_out, h, w = 2, 3, 4, 7, 6
+    lhs_shape = {"NHWC": (batch, h, w, c_in), "NCHW": (batch, c_in, h, w)}[case["dn"][0]]
+    kh, kw = case["k"]
+    rhs_shape = {"HWIO": (kh, kw, c_in, c_out), "OIHW": (c_out, c_in, kh, kw)}[case["dn"][1]]
+    return rng.normal(size=lhs_shape), rng.normal(size=rhs_shape)
+
+
+def _conv(case):
+    return lambda x, k: jax.lax.conv_general_dilated(
+        x, k, case["strides"], case["pad"], dimension_numbers=case["dn"]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_function_and_gradients_equal_conv_general_dilated(name):
+    case = CASES[name]
+    x, k = _operands(case)
+    conv = _conv(case)
+    fast = convs_as_matmuls(conv)
+    np.testing.assert_allclose(fast(x, k), conv(x, k), rtol=1e-12, atol=1e-12)
+    cotangent = np.random.default_rng(1).normal(size=conv(x, k).shape)
+    grads = jax.grad(lambda x, k: jnp.vdot(conv(x, k), cotangent), argnums=(0, 1))(x, k)
+    fast_grads = jax.grad(lambda x, k: jnp.vdot(fast(x, k), cotangent), argnums=(0, 1))(x, k)
+    for got, want in zip(fast_grads, grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(fast)(x, k))
+
+
+def test_unsupported_convolutions_are_left_alone():
+    x, k = np.ones((1, 6, 6, 4)), np.ones((3, 3, 2, 4))
+    grouped = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2
+    )
+    assert "conv_general_dilated" in str(jax.make_jaxpr(convs_as_matmuls(grouped))(x, k))
+    np.testing.assert_allclose(convs_as_matmuls(grouped)(x, k), grouped(x, k))
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_tiling_pools_become_reshapes_and_others_stay(pool):
+    # flax's avg_pool divides by an int window size: not allowed by strict promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        _check_pool(pool)
+
+
+def _check_pool(pool):
+    fn = {"max": nnx.max_pool, "avg": nnx.avg_pool}[pool]
+    x = np.random.default_rng(2).normal(size=(2, 9, 8, 3))  # 9 rows: the last is cropped
+    tiling = lambda x: fn(x, (2, 2), (2, 2))  # noqa: E731
+    np.testing.assert_allclose(convs_as_matmuls(tiling)(x), tiling(x), rtol=1e-15)
+    g = jax.grad(lambda x: jnp.sum(jnp.sin(tiling(x))))(x)
+    g_fast = jax.grad(lambda x: jnp.sum(jnp.sin(convs_as_matmuls(tiling)(x))))(x)
+    np.testing.assert_allclose(g_fast, g, rtol=1e-14)
+    assert "reduce_window" not in str(jax.make_jaxpr(convs_as_matmuls(tiling))(x))
+    overlapping = lambda x: fn(x, (2, 2), (1, 1))  # noqa: E731
+    assert "reduce_window" in str(jax.make_jaxpr(convs_as_matmuls(overlapping))(x))
+
+
+class _UserCNN(nnx.Module):
+    """A model as a user writes it: stock nnx layers, max pooling, a jitted helper."""
+
+    def __init__(self, rngs):
+        self.c1 = nnx.Conv(1, 4, (3, 3), param_dtype=jnp.float64, rngs=rngs)
+        self.c2 = nnx.Conv(4, 6, (3, 3), strides=(2, 2), param_dtype=jnp.float64, rngs=rngs)
+        self.out = nnx.Linear(2 * 2 * 6, 3, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(nnx.relu(self.c1(x)), (2, 2), (2, 2))
+        x = jax.jit(nnx.relu)(self.c2(x))
+        return self.out(x.reshape(x.shape[0], -1))
+
+
+def test_a_user_nnx_cnn_loss_and_per_agent_gradients_are_unchanged():
+    graphdef, params = nnx.split(_UserCNN(nnx.Rngs(0)), nnx.Param)
+
+    def loss(params, batch):
+        logits = nnx.merge(graphdef, params)(batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    rng = np.random.default_rng(3)
+    agents = 3
+    batch = {"x": rng.normal(size=(agents, 5, 8, 8, 1)), "y": rng.integers(0, 3, size=(agents, 5))}
+    stacked = jax.tree.map(lambda p: jnp.stack([p * (1 + 0.1 * i) for i in range(agents)]), params)
+    want = jax.vmap(jax.value_and_grad(loss))(stacked, batch)
+    fast = convs_as_matmuls(loss)
+    got = jax.jit(jax.vmap(jax.value_and_grad(fast)))(stacked, batch)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-13)
+    text = str(jax.make_jaxpr(jax.vmap(jax.grad(fast)))(stacked, batch))
+    assert "conv_general_dilated" not in text and "reduce_window" not in text
+
+
+def test_conv_as_matmul_is_the_reference_formula():
+    # One output entry by hand: sum over the window and the input channels.
+    x = np.arange(1.0, 1 + 1 * 4 * 4 * 2).reshape(1, 4, 4, 2)
+    k = np.arange(1.0, 1 + 2 * 2 * 2 * 1).reshape(2, 2, 2, 1)
+    dn = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+    y = conv_as_matmul(
+        x, k, window_strides=(1, 1), padding=((0, 0), (0, 0)), dimension_numbers=dn,
+        lhs_dilation=(1, 1), rhs_dilation=(1, 1), feature_group_count=1, batch_group_count=1,
+    )  # fmt: skip
+    assert y.shape == (1, 3, 3, 1)
+    assert float(y[0, 1, 2, 0]) == float(np.sum(x[0, 1:3, 2:4, :] * k[..., 0]))
