@@ -10,9 +10,7 @@ number of clients :math:`N`:
   arrays or a list of per-client arrays (what LEAF/TFF-style datasets give).
 * :func:`draw_cohort`: :math:`|S|` clients uniformly without replacement, from
   the round key over *global* client indices, so the draw does not depend on
-  the device count. It sorts :math:`N` random 32-bit keys (``jax.random.
-  permutation``): the only O(N) work of a round, integer work of microseconds
-  at :math:`N = 10^4`; all other work and all communication are O(cohort).
+  the device count; Floyd's algorithm, O(|S|^2) comparisons, nothing of size N.
 * :func:`gather` / :func:`scatter` (local view, inside ``jax.shard_map`` over the
   agent axis, which here indexes clients): the cohort's rows of a client-sharded
   array are brought to a cohort array sharded over the devices, and written
@@ -163,8 +161,21 @@ def draw_cohort(key: jax.Array, n_clients: int, cohort_size: int, padded_size: i
     """``padded_size`` global client indices: the first ``cohort_size`` drawn uniformly
     without replacement from ``0..n_clients-1`` (same on every device for the same key),
     then ``-1`` for the dummy members that pad the cohort to a multiple of the devices.
+
+    Floyd's algorithm (Bentley & Floyd 1987, "A sample of brilliance"): for
+    ``j = N - S, ..., N - 1`` draw ``t`` uniform in ``0..j`` and take ``t``, or ``j`` if
+    ``t`` was taken already; every ``S``-subset is equally likely. ``S`` draws and
+    ``S^2/2`` comparisons, none of size ``N`` (a permutation of ``N`` clients cost
+    4 ms a round at ``N = 10^4`` on a CPU, six times the rest of a small round).
     """
-    drawn = jax.random.permutation(key, n_clients)[:cohort_size].astype(jnp.int32)
+    first = n_clients - cohort_size
+
+    def take(i: jax.Array, chosen: jax.Array) -> jax.Array:
+        j = (first + i).astype(jnp.int32)
+        t = jax.random.randint(jax.random.fold_in(key, i), (), 0, j + 1, jnp.int32)
+        return chosen.at[i].set(jnp.where(jnp.any(chosen == t), j, t))
+
+    drawn = jax.lax.fori_loop(0, cohort_size, take, jnp.full((cohort_size,), -1, jnp.int32))
     return jnp.concatenate([drawn, jnp.full((padded_size - cohort_size,), -1, jnp.int32)])
 
 

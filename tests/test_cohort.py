@@ -6,6 +6,7 @@ beyond rounding), float64; tolerances are 1e-12 relative to the iterates' scale.
 """
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -373,3 +374,16 @@ def test_unequal_dirichlet_split_keeps_every_sample_and_feeds_the_store():
     assert store.min_count == sizes.min()
     with pytest.raises(ValueError, match="need 700 samples; the dataset has 600"):
         partition.partition_dirichlet(data, 20, 0.3, seed=1, equal_sizes=False, min_size=35)
+
+
+def test_cohort_draw_is_uniform_over_subsets():
+    # N = 6, |S| = 3: 20 subsets. Pearson's chi-square over 40,000 draws has 19 degrees
+    # of freedom; 55 is its 1 - 1e-5 quantile, so a uniform draw fails once in 10^5 seeds.
+    draw = jax.jit(jax.vmap(lambda k: cohort.draw_cohort(k, 6, 3, 4)))
+    draws = np.asarray(draw(jax.random.split(jax.random.key(0), 40_000)))
+    assert np.all(draws[:, 3] == -1)  # the padding member
+    subsets = [tuple(sorted(row[:3])) for row in draws]
+    assert all(len(set(s)) == 3 and 0 <= min(s) and max(s) < 6 for s in subsets)
+    counts = np.array([subsets.count(s) for s in itertools.combinations(range(6), 3)])
+    expected = len(subsets) / 20
+    assert np.sum((counts - expected) ** 2 / expected) < 55.0
