@@ -213,8 +213,8 @@ def _round_algorithm(
     name: str,
 ) -> RoundAlgorithm:
     """The round shared by FedAvg/FedOpt, FedProx and SCAFFOLD."""
-    ragged = plan.local_epochs is not None
-    grad_fn = agent_grad(_masked_loss(loss_fn) if ragged else loss_fn)
+    full_grad = agent_grad(loss_fn)
+    masked_grad = agent_grad(_masked_loss(loss_fn))
 
     def init(params: PyTree, store: cohort.ClientStore, key: jax.Array) -> CohortState:
         del key
@@ -232,6 +232,12 @@ def _round_algorithm(
 
     def round_fn(state: CohortState, store: cohort.ClientStore, key: jax.Array):
         _, m_max = plan.check_store(store)
+        # Local epochs need masks only when some batch can be partial: a client holds
+        # fewer than m_max samples, or m_max is not a multiple of the batch (static).
+        ragged = plan.local_epochs is not None and (
+            store.min_count < m_max or m_max % plan.batch != 0
+        )
+        grad_fn = masked_grad if ragged else full_grad
         n_devices = jax.lax.axis_size(AGENT_AXIS)
         padded = cohort.padded_cohort_size(plan.size, n_devices)
         local = padded // n_devices
