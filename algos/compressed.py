@@ -254,7 +254,8 @@ def cedas(
         :math:`\min(1, 1 / (2\omega^2 \lambda_{\max}(I - W)))`
         (:func:`core.compressed_defaults.consensus_step`, rule ``LEAD``),
         which converges for the shipped unbiased compressors up to
-        :math:`\omega = 9` (rand-k, QSGD; ``tests/test_compressed_defaults.py``) and
+        :math:`\omega = 9` (rand-k, QSGD; ``test_lead_and_cedas_defaults_converge`` in
+        ``tests/test_compressed_methods.py``) and
         is 1 for the identity. The old default 1 diverges from :math:`\omega = 3` on.
       averaging: :math:`\beta \in (0, 1]`; default :math:`1/(1+\omega)`.
 

@@ -221,7 +221,8 @@ def cpp(
     rule ``CPP``): 1 for the identity, so the default reduces to Push-Pull. The
     earlier default :math:`\gamma = \delta` diverged at :math:`\omega = 3` and 9 on
     ``unbalanced_example(8)``, where the largest stable :math:`\gamma` is about
-    :math:`0.9/(\omega\|I-R\|_2)` (``tests/test_compressed_defaults.py``).
+    :math:`0.9/(\omega\|I-R\|_2)` (``test_cpp_defaults_converge_on_an_unbalanced_digraph``
+    in ``tests/test_compressed_methods.py``).
     Measured on 8-agent digraphs with :math:`\alpha = 0.05`: rand-:math:`k` diverges
     with :math:`\gamma = 1` and converges with :math:`\gamma = \beta = k/d`.
     The paper's theory covers unbiased compressors; biased ones (top-:math:`k`) run
