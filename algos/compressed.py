@@ -41,7 +41,7 @@ from core.compressed_gossip import (
     message_bytes,
     reference_exchange,
 )
-from core.tree import scale
+from core.tree import block_size, scale
 
 PyTree = Any
 
@@ -173,7 +173,7 @@ def _lead_family(
     def init(params: PyTree, data: PyTree, key: jax.Array) -> LeadState:
         del data, key
         zeros = jax.tree.map(jnp.zeros_like, params)
-        block = jax.tree.leaves(params)[0].shape[0]
+        block = block_size(params)
         # Z^0 = 0 and H^0 = H^{w,0} = 0, so H^w = W H and sum_i z_i = 0 from the start.
         return LeadState(params, zeros, zeros, zeros, jnp.zeros((block,), jnp.int32))
 

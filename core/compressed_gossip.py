@@ -102,7 +102,8 @@ def reference_exchange(
       value: :math:`V`, leaves ``(b, ...)``.
       h: the reference :math:`H`.
       h_mixed: :math:`H^W`.
-      beta: reference step :math:`\beta`, a Python number.
+      beta: reference step :math:`\beta`, a Python number; 1 sets the references to the
+        estimates (EF21 / CHOCO-gossip public copies, :func:`compressed_gossip`).
       active: optional per-agent bool ``(b,)``: agents that send (the others send a
         zero message).
 
@@ -114,6 +115,8 @@ def reference_exchange(
         q = select(active, q, jax.tree.map(jnp.zeros_like, q))
     v_hat = optax.tree.add(h, q)
     v_hat_mixed = optax.tree.add(h_mixed, op.mix(q))
+    if beta == 1.0:  # EF21 / CHOCO-gossip's public copies (exact, no 0 * H term).
+        return optax.tree.sub(v_hat, v_hat_mixed), v_hat, v_hat_mixed
     h = combine(1.0 - beta, h, beta, v_hat)
     h_mixed = combine(1.0 - beta, h_mixed, beta, v_hat_mixed)
     return optax.tree.sub(v_hat, v_hat_mixed), h, h_mixed
@@ -149,17 +152,13 @@ class _Session:
     def _exchange(self, x: PyTree, memory: Any, key: jax.Array) -> tuple[PyTree, Any]:
         """One compressed mix of ``x`` from ``memory``: ``(mixed, new memory)``."""
         op, gamma = self.op, self.op.consensus_step
-        if op.mode == "ef21":
-            hat, hat_mixed = memory
-            q = compression.compress_block(op.compressor, key, optax.tree.sub(x, hat))
-            hat = optax.tree.add(hat, q)
-            hat_mixed = optax.tree.add(hat_mixed, op.base.mix(q))
-            memory, correction = (hat, hat_mixed), optax.tree.sub(hat_mixed, hat)
-        else:
-            target = optax.tree.add(x, memory)
-            sent = compression.compress_block(op.compressor, key, target)
-            memory = optax.tree.sub(target, sent)
-            correction = optax.tree.sub(op.base.mix(sent), sent)
+        if op.mode == "ef21":  # The public copies are references moved all the way.
+            diff, hat, hat_mixed = reference_exchange(op.base, op.compressor, key, x, *memory, 1.0)
+            return combine(1.0, x, -gamma, diff), (hat, hat_mixed)
+        target = optax.tree.add(x, memory)
+        sent = compression.compress_block(op.compressor, key, target)
+        memory = optax.tree.sub(target, sent)
+        correction = optax.tree.sub(op.base.mix(sent), sent)
         return optax.tree.add(x, optax.tree.scale(gamma, correction)), memory
 
     def mix(self, x: PyTree) -> PyTree:
