@@ -153,7 +153,7 @@ def _lead_family(
     name: str,
 ) -> Algorithm:
     """LEAD (``scaled_dual=True``) and CEDAS (``False``) share every step but the dual."""
-    w = requirements.check_operator(comm, name, "symmetric")
+    requirements.check_operator(comm, name, "symmetric")
     if not compressor.unbiased:
         raise ValueError(
             f"{name} assumes an unbiased compressor; {compressor.name!r} is biased. Use "
@@ -168,7 +168,7 @@ def _lead_family(
     schedule = learning_rate if callable(learning_rate) else (lambda count: learning_rate)
     grad_fn = agent_grad(loss_fn)
     # The dual step is gamma (I - W) / 2: K = (I - W) / 2 of core.compressed_defaults.
-    half_spread = 0.5 * compressed_defaults.spread(w)
+    half_spread = 0.5 * compressed_defaults.operator_spread(comm)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> LeadState:
         del data, key

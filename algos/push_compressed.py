@@ -76,7 +76,7 @@ def _cpp(
 ) -> Algorithm:
     """The CPP skeleton; ``p=None`` is CPP, a float is B-CPP's activation probability."""
     grad_fn = agent_grad(loss_fn)
-    spread = compressed_defaults.spread(pull.matrix, push.matrix)  # max ||I - R||, ||I - C||.
+    spread = compressed_defaults.operator_spread(pull, push)  # max ||I - R_k||, ||I - C_k||.
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> CppState:
         del data, key

@@ -42,6 +42,8 @@ and a star graph and :math:`\omega = 19` do not diverge.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from core import weights
@@ -60,14 +62,47 @@ def spread(*matrices: np.ndarray) -> float:
     Returns:
       The spread, in ``[0, 2]`` for stochastic matrices.
     """
+    return max(_norm(np.eye(m.shape[0]) - np.asarray(m, dtype=np.float64)) for m in matrices)
+
+
+def _norm(d: np.ndarray) -> float:
+    r""":math:`\|D\|_2`, or its O(nnz) bound above the dense limit (see :func:`spread`)."""
+    if d.shape[0] <= weights.DENSE_SPECTRUM_MAX_N:
+        return float(np.linalg.norm(d, 2))
+    a = np.abs(d)
+    return float(np.sqrt(a.sum(axis=0).max() * a.sum(axis=1).max()))
+
+
+def operator_spread(*ops: Any) -> float:
+    r"""The largest :math:`\|I - M\|_2` over every round of the operators ``ops``.
+
+    A fixed operator has one matrix. A sequence: the maximum over its rounds, not the
+    period average's, which can be smaller (the norm is convex: e.g. the rounds
+    :math:`P_1, P_2, I` of two perfect matchings, each :math:`\|I - P_i\|_2 = 2`, average
+    to the uniform ring, 4/3). Symmetric link failures: the base's, since a failure adds
+    the PSD :math:`w_{ij}(e_i - e_j)(e_i - e_j)^\top`, so :math:`\lambda_{\min}(W_k) \ge
+    \lambda_{\min}(W)` and :math:`\|I - W_k\|_2 = 1 - \lambda_{\min}(W_k) \le
+    \|I - W\|_2`. Pull / push failures zero an off-diagonal entry and move it to the
+    diagonal, which shrinks every entry of :math:`|I - R|` but need not shrink
+    :math:`\|I - R\|_2`; they take :math:`\|\,|I - R|\,\|_2 \ge \|I - R_k\|_2`.
+
+    Args:
+      ops: gossip operators (:class:`~core.comm.Gossip`, compressed or time-varying).
+
+    Returns:
+      The spread, in ``[0, 2]`` for stochastic matrices.
+    """
+    from core import requirements  # requirements imports the operators' modules.
+
     out = 0.0
-    for m in matrices:
-        d = np.eye(m.shape[0]) - np.asarray(m, dtype=np.float64)
-        if m.shape[0] <= weights.DENSE_SPECTRUM_MAX_N:
-            out = max(out, float(np.linalg.norm(d, 2)))
+    for op in ops:
+        nominal, rounds, failures = requirements.operator_rounds(op)
+        if rounds:
+            out = max(out, spread(*rounds))
+        elif failures in ("pull", "push"):
+            out = max(out, _norm(np.abs(np.eye(nominal.shape[0]) - nominal)))
         else:
-            a = np.abs(d)
-            out = max(out, float(np.sqrt(a.sum(axis=0).max() * a.sum(axis=1).max())))
+            out = max(out, spread(nominal))
     return out
 
 

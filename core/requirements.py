@@ -70,7 +70,7 @@ _WHAT = {
 _FAILURES_KEEP = {"symmetric": set(_NEEDS), "pull": {"pull"}, "push": {"push"}}
 
 
-def _rounds(op: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, str | None]:
+def operator_rounds(op: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, str | None]:
     """``(nominal matrix, a sequence's rounds or None, link-failure kind or None)``.
 
     The nominal matrix bounds every round: it is the only one of a fixed operator,
@@ -183,7 +183,7 @@ def min_eigenvalue(op: Any, *, enough: float = -np.inf) -> float:
     takes the minimum over its rounds. Call after :func:`check_operator` with
     ``"symmetric"`` or ``"psd"``.
     """
-    nominal, rounds, _ = _rounds(op)
+    nominal, rounds, _ = operator_rounds(op)
     return min(smallest_eigenvalue(m, enough=enough) for m in (rounds or (nominal,)))
 
 
@@ -216,7 +216,7 @@ def check_operator(op: Any, method: str, need: Need) -> np.ndarray:
     """
     if need not in _NEEDS:
         raise ValueError(f"need must be one of {_NEEDS}, got {need!r}.")
-    nominal, rounds, failures = _rounds(op)
+    nominal, rounds, failures = operator_rounds(op)
     if failures is not None and need not in _FAILURES_KEEP[failures]:
         raise ValueError(
             f"{method}: {_WHAT[need]}; link failures of kind={failures!r} keep only the "

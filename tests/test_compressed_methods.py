@@ -20,6 +20,7 @@ from core import (
     topology,
     weights,
 )
+from core import time_varying as tv
 from core.compressed_gossip import compressed_gossip
 from models import objectives
 
@@ -273,6 +274,31 @@ def test_the_rule():
     assert compressed_defaults.spread(w) == pytest.approx(4 / 3)
     with pytest.raises(ValueError, match="omega must be finite and >= 0"):
         compressed_defaults.consensus_step(float("inf"), 1.0, lead)
+
+
+def test_spread_of_an_operator_is_the_largest_over_its_rounds():
+    # Rounds P1, P2 (the two perfect matchings of the ring, weights 1) and I: each
+    # ||I - P_i||_2 = 2, while their period average, the uniform ring, has 4/3.
+    p1, p2 = np.zeros((N, N)), np.zeros((N, N))
+    for i in range(0, N, 2):
+        p1[i, i + 1] = p1[i + 1, i] = 1.0
+        j, k = i + 1, (i + 2) % N
+        p2[j, k] = p2[k, j] = 1.0
+    seq = tv.sequence([p1, p2, np.eye(N)], symmetric=True)
+    assert compressed_defaults.spread(seq.matrix) == pytest.approx(4 / 3)
+    assert compressed_defaults.operator_spread(seq) == pytest.approx(2.0)
+    # Symmetric failures only raise eigenvalues: the base decides.
+    op = comm.gossip(ring())
+    failing = tv.link_failures(op, 0.3)
+    assert compressed_defaults.operator_spread(failing) == compressed_defaults.spread(ring())
+    # Pull failures: || |I - R| ||_2, which bounds every round's ||I - R_k||_2.
+    r = directed.row_stochastic(directed.unbalanced_example(N))
+    pulled = tv.link_failures(comm.gossip(r, doubly_stochastic=False), 0.3, kind="pull")
+    bound = compressed_defaults.operator_spread(pulled)
+    assert bound == pytest.approx(np.linalg.norm(np.abs(np.eye(N) - r), 2))
+    for k in range(20):
+        round_w = tv.round_matrix(pulled, tv.round_key(jax.random.key(k)))
+        assert compressed_defaults.spread(round_w) <= bound + 1e-12
 
 
 def test_identity_default_is_the_uncompressed_method_step_for_step():
