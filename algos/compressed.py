@@ -52,7 +52,7 @@ def compressed(
     comm: Gossip,
     compressor: compression.Compressor,
     *,
-    consensus_step: float = 1.0,
+    consensus_step: float | None = None,
     mode: Mode = "ef21",
     **kwargs: Any,
 ) -> Algorithm:
@@ -78,7 +78,11 @@ def compressed(
       loss_fn: per-agent objective.
       comm: the uncompressed gossip operator.
       compressor: from :mod:`core.compression`.
-      consensus_step: :math:`\\gamma` of :mod:`core.compressed_gossip`.
+      consensus_step: :math:`\\gamma` of :mod:`core.compressed_gossip`; default: its
+        rule :math:`\\min(1, 1/(c\\,\\omega\\,\\|I - W\\|_2))`
+        (:meth:`core.compressed_gossip.CompressedGossip.step_for`), 1 for the identity.
+        Unbiased compressors with :math:`\\omega \\ge 1` diverge for every
+        :math:`\\gamma`: pass :func:`core.compression.contractive` of them.
       mode: ``"ef21"`` (CHOCO-gossip public copies) or ``"ef"`` (error feedback).
       **kwargs: the method's own hyperparameters.
 

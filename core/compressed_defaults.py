@@ -38,6 +38,21 @@ largest stable :math:`\gamma` was found by bisection (least squares, 8 agents,
 QSGD's :math:`\omega` bound is loose, so it sits further inside. With the LEAD rule
 the ring converges to ``1e-8`` in 20 000 steps at :math:`\omega = 9` for four seeds,
 and a star graph and :math:`\omega = 19` do not diverge.
+
+Compressed gossip (:mod:`core.compressed_gossip`, :func:`algos.compressed`), whose
+consensus step is :math:`\gamma (W - I)` on the public copies (``"ef21"``, CHOCO) or
+on the sent messages (``"ef"``): :math:`K = I - W` and :math:`(c, p)` =
+:data:`CHOCO` = (1, 1), :data:`ERROR_FEEDBACK` = (4, 1). CHOCO-gossip's theory
+(Koloskova et al. 2019) gives :math:`\gamma` of order :math:`\delta^2\rho`, far
+below what converges. Largest stable :math:`\gamma` (gradient tracking, Metropolis
+ring, :math:`\|K\|_2 = 4/3`, 2000 steps): ``"ef21"`` 0.15 with contractive rand-2
+and 0.43 with top-2 (both :math:`\delta = 0.1`, :math:`\omega = 9`), i.e.
+:math:`\gamma_{\max}\omega\|K\|_2` = 1.8 and 5.2, so the rule (0.083) sits 1.8x
+inside; ``"ef"``: 0.1 diverges and 0.03 converges slowly, so its rule (0.021) is 4x
+smaller. The old default 1 diverges in both modes. An unbiased compressor with
+:math:`\omega \ge 1` diverges for every :math:`\gamma` (the memory's error grows by
+:math:`\omega` per step; measured down to 0.01): the default refuses it and asks
+for :func:`core.compression.contractive`.
 """
 
 from __future__ import annotations
@@ -111,6 +126,12 @@ LEAD = (4.0, 2.0)
 
 CPP = (2.0, 1.0)
 """``(c, p)`` of the CPP / B-CPP default (:math:`K = I - R, I - C`)."""
+
+CHOCO = (1.0, 1.0)
+"""``(c, p)`` of compressed gossip's ``"ef21"`` default (:math:`K = I - W`)."""
+
+ERROR_FEEDBACK = (4.0, 1.0)
+"""``(c, p)`` of compressed gossip's ``"ef"`` default (:math:`K = I - W`)."""
 
 
 def consensus_step(omega: float, spread_value: float, rule: tuple[float, float]) -> float:

@@ -263,6 +263,42 @@ def test_cpp_defaults_converge_on_an_unbalanced_digraph(compressor, steps):
     assert_converges(f"cpp[{compressor.name}]", errors(algorithm, steps), steps)
 
 
+# algos.compressed / compressed_gossip: the old default gamma = 1 diverges here (GT,
+# contractive rand-2 of d = 20, omega = 9, and top-2, delta = 0.1; measured largest
+# stable gamma 0.15 and 0.43 in ef21 mode); the rule gives 1 / (9 * 4/3) = 0.083.
+@pytest.mark.parametrize(
+    "compressor",
+    [compression.contractive(compression.rand_k(2)), compression.top_k(2)],
+    ids=lambda c: c.name,
+)
+def test_compressed_gossip_default_converges_at_omega_9(compressor):
+    steps = 2000
+    algorithm = algos.compressed(
+        algos.gradient_tracking,
+        LS.loss,
+        comm.gossip(ring()),
+        compressor,
+        learning_rate=0.1 / lipschitz(),
+    )
+    assert_converges(algorithm.name, errors(algorithm, steps), steps)
+
+
+def test_compressed_gossip_default_rule_and_unbiased_compressors():
+    x = np.zeros((N, D_DEFAULTS))
+    op = compressed_gossip(comm.gossip(ring()), compression.top_k(2))
+    assert op.step_for(x) == pytest.approx(1 / (9 * 4 / 3))  # CHOCO rule: c = 1, p = 1.
+    ef = compressed_gossip(comm.gossip(ring()), compression.top_k(2), mode="ef")
+    assert ef.step_for(x) == pytest.approx(1 / (4 * 9 * 4 / 3))
+    assert compressed_gossip(comm.gossip(ring()), compression.identity()).step_for(x) == 1.0
+    explicit = compressed_gossip(comm.gossip(ring()), compression.top_k(2), consensus_step=0.7)
+    assert explicit.step_for(x) == 0.7
+    # Unbiased, omega >= 1: E||e - C(e)||^2 = omega ||e||^2, so the memory grows for
+    # every gamma (measured down to 0.01, ef21 and ef): the default refuses.
+    unbiased = compressed_gossip(comm.gossip(ring()), compression.rand_k(2))
+    with pytest.raises(ValueError, match=r"unbiased rand_k\(k=2\) \(omega = 9 >= 1 at d = 20\)"):
+        unbiased.step_for(x)
+
+
 def test_the_rule():
     lead, cpp = compressed_defaults.LEAD, compressed_defaults.CPP
     assert compressed_defaults.consensus_step(0.0, 1.0, lead) == 1.0  # Identity: exact.
