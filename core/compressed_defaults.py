@@ -39,6 +39,16 @@ QSGD's :math:`\omega` bound is loose, so it sits further inside. With the LEAD r
 the ring converges to ``1e-8`` in 20 000 steps at :math:`\omega = 9` for four seeds,
 and a star graph and :math:`\omega = 19` do not diverge.
 
+Why :math:`\|K\|_2` (i.e. :math:`\lambda_{\min}(W)`) and not the spectral gap: the
+compression error enters through :math:`K\,(\hat y - y)`, amplified by up to
+:math:`\|K\|_2`, so stability is set by the largest eigenvalue of :math:`I - W`;
+the gap :math:`1 - \lambda_2(W)` sets the *rate*. Measured (LEAD, rand-5,
+:math:`\omega = 3`, ``d = 20``, step :math:`0.1/L`, 2000 steps): Metropolis rings of
+8 and 16 agents share :math:`\lambda_{\min} = -1/3` but their gaps are 0.195 and
+0.051; the largest stable :math:`\gamma` is 0.066-0.071 and 0.071-0.076, unchanged by
+a 4x smaller gap. A gap in the rule would shrink the step on large sparse graphs
+(slowing them further) without buying stability.
+
 Compressed gossip (:mod:`core.compressed_gossip`, :func:`algos.compressed`), whose
 consensus step is :math:`\gamma (W - I)` on the public copies (``"ef21"``, CHOCO) or
 on the sent messages (``"ef"``): :math:`K = I - W` and :math:`(c, p)` =
@@ -48,11 +58,12 @@ below what converges. Largest stable :math:`\gamma` (gradient tracking, Metropol
 ring, :math:`\|K\|_2 = 4/3`, 2000 steps): ``"ef21"`` 0.15 with contractive rand-2
 and 0.43 with top-2 (both :math:`\delta = 0.1`, :math:`\omega = 9`), i.e.
 :math:`\gamma_{\max}\omega\|K\|_2` = 1.8 and 5.2, so the rule (0.083) sits 1.8x
-inside; ``"ef"``: 0.1 diverges and 0.03 converges slowly, so its rule (0.021) is 4x
-smaller. The old default 1 diverges in both modes. An unbiased compressor with
-:math:`\omega \ge 1` diverges for every :math:`\gamma` (the memory's error grows by
-:math:`\omega` per step; measured down to 0.01): the default refuses it and asks
-for :func:`core.compression.contractive`.
+inside; ``"ef"`` with contractive rand-2: at 0.1 the error grows (1.3x its start
+after 2000 steps), 0.03 converges slowly, so its rule (0.021) is 4x smaller. The
+old default 1 diverges in both modes. An unbiased compressor with
+:math:`\omega \ge 1` diverges for every :math:`\gamma` (the memory's error grows
+by :math:`\omega` per step; measured down to 0.01): the default refuses it and
+asks for :func:`core.compression.contractive`.
 """
 
 from __future__ import annotations
