@@ -41,7 +41,7 @@ from core.compressed_gossip import (
     message_bytes,
     reference_exchange,
 )
-from core.tree import scale
+from core.tree import block_size, scale
 
 PyTree = Any
 
@@ -52,7 +52,7 @@ def compressed(
     comm: Gossip,
     compressor: compression.Compressor,
     *,
-    consensus_step: float = 1.0,
+    consensus_step: float | None = None,
     mode: Mode = "ef21",
     **kwargs: Any,
 ) -> Algorithm:
@@ -78,7 +78,11 @@ def compressed(
       loss_fn: per-agent objective.
       comm: the uncompressed gossip operator.
       compressor: from :mod:`core.compression`.
-      consensus_step: :math:`\\gamma` of :mod:`core.compressed_gossip`.
+      consensus_step: :math:`\\gamma` of :mod:`core.compressed_gossip`; default: its
+        rule :math:`\\min(1, 1/(c\\,\\omega\\,\\|I - W\\|_2))`
+        (:meth:`core.compressed_gossip.CompressedGossip.step_for`), 1 for the identity.
+        Unbiased compressors with :math:`\\omega \\ge 1` diverge for every
+        :math:`\\gamma`: pass :func:`core.compression.contractive` of them.
       mode: ``"ef21"`` (CHOCO-gossip public copies) or ``"ef"`` (error feedback).
       **kwargs: the method's own hyperparameters.
 
@@ -153,7 +157,7 @@ def _lead_family(
     name: str,
 ) -> Algorithm:
     """LEAD (``scaled_dual=True``) and CEDAS (``False``) share every step but the dual."""
-    w = requirements.check_operator(comm, name, "symmetric")
+    requirements.check_operator(comm, name, "symmetric")
     if not compressor.unbiased:
         raise ValueError(
             f"{name} assumes an unbiased compressor; {compressor.name!r} is biased. Use "
@@ -168,12 +172,12 @@ def _lead_family(
     schedule = learning_rate if callable(learning_rate) else (lambda count: learning_rate)
     grad_fn = agent_grad(loss_fn)
     # The dual step is gamma (I - W) / 2: K = (I - W) / 2 of core.compressed_defaults.
-    half_spread = 0.5 * compressed_defaults.spread(w)
+    half_spread = 0.5 * compressed_defaults.operator_spread(comm)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> LeadState:
         del data, key
         zeros = jax.tree.map(jnp.zeros_like, params)
-        block = jax.tree.leaves(params)[0].shape[0]
+        block = block_size(params)
         # Z^0 = 0 and H^0 = H^{w,0} = 0, so H^w = W H and sum_i z_i = 0 from the start.
         return LeadState(params, zeros, zeros, zeros, jnp.zeros((block,), jnp.int32))
 
@@ -254,7 +258,8 @@ def cedas(
         :math:`\min(1, 1 / (2\omega^2 \lambda_{\max}(I - W)))`
         (:func:`core.compressed_defaults.consensus_step`, rule ``LEAD``),
         which converges for the shipped unbiased compressors up to
-        :math:`\omega = 9` (rand-k, QSGD; ``tests/test_compressed_defaults.py``) and
+        :math:`\omega = 9` (rand-k, QSGD; ``test_lead_and_cedas_defaults_converge`` in
+        ``tests/test_compressed_methods.py``) and
         is 1 for the identity. The old default 1 diverges from :math:`\omega = 3` on.
       averaging: :math:`\beta \in (0, 1]`; default :math:`1/(1+\omega)`.
 

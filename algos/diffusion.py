@@ -32,7 +32,7 @@ import optax
 from core import requirements
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
-from core.tree import select
+from core.tree import block_size, select
 
 PyTree = Any
 
@@ -77,7 +77,7 @@ def _diffusion(
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> DiffusionState:
         del data, key
-        block = jax.tree.leaves(params)[0].shape[0]
+        block = block_size(params)
         return DiffusionState(
             params, params, jax.vmap(opt.init)(params), jnp.zeros((block,), jnp.int32)
         )
@@ -365,7 +365,7 @@ def extra(
     def init(params: PyTree, data: PyTree, key: jax.Array) -> ExtraState:
         del data, key
         zeros = jax.tree.map(jnp.zeros_like, params)
-        block = jax.tree.leaves(params)[0].shape[0]
+        block = block_size(params)
         return ExtraState(params, params, zeros, zeros, jnp.zeros((block,), jnp.int32))
 
     def step(state: ExtraState, batch: Batch, key: jax.Array):

@@ -75,7 +75,7 @@ from algos.scaffold import ScaffoldState, scaffold
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
 from core.mesh import local_agent_ids
-from core.tree import block_size, select
+from core.tree import block_size, debias, scale, select
 
 __all__ = [
     "FedAvgState",
@@ -141,14 +141,14 @@ def _participant_mean(
     if weights is None:
         # Static |S|: the all-agent mean times n/|S| (exactly 1.0 at full participation,
         # so full-participation FedAvg is the plain all-agent average).
-        scale = comm.n_agents / num
-        return jax.tree.map(lambda m: m * scale, comm.average(masked))
+        factor = comm.n_agents / num
+        return jax.tree.map(lambda m: m * factor, comm.average(masked))
     block = active.shape[0]
     dtype = jax.tree.leaves(trees)[0].dtype
     w = jnp.asarray(weights, dtype)[local_agent_ids(block)] * active.astype(dtype)
-    num_tree = jax.tree.map(lambda t: t * w.reshape(w.shape + (1,) * (t.ndim - 1)), masked)
+    num_tree = scale(w, masked)
     sums, total = comm.average((num_tree, w))
-    return jax.tree.map(lambda s: s / total.reshape(total.shape + (1,) * (s.ndim - 1)), sums)
+    return debias(sums, total)
 
 
 def _local_sgd(

@@ -34,7 +34,7 @@ import optax
 from core import requirements
 from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from core.comm import Gossip
-from core.tree import select
+from core.tree import block_size, select
 
 PyTree = Any
 Variant = Literal["dsgt", "atc", "cta"]
@@ -173,7 +173,7 @@ def gradient_tracking(
     def init(params: PyTree, data: PyTree, key: jax.Array) -> TrackingState:
         del data, key
         zeros = jax.tree.map(jnp.zeros_like, params)
-        block = jax.tree.leaves(params)[0].shape[0]
+        block = block_size(params)
         return TrackingState(
             params=params,
             tracker=zeros,

@@ -41,6 +41,7 @@ import numpy as np
 
 from core import weights as weights_lib
 from core.mesh import AGENT_AXIS, as_varying
+from core.tree import per_agent
 
 PyTree = Any
 Path = Literal["auto", "shift", "dense"]
@@ -82,11 +83,6 @@ def _from_device_ahead(x: jax.Array, q: int, n_devices: int) -> jax.Array:
     # Device j sends to j - q, so device d receives what device d + q holds.
     perm = [(j, (j - q) % n_devices) for j in range(n_devices)]
     return jax.lax.ppermute(x, AGENT_AXIS, perm)
-
-
-def _expand(c: jax.Array, ndim: int) -> jax.Array:
-    """Reshapes a per-agent vector ``(b,)`` to broadcast against a ``(b, ...)`` leaf."""
-    return c.reshape(c.shape + (1,) * (ndim - 1))
 
 
 SINGLE_DEVICE_DENSE_RATIO = 8
@@ -147,7 +143,7 @@ def _shift_mix(
         pieces.append((block - r, main, wrap))
 
     def scaled(c, rows, lo, hi):
-        return c * rows if isinstance(c, (int, float)) else _expand(c[lo:hi], x.ndim) * rows
+        return c * rows if isinstance(c, (int, float)) else per_agent(c[lo:hi], rows) * rows
 
     if len(offsets) > SEGMENTED_MAX_OFFSETS:
         out = jnp.zeros_like(x)

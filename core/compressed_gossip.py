@@ -46,6 +46,7 @@ sent and its memory passes through unchanged.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -53,7 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from core import comm as comm_lib
-from core import compression, operator_context
+from core import compressed_defaults, compression, operator_context
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
 from core.mesh import as_varying
@@ -102,7 +103,8 @@ def reference_exchange(
       value: :math:`V`, leaves ``(b, ...)``.
       h: the reference :math:`H`.
       h_mixed: :math:`H^W`.
-      beta: reference step :math:`\beta`, a Python number.
+      beta: reference step :math:`\beta`, a Python number; 1 sets the references to the
+        estimates (EF21 / CHOCO-gossip public copies, :func:`compressed_gossip`).
       active: optional per-agent bool ``(b,)``: agents that send (the others send a
         zero message).
 
@@ -114,6 +116,8 @@ def reference_exchange(
         q = select(active, q, jax.tree.map(jnp.zeros_like, q))
     v_hat = optax.tree.add(h, q)
     v_hat_mixed = optax.tree.add(h_mixed, op.mix(q))
+    if beta == 1.0:  # EF21 / CHOCO-gossip's public copies (exact, no 0 * H term).
+        return optax.tree.sub(v_hat, v_hat_mixed), v_hat, v_hat_mixed
     h = combine(1.0 - beta, h, beta, v_hat)
     h_mixed = combine(1.0 - beta, h_mixed, beta, v_hat_mixed)
     return optax.tree.sub(v_hat, v_hat_mixed), h, h_mixed
@@ -148,18 +152,14 @@ class _Session:
 
     def _exchange(self, x: PyTree, memory: Any, key: jax.Array) -> tuple[PyTree, Any]:
         """One compressed mix of ``x`` from ``memory``: ``(mixed, new memory)``."""
-        op, gamma = self.op, self.op.consensus_step
-        if op.mode == "ef21":
-            hat, hat_mixed = memory
-            q = compression.compress_block(op.compressor, key, optax.tree.sub(x, hat))
-            hat = optax.tree.add(hat, q)
-            hat_mixed = optax.tree.add(hat_mixed, op.base.mix(q))
-            memory, correction = (hat, hat_mixed), optax.tree.sub(hat_mixed, hat)
-        else:
-            target = optax.tree.add(x, memory)
-            sent = compression.compress_block(op.compressor, key, target)
-            memory = optax.tree.sub(target, sent)
-            correction = optax.tree.sub(op.base.mix(sent), sent)
+        op, gamma = self.op, self.op.step_for(x)
+        if op.mode == "ef21":  # The public copies are references moved all the way.
+            diff, hat, hat_mixed = reference_exchange(op.base, op.compressor, key, x, *memory, 1.0)
+            return combine(1.0, x, -gamma, diff), (hat, hat_mixed)
+        target = optax.tree.add(x, memory)
+        sent = compression.compress_block(op.compressor, key, target)
+        memory = optax.tree.sub(target, sent)
+        correction = optax.tree.sub(op.base.mix(sent), sent)
         return optax.tree.add(x, optax.tree.scale(gamma, correction)), memory
 
     def mix(self, x: PyTree) -> PyTree:
@@ -196,14 +196,47 @@ class CompressedGossip:
     Attributes:
       base: the uncompressed operator (its ``W`` and server ``mean``).
       compressor: the message compressor.
-      consensus_step: :math:`\\gamma`.
+      consensus_step: :math:`\\gamma`, or ``None`` for the default rule (:meth:`step_for`).
       mode: ``"ef21"`` (CHOCO-gossip) or ``"ef"`` (error feedback).
+      spread: :math:`\\|I - W\\|_2`, largest over the base's rounds
+        (:func:`core.compressed_defaults.operator_spread`), for the default step.
     """
 
     base: Gossip
     compressor: compression.Compressor
-    consensus_step: float
+    consensus_step: float | None
     mode: Mode
+    spread: float = 2.0
+
+    def step_for(self, tree: PyTree) -> float:
+        """:math:`\\gamma` for messages of ``tree`` (local view, leaves ``(b, ...)``).
+
+        The given ``consensus_step``, or the default
+        :math:`\\min(1, 1/(c\\,\\omega\\,\\|I - W\\|_2))` with :math:`\\omega = 1/\\delta - 1`
+        of the compressor at the message dimension and :math:`c` of
+        :data:`core.compressed_defaults.CHOCO` (``"ef21"``) or
+        :data:`~core.compressed_defaults.ERROR_FEEDBACK` (``"ef"``). At trace time.
+
+        Raises:
+          ValueError: for the default with an unbiased compressor of :math:`\\omega \\ge 1`:
+            its memory then grows by :math:`\\omega` per step whatever :math:`\\gamma`.
+        """
+        if self.consensus_step is not None:
+            return self.consensus_step
+        dim = sum(math.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(tree))
+        omega = 1.0 / self.compressor.delta(dim) - 1.0
+        if self.compressor.unbiased and omega >= 1.0:
+            raise ValueError(
+                f"compressed gossip ({self.mode!r}) with the unbiased {self.compressor.name} "
+                f"(omega = {omega:.3g} >= 1 at d = {dim}) diverges for every consensus step: "
+                f"E||e - C(e)||^2 = omega ||e||^2 grows the memory. Pass "
+                f"core.compression.contractive({self.compressor.name}) (C / (1 + omega), "
+                "CHOCO's scaling), or a compressor with omega < 1."
+            )
+        rule = (
+            compressed_defaults.CHOCO if self.mode == "ef21" else compressed_defaults.ERROR_FEEDBACK
+        )
+        return compressed_defaults.consensus_step(omega, self.spread, rule)
 
     @property
     def matrix(self):
@@ -261,7 +294,7 @@ def compressed_gossip(
     base: Gossip,
     compressor: compression.Compressor,
     *,
-    consensus_step: float = 1.0,
+    consensus_step: float | None = None,
     mode: Mode = "ef21",
 ) -> CompressedGossip:
     """Builds a compressed gossip operator.
@@ -269,14 +302,17 @@ def compressed_gossip(
     Args:
       base: the uncompressed operator from :func:`core.comm.gossip`.
       compressor: from :mod:`core.compression`.
-      consensus_step: :math:`\\gamma \\in (0, 1]`; CHOCO's theory asks
-        :math:`\\gamma = O(\\delta (1-\\lambda)^2)`, in practice tune in [0.01, 1].
+      consensus_step: :math:`\\gamma \\in (0, 1]`; default ``None``: the rule of
+        :meth:`CompressedGossip.step_for` (1 for the identity; see
+        :mod:`core.compressed_defaults` for its constants). CHOCO's theory asks
+        :math:`\\gamma = O(\\delta^2 \\rho)`, far smaller. The old default 1 diverges
+        under compression (GT, 8-agent ring, contractive rand-2 of d = 20).
       mode: ``"ef21"`` (CHOCO-gossip public copies) or ``"ef"`` (error feedback).
 
     Raises:
       ValueError: for a step outside (0, 1] or an unknown mode.
     """
-    if not 0.0 < consensus_step <= 1.0:
+    if consensus_step is not None and not 0.0 < consensus_step <= 1.0:
         raise ValueError(f"consensus_step must be in (0, 1], got {consensus_step}.")
     if mode not in ("ef21", "ef"):
         raise ValueError(f"mode must be 'ef21' or 'ef', got {mode!r}.")
@@ -286,7 +322,9 @@ def compressed_gossip(
             f"mode='ef21' needs a fixed mixing matrix, got a {type(base).__name__}; use "
             "mode='ef' with time-varying graphs."
         )
-    return CompressedGossip(base, compressor, float(consensus_step), mode)
+    step = None if consensus_step is None else float(consensus_step)
+    spread = compressed_defaults.operator_spread(base) if step is None else 2.0
+    return CompressedGossip(base, compressor, step, mode, spread)
 
 
 class CompressedState(NamedTuple):

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,6 +128,25 @@ class Runner:
             )
         return self._chunks[num_epochs]
 
+    def _check_state_block(self, state: Any, block: int) -> None:
+        """Raises ``ValueError`` if a state leaf's leading size is not the data's agent block.
+
+        At trace time (local view): a state of another agent count (e.g. restored from
+        another run) fails here, naming the leaf, instead of deep inside the vmapped step.
+        """
+        n_devices = self.mesh.shape[AGENT_AXIS]
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+            shape = jnp.shape(leaf)
+            if not shape or shape[0] != block:
+                size = shape[0] if shape else "none (a scalar)"
+                raise ValueError(
+                    f"state leaf {jax.tree_util.keystr(path)!r} (shape {shape}) has leading "
+                    f"size {size} per device, but the data holds a block of {block} agents "
+                    f"per device ({block * n_devices} agents on {n_devices} devices); every "
+                    "state leaf must lead with the agent axis: build the state with "
+                    "Runner.init for this data, or restore one saved with this agent count."
+                )
+
     def _local_epoch(self, state, data, key, epoch, *, keep_states):
         """One epoch in local view: draw the agents' sample orders, scan the steps.
 
@@ -137,9 +155,7 @@ class Runner:
         """
         algorithm, sampler = self.algorithm, self.sampler
         block = jax.tree.leaves(data)[0].shape[0]
-        # At trace time: a state of another agent count (e.g. restored from another
-        # run) fails here, naming the leaf, instead of deep inside the vmapped step.
-        chex.assert_tree_shape_prefix(state, (block,))
+        self._check_state_block(state, block)
         float_dtype = jnp.result_type(float)
         epoch_key = jax.random.fold_in(key, epoch)
         keys = agent_keys(jax.random.fold_in(epoch_key, 0), block)

@@ -103,12 +103,7 @@ def shard_agents(tree: Any, mesh: jax.sharding.Mesh, *, what: str = "data") -> A
     """
     n = num_agents(tree)
     check_finite(tree, what)
-    n_devices = mesh.shape[AGENT_AXIS]
-    if n % n_devices:
-        raise ValueError(
-            f"n_agents={n} is not divisible by the device count {n_devices}; "
-            "every device must hold the same number of agents."
-        )
+    agent_block(mesh, n)
     return put(tree, agent_sharding(mesh))
 
 
@@ -173,12 +168,6 @@ def agent_init(
     Raises:
       ValueError: if ``n_agents`` is not divisible by the device count.
     """
-    n_devices = mesh.shape[AGENT_AXIS]
-    if n_agents % n_devices:
-        raise ValueError(
-            f"n_agents={n_agents} is not divisible by the device count {n_devices}; "
-            "every device must hold the same number of agents."
-        )
     block = agent_block(mesh, n_agents)
 
     def local(key: jax.Array) -> Any:
@@ -229,8 +218,18 @@ def num_agents(tree: Any) -> int:
 
 
 def agent_block(mesh: jax.sharding.Mesh, n_agents: int) -> int:
-    """Number of agents each device holds."""
-    return n_agents // mesh.shape[AGENT_AXIS]
+    """Number of agents each device holds.
+
+    Raises:
+      ValueError: if ``n_agents`` is not divisible by the mesh's device count.
+    """
+    n_devices = mesh.shape[AGENT_AXIS]
+    if n_agents % n_devices:
+        raise ValueError(
+            f"n_agents={n_agents} is not divisible by the device count {n_devices}; "
+            "every device must hold the same number of agents."
+        )
+    return n_agents // n_devices
 
 
 def local_agent_ids(block: int) -> jax.Array:

@@ -99,6 +99,7 @@ from core import comm, directed, weights
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
 from core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
+from core.tree import block_size
 
 __all__ = [
     "TimeVaryingGossip",
@@ -447,7 +448,7 @@ def time_varying(
             return fn()
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> TimeVaryingState:
-        block = jax.tree.leaves(params)[0].shape[0]
+        block = block_size(params)
         start = jnp.zeros((block,), jnp.int32)
         inner = in_round(lambda: algorithm.init(params, data, key), start, round_key(key))
         return TimeVaryingState(inner, start)

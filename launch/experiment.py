@@ -353,10 +353,18 @@ def model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_c
     return nets.cnn(tuple(input_shape), num_classes, param_dtype=dtype)
 
 
-def objective(config: ml_collections.ConfigDict, net=None) -> objectives.Objective:
-    """The per-agent objective named by ``config.objective`` (``net`` for softmax)."""
+def objective(
+    config: ml_collections.ConfigDict, net=None, num_classes: int | None = None
+) -> objectives.Objective:
+    """The per-agent objective named by ``config.objective``.
+
+    ``net`` (and its output size ``num_classes``, which the labels are checked
+    against) for softmax.
+    """
     if config.objective.name == "softmax":
-        return objectives.softmax_cross_entropy(net.apply, reg=config.objective.reg)
+        return objectives.softmax_cross_entropy(
+            net.apply, reg=config.objective.reg, num_classes=num_classes
+        )
     return _lookup(OBJECTIVES, config.objective.name, "objective")(reg=config.objective.reg)
 
 

@@ -204,7 +204,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     net = None
     if config.objective.name == "softmax":
         net = experiment.model(config, parts["x"].shape[2:], num_classes)
-    obj = experiment.objective(config, net)
+    obj = experiment.objective(config, net, num_classes)
     metric = config.get("plot_metric", "dist_to_opt")
     target = config.get("target_error")
     # Epochs over which the summary fits log(metric) ~ rate * log(epoch).

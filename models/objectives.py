@@ -20,6 +20,7 @@ step sizes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -45,7 +46,13 @@ class Objective(NamedTuple):
             before compiling) of per-agent data with leaves ``(n_agents, m, ...)``
             or one pooled batch ``(m, ...)``: the keys the loss reads and the
             labels' domain; raises ``ValueError`` naming the first bad value, its
-            agent and sample. ``None``: nothing to check.
+            agent and sample. ``None``: nothing to check. :mod:`launch.train` calls it
+            on the training and the test split; nothing else does (the
+            :class:`core.loop.Runner` sees only the loss and device arrays), so a
+            caller that builds its own run must call it on each split before
+            :func:`core.mesh.shard_agents`. Unchecked, a softmax label ``y >= C`` gives
+            a NaN loss but finite gradients (its true-class term is dropped), and in a
+            test split it only lowers the accuracy.
     """
 
     loss: Callable[[Params, Batch], jax.Array]
@@ -104,12 +111,19 @@ def _check_binary(data: Any) -> None:
     _first_bad(y, ~np.isin(y, (0, 1)), "0 or 1 (binary logistic; binarise the classes first)")
 
 
-def _check_classes(data: Any) -> None:
-    """Host-side check of softmax data: keys, non-negative integer labels."""
+def _check_classes(data: Any, num_classes: int | None = None) -> None:
+    """Host-side check of softmax data: keys, integer labels in ``0..num_classes - 1``.
+
+    Without ``num_classes`` only ``y >= 0`` can be checked.
+    """
     y = np.asarray(_xy(data)[1])
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"softmax labels must be an integer array, got dtype {y.dtype}.")
-    _first_bad(y, y < 0, "class indices >= 0")
+    if num_classes is None:
+        _first_bad(y, y < 0, "class indices >= 0")
+    else:
+        valid = f"class indices in 0..{num_classes - 1} (num_classes={num_classes})"
+        _first_bad(y, (y < 0) | (y >= num_classes), valid)
 
 
 def _linear_scores(w: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
@@ -291,7 +305,10 @@ def nonconvex_logistic_regression(*, reg: float) -> Objective:
 
 
 def softmax_cross_entropy(
-    apply_fn: Callable[[Params, jax.Array], jax.Array], *, reg: float = 0.0
+    apply_fn: Callable[[Params, jax.Array], jax.Array],
+    *,
+    reg: float = 0.0,
+    num_classes: int | None = None,
 ) -> Objective:
     r"""Multi-class cross-entropy of a model's logits, with an optional :math:`\ell_2` term.
 
@@ -311,6 +328,10 @@ def softmax_cross_entropy(
         apply_fn: ``apply_fn(params, x) -> logits`` of shape ``(B, C)``, e.g. a
             :class:`models.nets.Model`'s ``apply``.
         reg: the weight :math:`\lambda \ge 0` of the :math:`\ell_2` term.
+        num_classes: :math:`C`, the model's output size. Given, ``check_data`` rejects
+            labels :math:`y \ge C` (whose loss is NaN while the gradient drops the
+            true-class term) and ``loss`` checks the logits have :math:`C` columns;
+            ``None``: only :math:`y \ge 0` can be checked.
 
     Returns:
         An :class:`Objective` whose ``loss`` takes any params pytree ``apply_fn`` accepts
@@ -318,8 +339,9 @@ def softmax_cross_entropy(
         with :math:`\arg\max_c z_{\ell c} = y_\ell`.
 
     Raises:
-        ValueError: if ``reg`` is negative (or NaN). ``loss`` raises ``ValueError`` at trace
-            time if the logits are not ``(B, C)`` or the labels not ``(B,)``.
+        ValueError: if ``reg`` is negative (or NaN) or ``num_classes`` is not a positive
+            integer. ``loss`` raises ``ValueError`` at trace time if the logits are not
+            ``(B, C)`` or the labels not ``(B,)``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -329,14 +351,20 @@ def softmax_cross_entropy(
         1.0986
     """
     reg = _check_reg(reg)
+    if num_classes is not None and (
+        not isinstance(num_classes, (int, np.integer)) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
 
     def logits_and_labels(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:
         x, y = _xy(batch)
         logits = apply_fn(params, x)
-        if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+        classes = "C" if num_classes is None else num_classes
+        wrong_classes = num_classes is not None and logits.shape[-1] != num_classes
+        if logits.ndim != 2 or logits.shape[0] != x.shape[0] or wrong_classes:
             raise ValueError(
-                f"apply_fn must return logits of shape ({x.shape[0]}, C) for batch['x'] of "
-                f"shape {x.shape}, got shape {logits.shape}"
+                f"apply_fn must return logits of shape ({x.shape[0]}, {classes}) for "
+                f"batch['x'] of shape {x.shape}, got shape {logits.shape}"
             )
         if y.shape != (x.shape[0],):
             raise ValueError(
@@ -356,7 +384,8 @@ def softmax_cross_entropy(
         correct = jnp.argmax(logits, axis=-1) == y
         return jnp.mean(correct.astype(logits.dtype))
 
-    return Objective(loss, accuracy, "softmax_cross_entropy", _check_classes)
+    check = functools.partial(_check_classes, num_classes=num_classes)
+    return Objective(loss, accuracy, "softmax_cross_entropy", check)
 
 
 def _largest_eig_of_gram(x: Any) -> float:

@@ -20,6 +20,7 @@ from core import (
     topology,
     weights,
 )
+from core import time_varying as tv
 from core.compressed_gossip import compressed_gossip
 from models import objectives
 
@@ -262,6 +263,60 @@ def test_cpp_defaults_converge_on_an_unbalanced_digraph(compressor, steps):
     assert_converges(f"cpp[{compressor.name}]", errors(algorithm, steps), steps)
 
 
+# algos.compressed / compressed_gossip: the old default gamma = 1 diverges here (GT,
+# contractive rand-2 of d = 20, omega = 9, and top-2, delta = 0.1; measured largest
+# stable gamma 0.15 and 0.43 in ef21 mode); the rule gives 1 / (9 * 4/3) = 0.083.
+@pytest.mark.parametrize(
+    "compressor",
+    [compression.contractive(compression.rand_k(2)), compression.top_k(2)],
+    ids=lambda c: c.name,
+)
+def test_compressed_gossip_default_converges_at_omega_9(compressor):
+    steps = 2000
+    algorithm = algos.compressed(
+        algos.gradient_tracking,
+        LS.loss,
+        comm.gossip(ring()),
+        compressor,
+        learning_rate=0.1 / lipschitz(),
+    )
+    assert_converges(algorithm.name, errors(algorithm, steps), steps)
+
+
+def test_compressed_gossip_default_rule_and_unbiased_compressors():
+    x = np.zeros((N, D_DEFAULTS))
+    op = compressed_gossip(comm.gossip(ring()), compression.top_k(2))
+    assert op.step_for(x) == pytest.approx(1 / (9 * 4 / 3))  # CHOCO rule: c = 1, p = 1.
+    ef = compressed_gossip(comm.gossip(ring()), compression.top_k(2), mode="ef")
+    assert ef.step_for(x) == pytest.approx(1 / (4 * 9 * 4 / 3))
+    assert compressed_gossip(comm.gossip(ring()), compression.identity()).step_for(x) == 1.0
+    explicit = compressed_gossip(comm.gossip(ring()), compression.top_k(2), consensus_step=0.7)
+    assert explicit.step_for(x) == 0.7
+    # Unbiased, omega >= 1: E||e - C(e)||^2 = omega ||e||^2, so the memory grows for
+    # every gamma (measured down to 0.01, ef21 and ef): the default refuses.
+    unbiased = compressed_gossip(comm.gossip(ring()), compression.rand_k(2))
+    with pytest.raises(ValueError, match=r"unbiased rand_k\(k=2\) \(omega = 9 >= 1 at d = 20\)"):
+        unbiased.step_for(x)
+
+
+# B-CPP (p = 1/2, the directed config's) with its default p * gamma_CPP, at omega = 3 and
+# 9. Its rounds refresh the references only every 1/p steps, so it is slower than CPP
+# and needs a smaller step (alpha = 0.02 / L): measured 8.7e-3 and 4.7e-2 of the start
+# after 3000 rounds; gamma_CPP at p = 0.2 diverges at both (algos.b_cpp's docstring).
+@pytest.mark.parametrize(
+    "compressor, decades", [(compression.rand_k(5), 2), (compression.rand_k(2), 1)]
+)
+def test_b_cpp_defaults_converge_on_an_unbalanced_digraph(compressor, decades):
+    steps = 4000
+    adjacency = directed.unbalanced_example(N)
+    pull = comm.gossip(directed.row_stochastic(adjacency), doubly_stochastic=False)
+    push = comm.gossip(directed.column_stochastic(adjacency), doubly_stochastic=False)
+    algorithm = algos.b_cpp(LS.loss, pull, push, 0.02 / lipschitz(), compressor=compressor, p=0.5)
+    first, half, final = errors(algorithm, steps)
+    assert final < half < first, (first, half, final)
+    assert final <= 10.0**-decades * first, (first, half, final)
+
+
 def test_the_rule():
     lead, cpp = compressed_defaults.LEAD, compressed_defaults.CPP
     assert compressed_defaults.consensus_step(0.0, 1.0, lead) == 1.0  # Identity: exact.
@@ -273,6 +328,31 @@ def test_the_rule():
     assert compressed_defaults.spread(w) == pytest.approx(4 / 3)
     with pytest.raises(ValueError, match="omega must be finite and >= 0"):
         compressed_defaults.consensus_step(float("inf"), 1.0, lead)
+
+
+def test_spread_of_an_operator_is_the_largest_over_its_rounds():
+    # Rounds P1, P2 (the two perfect matchings of the ring, weights 1) and I: each
+    # ||I - P_i||_2 = 2, while their period average, the uniform ring, has 4/3.
+    p1, p2 = np.zeros((N, N)), np.zeros((N, N))
+    for i in range(0, N, 2):
+        p1[i, i + 1] = p1[i + 1, i] = 1.0
+        j, k = i + 1, (i + 2) % N
+        p2[j, k] = p2[k, j] = 1.0
+    seq = tv.sequence([p1, p2, np.eye(N)], symmetric=True)
+    assert compressed_defaults.spread(seq.matrix) == pytest.approx(4 / 3)
+    assert compressed_defaults.operator_spread(seq) == pytest.approx(2.0)
+    # Symmetric failures only raise eigenvalues: the base decides.
+    op = comm.gossip(ring())
+    failing = tv.link_failures(op, 0.3)
+    assert compressed_defaults.operator_spread(failing) == compressed_defaults.spread(ring())
+    # Pull failures: || |I - R| ||_2, which bounds every round's ||I - R_k||_2.
+    r = directed.row_stochastic(directed.unbalanced_example(N))
+    pulled = tv.link_failures(comm.gossip(r, doubly_stochastic=False), 0.3, kind="pull")
+    bound = compressed_defaults.operator_spread(pulled)
+    assert bound == pytest.approx(np.linalg.norm(np.abs(np.eye(N) - r), 2))
+    for k in range(20):
+        round_w = tv.round_matrix(pulled, tv.round_key(jax.random.key(k)))
+        assert compressed_defaults.spread(round_w) <= bound + 1e-12
 
 
 def test_identity_default_is_the_uncompressed_method_step_for_step():

@@ -9,6 +9,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -29,7 +30,7 @@ from core import (
 from core.algorithm import map_over_agents
 from launch import experiment, train
 from launch.configs import quickstart
-from models import objectives
+from models import nets, objectives
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = [
@@ -334,6 +335,28 @@ BAD_DATA = [
         ),
         r"labels must be class indices >= 0, got -1 at agent 0, sample 2",
     ),
+    (  # y >= C: optax would score it against no logit, silently.
+        lambda: objectives.softmax_cross_entropy(lambda p, x: x @ p, num_classes=3).check_data(
+            {"x": np.ones((4, 5, 3)), "y": _with((4, 5), (1, 4), 3, np.int32)}
+        ),
+        r"labels must be class indices in 0\.\.2 \(num_classes=3\), got 3 at agent 1, sample 4",
+    ),
+    (  # launch.train's path: C from the training labels, checked on the test split too.
+        lambda: experiment.objective(
+            ml_collections.ConfigDict({"objective": {"name": "softmax", "reg": 0.0}}),
+            nets.linear(3, 3),
+            num_classes=3,
+        ).check_data({"x": np.ones((4, 2, 3)), "y": _with((4, 2), (3, 1), 7, np.int32)}),
+        r"labels must be class indices in 0\.\.2 \(num_classes=3\), got 7 at agent 3, sample 1",
+    ),
+    (  # The loss checks the logits against num_classes at trace time.
+        lambda: jax.eval_shape(
+            objectives.softmax_cross_entropy(lambda p, x: x @ p, num_classes=4).loss,
+            np.zeros((3, 3)),
+            {"x": np.ones((5, 3)), "y": np.zeros(5, np.int32)},
+        ),
+        r"apply_fn must return logits of shape \(5, 4\) .* got shape \(5, 3\)",
+    ),
     (
         lambda: objectives.logistic_regression(reg=0.1).check_data({"x": np.ones((4, 5, 3))}),
         r"missing key 'y': the objective needs keys \['x', 'y'\], got keys \['x'\]",
@@ -345,6 +368,11 @@ BAD_DATA = [
         r"missing key 'y': the objective needs keys \['x', 'y'\], got keys \['x', 'z'\]",
     ),
 ]
+
+
+def test_softmax_labels_up_to_num_classes_minus_one_pass():
+    objective = objectives.softmax_cross_entropy(lambda p, x: x @ p, num_classes=3)
+    objective.check_data({"x": np.ones((2, 3, 3)), "y": np.array([[0, 1, 2], [2, 2, 0]])})
 
 
 @pytest.mark.parametrize("call, message", BAD_CALLS + BAD_DATA)

@@ -147,6 +147,41 @@ def test_smallest_eigenvalue_avoids_dense_eigensolvers_above_the_dense_limit(mon
     assert requirements.smallest_eigenvalue(weights.lazy(w), enough=0.0) >= 0.0
 
 
+def scaled_ring(n, negative=0.0):
+    """Even ring, random edge weights, scaled so lambda_min(W) = -negative to rounding.
+
+    W = I - L / (lambda_max(L) (1 - negative)): symmetric, rows summing to 1,
+    nonnegative (diag L <= lambda_max(L)), lambda_min = 1 - 1 / (1 - negative). Its
+    diagonal is irregular, so the O(nnz) bound (about -0.09 here) certifies nothing.
+    """
+    rng = np.random.default_rng(0)
+    upper = np.triu(topology.ring(n), 1) * rng.uniform(0.2, 1.0, (n, n))
+    laplacian = np.diag((upper + upper.T).sum(axis=1)) - (upper + upper.T)
+    return np.eye(n) - laplacian / (np.linalg.eigvalsh(laplacian)[-1] * (1.0 - negative))
+
+
+def test_lambda_min_at_the_boundary_is_decided_exactly_above_the_dense_limit():
+    n = 1100  # > DENSE_SPECTRUM_MAX_N: sparse eigensolvers.
+    assert n > weights.DENSE_SPECTRUM_MAX_N
+    # (I + W) / 2 of the even ring with weights 1/2 (eigenvalue -1): lambda_min = 0.
+    half = weights.uniform(topology.ring(n)) * 1.5
+    np.fill_diagonal(half, 0.0)
+    algos.exact_diffusion(LOSS, comm.gossip(weights.lazy(half)), 0.1)
+    with pytest.raises(ValueError, match=r"^ed: .*lambda_min\(W\) = -0.333"):
+        algos.exact_diffusion(LOSS, comm.gossip(weights.uniform(topology.ring(n))), 0.1)
+    # lambda_min = 0 where only an eigensolver can tell: PSD, and NIDS's bound is 1.
+    # Lanczos alone stops at 3.4e-3 here, which accepted c alpha = 1.002.
+    zero = comm.gossip(scaled_ring(n))
+    assert abs(requirements.min_eigenvalue(zero, enough=0.0)) < 1e-12
+    algos.exact_diffusion(LOSS, zero, 0.1)
+    algos.nids(LOSS, zero, 0.1, c=1.0 / 0.1)
+    with pytest.raises(ValueError, match=r"^nids: need 0 < .* = 1 \(lambda_min\(W\) = "):
+        algos.nids(LOSS, zero, 0.1, c=1.002 / 0.1)
+    # lambda_min = -1e-8, far outside the 1e-10 tolerance: not PSD.
+    with pytest.raises(ValueError, match=r"^ed: .*lambda_min\(W\) = -1e-08 < 0"):
+        algos.exact_diffusion(LOSS, comm.gossip(scaled_ring(n, 1e-8)), 0.1)
+
+
 def test_unknown_need_is_an_error():
     with pytest.raises(ValueError, match="need must be one of"):
         requirements.check_operator(comm.gossip(uniform_ring()), "dsgd", "positive")

@@ -134,6 +134,8 @@ def test_state_of_another_agent_count_fails_at_trace_time_naming_the_leaf():
         jax.random.key(0),
     )
     with pytest.raises(
-        AssertionError, match=r"leaf 'params' has a shape prefix .* \(2,\) != \(1,\)"
+        ValueError,
+        match=r"state leaf '\.params' \(shape \(2, 3\)\) has leading size 2 per device, but "
+        r"the data holds a block of 1 agents per device \(8 agents on 8 devices\)",
     ):
         runner.run_epochs(state16, data, jax.random.key(0), 0, 1)

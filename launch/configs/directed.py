@@ -64,7 +64,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # at most 1/4 + reg; the steps below use that bound.
     if experiment == "apd":
         config.objective.reg = 1e-4
-        config.solver_gtol = 1e-9  # Ill-conditioned: L-BFGS stalls near 2e-10.
         config.algorithms = ("apd", "push_diging", "push_pull")
         config.step.constant = 0.2 / (0.25 + 1e-4)
         config.plot_metric = "gap"

@@ -33,21 +33,26 @@ epoch^-1.7 to epoch^-6.1 (the summary's ``rate`` column; D-RR -1.5 to -2.1)
 against -1.3 for DSGT / ED, whose error over epochs 50..100 wanders at their
 i.i.d.-sampling noise level (1e-5 to 7e-5 on the ring), so that slope is noisy
 rather than a rate. On the ring ED-RR still ends lowest of the decentralized
-methods, but GT-RR does not beat DSGT: committed runs give GT-RR 6.3e-3 against
-DSGT 2.2e-4 (constant step) and 4.8e-5 against 2.6e-5 (decreasing; 1.4e-5 against
-1.3e-5 after 200 epochs). Not a bug (GT-RR matches the poster's recursion step for step,
-tests/test_exact.py) but the poster's tracker restart, Y_t^0 = G_t^0, in this
-setting: the ring's spectral gap is 0.025, so the tracker needs about
-1/gap = 40 of the m = 112 inner steps of an epoch to relearn the average gradient,
-and alpha = 0.02 is far above the theory's alpha = O(gap / (m L)) ~ 3e-4 (L <= 0.7).
-Measured on the ring, constant step (NumPy transcription at x*): the restart sets
-||Y - 1 ybar||_F to the heterogeneity 2.6 every epoch, and it decays to its
-sampling floor 1.1 only after ~40 steps; the same iteration without the restart
-(gradient tracking on reshuffled samples) ends at 6.3e-5, 100x below GT-RR and 3.5x
-below DSGT. Smaller steps shrink the gap (alpha = 0.005: GT-RR 4.1e-4, DSGT
-5.8e-5, no restart 3.8e-6): the restart error falls like alpha^2, DSGT's like
-alpha. The paper's setting (m = 625 MNIST samples per agent, alpha = 0.001) has
-alpha m = 0.6 per epoch against 2.2 here. All methods share one step size, as in
+methods, but GT-RR does not beat DSGT. ``python -m launch.analysis.gt_rr_ring``
+(about a minute; ``--decreasing --epochs 200`` for the decreasing step) recomputes
+every figure below on the embedded data, 100 epochs on the ring: GT-RR 6.3e-3
+against DSGT 2.2e-4 (constant step) and 4.8e-5 against 2.6e-5 (decreasing; 1.4e-5
+against 1.3e-5 after 200 epochs). Not a bug (GT-RR matches the poster's recursion
+step for step, tests/test_exact.py) but the poster's tracker restart,
+Y_t^0 = G_t^0, in this setting: the ring's spectral gap is 0.025, so the tracker
+needs about 1/gap = 40 of the m = 112 inner steps of an epoch to relearn the average
+gradient, and alpha = 0.02 is far above the theory's alpha = O(gap / (m L)) ~ 3e-4
+(L <= 0.7). The script's part 1 (GT-RR's recursion in NumPy from x*, constant step)
+shows it: the restart sets ||Y - 1 ybar||_F to 2.6, the spread of the local
+gradients at x* (2.58), every epoch; it is 1.8-2.0 after 10 inner steps, 1.2-1.3
+after 40 and at its sampling floor 1.1 only after 80. The same iteration without
+the restart (gradient tracking on reshuffled samples) ends at 5.8e-5, 100x below
+GT-RR and 4x below DSGT (decreasing step: 4.8e-7). Smaller steps shrink the gap
+(alpha = 0.005: GT-RR 4.1e-4, DSGT 5.8e-5, no restart 3.7e-6): the restart error
+falls like alpha^2 (15x for 4x), DSGT's like alpha (3.9x). The paper's setting
+(m = 625 MNIST samples per agent, alpha = 0.001) has alpha m = 0.6 per epoch against
+2.2 here. The committed results in launch/results/ may predate the script and
+differ in the second digit. All methods share one step size, as in
 the paper's figures.
 
 Arguments (comma separated): ``decreasing``, ``runlocal`` (3 epochs).

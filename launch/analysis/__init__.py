@@ -1,0 +1,1 @@
+"""Small scripts that recompute figures quoted in config docstrings (``python -m``)."""
