@@ -17,7 +17,7 @@ label-sorted over 16 agents, exact local gradients (one full-batch step per
   horizon it behaves as a non-strongly convex problem). APD (w1 = 1/20), Push-DIGing
   and Push-Pull with the same step gamma = 0.2 / L. Metric f(x_bar) - f*; APD's
   fitted rate over steps 50..500 should be near k^-2 and clearly steeper than
-  Push-DIGing's (column ``rate``; measured -2.14 against -0.50, and after 2000 steps
+  Push-DIGing's (column ``rate``; measured -2.14 against -0.51, and after 2000 steps
   gaps of 2.9e-7 against 2.5e-2).
 * ``apd_sc``: l2 weight 0.01; APD-SC (alpha = sqrt(kappa)/2, beta = 1/(2 alpha))
   against Push-DIGing and Push-Pull: linear rates, APD-SC's better when kappa is
