@@ -29,8 +29,8 @@ label-sorted over 16 agents, exact local gradients (one full-batch step per
   sent to reach 1e-10. (Found while tuning: CPP with rand-k at 30% and its former
   default consensus step 1/(1+omega) = 0.31 diverged on the random digraph; B-CPP with
   the same compressor converged. The default is now core.compressed_defaults' rule,
-  which makes B-CPP with QSGD-2 on the random digraph slower: 1.8e-11 after 2000
-  steps, against 2.3e-21 with the former gamma = p delta.)
+  which makes B-CPP with QSGD-2 on the random digraph slower: 9.0e-12 after 2000
+  steps, against 2.3e-23 with the former gamma = p delta = 0.099.)
 
 APD/APD-SC constants and initialisation and the CPP/B-CPP update forms are
 reconstructions (see their docstrings and ALGORITHMS.md §2.6-2.7).
