@@ -51,9 +51,9 @@ GT-RR and 4x below DSGT (decreasing step: 4.8e-7). Smaller steps shrink the gap
 (alpha = 0.005: GT-RR 4.1e-4, DSGT 5.8e-5, no restart 3.7e-6): the restart error
 falls like alpha^2 (15x for 4x), DSGT's like alpha (3.9x). The paper's setting
 (m = 625 MNIST samples per agent, alpha = 0.001) has alpha m = 0.6 per epoch against
-2.2 here. The committed results in launch/results/ may predate the script and
-differ in the second digit. All methods share one step size, as in
-the paper's figures.
+2.2 here. The committed results in launch/results/ agree with the script's
+figures to the digits quoted. All methods share one step size, as in the
+paper's figures.
 
 Arguments (comma separated): ``decreasing``, ``runlocal`` (3 epochs).
 """
