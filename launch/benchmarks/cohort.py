@@ -141,23 +141,11 @@ def _peers(s: dict, settings: report.Settings, result: report.Result, ours: dict
         rounds=s["rounds"], reps=min(settings.reps, 3), model="w3",
     )  # fmt: skip
     for name, (script, target) in PEERS.items():
-        python, status = timing.peer_python(settings.peers_dir, name)
+        out, note, status = timing.run_round_peer(settings, name, script, payload)
         result.notes.append(f"{name} venv: {status}")
-        peer, note = None, ""
-        if python is None:
-            note = f"{name} not run: {status}"
-        else:
-            try:
-                if name == "pfl":
-                    out = timing.run_peer_best_threads(
-                        python, script, payload, "round_s", timeout=1800
-                    )
-                else:
-                    out = timing.run_peer(python, script, payload, timeout=1800)
-                peer = out["round_s"]
-                result.measurements.append({"impl": name, **out})
-            except timing.PeerError as e:
-                note = f"{name} failed: {e}"
+        peer = None if out is None else out["round_s"]
+        if out is not None:
+            result.measurements.append({"impl": name, **out})
         for variant, round_s in ours.items():
             result.rows.append(
                 report.Row(

@@ -61,23 +61,11 @@ def run(settings: report.Settings) -> report.Result:
         reps=min(settings.reps, 3),
     )
     for name, (script, target) in PEERS.items():
-        python, status = timing.peer_python(settings.peers_dir, name)
+        out, note, status = timing.run_round_peer(settings, name, script, payload)
         result.notes.append(f"{name} venv: {status}")
-        peer, note = None, ""
-        if python is None:
-            note = f"{name} not run: {status}"
-        else:
-            try:
-                if name == "pfl":  # PyTorch: the better of 1 thread and all cores.
-                    out = timing.run_peer_best_threads(
-                        python, script, payload, "round_s", timeout=1800
-                    )
-                else:
-                    out = timing.run_peer(python, script, payload, timeout=1800)
-                peer = out["round_s"]
-                result.measurements.append({"impl": name, "rounds_per_s": 1.0 / peer, **out})
-            except timing.PeerError as e:
-                note = f"{name} failed: {e}"
+        peer = None if out is None else out["round_s"]
+        if out is not None:
+            result.measurements.append({"impl": name, "rounds_per_s": 1.0 / peer, **out})
         result.rows.append(
             report.Row(
                 f"FedAvg vs {name}, {s['clients']} clients x {s['local_steps']} steps",

@@ -190,3 +190,24 @@ def peer_python(peers_dir: str, name: str) -> tuple[str | None, str]:
     if not status.startswith("ok") or not os.path.exists(python):
         return None, status
     return python, status
+
+
+def run_round_peer(
+    settings: Any, name: str, script: str, payload: dict
+) -> tuple[dict | None, str, str]:
+    """One federated peer's rounds: ``(output or None, note, venv status)``.
+
+    pfl (PyTorch) runs with 1 thread and with all cores and keeps the faster; a peer
+    whose venv is missing or whose run fails gives ``None`` and a note saying why.
+    """
+    python, status = peer_python(settings.peers_dir, name)
+    if python is None:
+        return None, f"{name} not run: {status}", status
+    try:
+        if name == "pfl":
+            out = run_peer_best_threads(python, script, payload, "round_s", timeout=1800)
+        else:
+            out = run_peer(python, script, payload, timeout=1800)
+    except PeerError as e:
+        return None, f"{name} failed: {e}", status
+    return out, "", status
