@@ -171,7 +171,7 @@ for algorithm, sampler in [
 # The error is $\frac1n\sum_i\|x_i - x^*\|^2$. After a common transient the curves
 # separate: D-RR ends about three times below DSGD after 100 epochs (the
 # random-reshuffling advantage the D-RR paper proves; after 200 epochs,
-# `launch/configs/quickstart.py` measures about 1.5e-6 against 1e-5), and centralized RR
+# `launch/configs/quickstart.py` measures about 1.6e-6 against 1.2e-5), and centralized RR
 # an order of magnitude below D-RR: that gap is what the network and the heterogeneous
 # split cost. On the right, the same curves against the megabytes one agent sent: every
 # method here sends one 65-float vector per step (the centralized baseline uploads a

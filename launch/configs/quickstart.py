@@ -14,8 +14,8 @@ alpha_t = 1 / (5 t + 200) per epoch t, the D-RR paper's decreasing form
 a / (b t + c). Every agent starts at the same x0 ~ N(0, I/d).
 
 What it should show (error (1/n) sum_i ||x_i - x*||^2, x* from float64 L-BFGS + Newton),
-measured after 200 epochs: on the exponential graph D-RR ~1.5e-6 against DSGD
-~1e-5 (the RR advantage the paper reports) and centralized RR ~8e-8; on the ring
+measured after 200 epochs: on the exponential graph D-RR ~1.6e-6 against DSGD
+~1.2e-5 (the RR advantage the paper reports) and centralized RR ~1.1e-7; on the ring
 (spectral gap 0.025 against 0.25) both decentralized methods sit near 3.5e-4,
 held up by the network's bias on this very heterogeneous split, which is what the
 exact methods (GT-RR, ED-RR) remove.
