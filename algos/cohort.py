@@ -61,7 +61,7 @@ from core.algorithm import agent_grad
 from core.comm import _bytes_per_agent
 from core.mesh import AGENT_AXIS, as_varying
 from core.rounds import CohortState, RoundAlgorithm
-from core.tree import select
+from core.tree import per_agent, scale, select
 
 PyTree = Any
 StepSize = float | optax.Schedule
@@ -175,7 +175,7 @@ class _Plan:
 
     def aggregate(self, deltas: PyTree, p: jax.Array) -> PyTree:
         """The server's :math:`\\Delta^r` from this device's members (replicated)."""
-        scaled = jax.tree.map(lambda d: d * p.reshape(p.shape + (1,) * (d.ndim - 1)), deltas)
+        scaled = scale(p, deltas)
         total = cohort.cohort_sum(scaled)
         if self.aggregation == "unbiased":
             factor = self.n / self.size
@@ -302,9 +302,7 @@ def _round_algorithm(
         if scaffold:
             # Option II: c_i+ = c_i - c + (x - y_i) / (sum of the member's step sizes).
             c_plus = jax.tree.map(
-                lambda ci, c, yi, xs: (
-                    ci - c[None] + (xs[None] - yi) / eta_sum.reshape((-1,) + (1,) * (yi.ndim - 1))
-                ),
+                lambda ci, c, yi, xs: ci - c[None] + (xs[None] - yi) / per_agent(eta_sum, yi),
                 clients,
                 control,
                 y,
@@ -312,7 +310,7 @@ def _round_algorithm(
             )
             delta_c = jax.tree.map(jnp.subtract, c_plus, clients)
             live = (mine >= 0).astype(dtype)
-            delta_c = jax.tree.map(lambda d: d * live.reshape((-1,) + (1,) * (d.ndim - 1)), delta_c)
+            delta_c = scale(live, delta_c)
             new_control = jax.tree.map(
                 lambda c, t: c + t / plan.n, control, cohort.cohort_sum(delta_c)
             )
