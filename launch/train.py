@@ -91,8 +91,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     Returns:
       ``{"histories": {(topology, algorithm): [per-epoch dicts]}, "summary": [rows],
-      "metric": name, "files": {...}}``.
+      "metric": name, "files": {...}}``; a config with a ``cohort`` section (cross-device
+      federated learning) runs :func:`launch.cross_device.train_and_evaluate` instead.
     """
+    if config.get("cohort"):
+        from launch import cross_device
+
+        return cross_device.train_and_evaluate(config, workdir)
     experiment.validate(config)
     os.makedirs(workdir, exist_ok=True)
     dtype = np.dtype(config.dtype)
