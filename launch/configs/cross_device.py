@@ -23,10 +23,16 @@ Data: MNIST through ``tfds.data_source`` when prepared on this machine (first
 20 000 training images), otherwise the embedded default, scikit-learn's 8x8 digits
 (1797 images; 20% held out for test accuracy).
 
-What to look for: the unbiased estimate's variance grows with the spread of
-:math:`p_i` (its scale :math:`N p_i/|S|` is far from 1 for a large client), so with
-unequal clients it is noisier than the self-normalised form, which is biased but
-steadier — the trade-off both papers discuss.
+What it shows (committed run, ``launch/results/cross_device/``, digits fallback,
+alpha = 0.5, 100 clients of 3..35 samples): after 300 rounds FedAvg reaches training
+loss 0.775 / test accuracy 0.786, the self-normalised form 0.783 / 0.783, FedProx the
+same as FedAvg to three digits (mu = 0.01 is small against the local steps' drift
+here), SCAFFOLD 0.759 / 0.797 for twice the upload bytes, and FedAdam 0.212 / 0.925:
+on this small problem the server optimizer matters far more than the aggregation
+form. The unbiased estimate's total weight :math:`\frac{N}{|S|}\sum_{S} p_i` varies
+from round to round (its variance grows with the spread of the :math:`p_i`), which
+shows as a slightly noisier curve than the self-normalised one, not as a different
+end point.
 
 Arguments (comma separated): ``alpha=<float>`` (default 0.5), ``clients=<int>``
 (default 100), ``cohort=<int>`` (default 10), ``rounds=<int>`` (default 300),
