@@ -22,8 +22,9 @@ CNN on the same workload in their own venvs. Ratio = peer s/round / decentjax s/
 targets: >= 1.5x pfl, >= 4x FedJAX.
 
 Scaling: s/round of ``cohort_fedavg`` on logistic regression (d = 785, 64 samples per
-client) for N = 100, 1,000, 10,000 clients at cohorts of 10 and 100, and the compiled
-program's peak memory; target: N = 10,000 within 1.5x of N = 100.
+client) for N = 100, 1,000, 10,000 clients, and on the library's small CNN (28x28x1
+images, 64 per client) for N = 100 and 10,000, at cohorts of 10 and 100, and the
+compiled program's peak memory; target: N = 10,000 within 1.5x of N = 100.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def _sizes(quick: bool) -> dict:
     if quick:
         return dict(
             clients=8, cohort=2, samples=8, batch=4, image=(8, 8, 1), rounds=2,
-            scale_n=(8, 32), scale_cohort=(2,), scale_d=9,
+            scale_n=(8, 32), scale_n_cnn=(8, 32), scale_cohort=(2,), scale_d=9,
         )  # fmt: skip
     return dict(
         clients=100, cohort=10, samples=64, batch=16, image=(28, 28, 1), rounds=5,
-        scale_n=(100, 1_000, 10_000), scale_cohort=(10, 100), scale_d=785,
+        scale_n=(100, 1_000, 10_000), scale_n_cnn=(100, 10_000), scale_cohort=(10, 100),
+        scale_d=785,
     )  # fmt: skip
 
 
@@ -160,40 +162,65 @@ def _peers(s: dict, settings: report.Settings, result: report.Result, ours: dict
             )
 
 
-def _scaling(s: dict, settings: report.Settings, result: report.Result) -> None:
-    d, m = s["scale_d"], 64 if not settings.quick else 4
-    loss = objectives.logistic_regression(reg=1e-3).loss
-    rng = np.random.default_rng(1)
-    for size in s["scale_cohort"]:
-        base = None
-        for n in s["scale_n"]:
-            if size > n:
-                continue
-            store = cohort.client_store(
+def _scaling_model(s: dict, quick: bool, model: str):
+    """``(loss, params, store_of(n, rng))`` of one scaling workload."""
+    m = 64 if not quick else 4
+    if model == "logistic":
+        d = s["scale_d"]
+        loss = objectives.logistic_regression(reg=1e-3).loss
+
+        def store_of(n, rng):
+            return cohort.client_store(
                 {
                     "x": rng.standard_normal((n, m, d), dtype=np.float32) / np.sqrt(d),
                     "y": rng.integers(0, 2, size=(n, m)).astype(np.int32),
                 }
             )
-            algorithm = cohort_fedavg(loss, n, size, 0.5, batch_size=16 if m >= 16 else m,
-                                      local_epochs=1, weights="uniform")  # fmt: skip
-            out = _time_rounds(
-                algorithm, store, np.zeros(d, np.float32), s["rounds"], settings.reps
-            )
-            result.measurements.append({"impl": f"scaling N={n} cohort={size}", **out})
-            base = out["round_s"] if base is None else base
-            result.rows.append(
-                report.Row(
-                    f"logistic d={d}, N={n}, cohort {size} (vs N={s['scale_n'][0]})",
-                    out["round_s"],
-                    base,
-                    "s/round",
-                    out["round_s"] / base,
-                    "<= 1.5",
-                    note="" if out["peak"] is None else f"peak {out['peak'] / 2**20:.0f} MiB",
+
+        return loss, np.zeros(d, np.float32), store_of, 0.5
+    net = nets.cnn(s["image"], 10, features=(32, 64))
+
+    def image_store(n, rng):
+        return cohort.client_store(
+            {
+                "x": rng.standard_normal((n, m, *s["image"]), dtype=np.float32),
+                "y": rng.integers(0, 10, size=(n, m)).astype(np.int32),
+            }
+        )
+
+    return _ce_loss(net.apply), net.init(jax.random.key(0)), image_store, 0.05
+
+
+def _scaling(s: dict, settings: report.Settings, result: report.Result) -> None:
+    """s/round against N at fixed cohorts: logistic d = 785 and the library's small CNN."""
+    rng = np.random.default_rng(1)
+    m = 64 if not settings.quick else 4
+    for model, sizes in (("logistic", s["scale_n"]), ("cnn", s["scale_n_cnn"])):
+        loss, params, store_of, lr = _scaling_model(s, settings.quick, model)
+        for size in s["scale_cohort"]:
+            base = None
+            for n in sizes:
+                if size > n:
+                    continue
+                store = store_of(n, rng)
+                algorithm = cohort_fedavg(loss, n, size, lr, batch_size=16 if m >= 16 else m,
+                                          local_epochs=1, weights="uniform")  # fmt: skip
+                out = _time_rounds(algorithm, store, params, s["rounds"], settings.reps)
+                result.measurements.append({"impl": f"scaling {model} N={n} cohort={size}", **out})
+                base = out["round_s"] if base is None else base
+                peak = "" if out["peak"] is None else f"peak {out['peak'] / 2**20:.0f} MiB"
+                result.rows.append(
+                    report.Row(
+                        f"{model} N={n}, cohort {size} (vs N={sizes[0]})",
+                        out["round_s"],
+                        base,
+                        "s/round",
+                        out["round_s"] / base,
+                        "<= 1.5",
+                        note=peak,
+                    )
                 )
-            )
-            del store
+                del store
 
 
 def run(settings: report.Settings) -> report.Result:
@@ -220,18 +247,19 @@ def plot(result: report.Result, out_dir: str) -> list[str]:
     ax.set_ylabel("seconds per round (median)")
     ax.set_title("W3: cohort 10 of 100 clients")
     ax.tick_params(axis="x", rotation=30, labelsize=7)
-    for size in sorted({int(e["impl"].split("cohort=")[1]) for e in result.measurements
-                        if e["impl"].startswith("scaling")}):  # fmt: skip
-        pts = [
-            (int(e["impl"].split("N=")[1].split()[0]), e["round_s"])
-            for e in result.measurements
-            if e["impl"].startswith("scaling") and e["impl"].endswith(f"cohort={size}")
-        ]
-        bx.plot(*zip(*pts, strict=True), marker="o", label=f"cohort {size}")
+    curves: dict[str, list] = {}
+    for e in result.measurements:
+        if e["impl"].startswith("scaling"):
+            _, model, n, size = e["impl"].split()
+            curves.setdefault(f"{model}, cohort {size.split('=')[1]}", []).append(
+                (int(n.split("=")[1]), e["round_s"])
+            )
+    for label, pts in curves.items():
+        bx.plot(*zip(*pts, strict=True), marker="o", label=label)
     bx.set_xscale("log")
     bx.set_yscale("log")
     bx.set_xlabel("clients N")
     bx.set_ylabel("seconds per round")
     bx.legend()
-    bx.set_title("logistic regression, cohort rounds")
+    bx.set_title("cohort rounds against N")
     return [report.save(fig, out_dir, "cohort")]
