@@ -38,6 +38,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 from core import weights as weights_lib
 from core.mesh import AGENT_AXIS, as_varying
@@ -356,6 +357,8 @@ def gossip(
     """
     if path not in ("auto", "shift", "dense"):
         raise ValueError(f"path must be 'auto', 'shift' or 'dense', got {path!r}.")
+    if scipy.sparse.issparse(w):  # Entry conversion only; the operator is still dense.
+        w = w.toarray()
     if doubly_stochastic:
         w = weights_lib.check_mixing_matrix(w, symmetric=symmetric)
     else:

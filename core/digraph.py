@@ -1,7 +1,7 @@
 r"""Directed graphs on the host: validation, strong connectivity, degrees, constructors.
 
-**Edge convention.** A directed adjacency matrix is a NumPy ``bool`` array ``A`` of
-shape ``(n, n)`` with a zero diagonal, and
+**Edge convention.** A directed adjacency matrix is a bool matrix ``A`` of shape
+``(n, n)`` with a zero diagonal, and
 
     ``A[i, j] = True``  means the edge  ``j -> i``:  agent ``i`` *receives* from ``j``.
 
@@ -12,6 +12,12 @@ gossip, ``X <- W X``: row ``i`` of the result is ``sum_j w_ij x_j``, so a weight
 Beware: networkx (``nx.to_numpy_array``) and ``scipy.sparse.csgraph`` use the
 transpose, ``M[u, v]`` for ``u -> v``; :func:`from_networkx_digraph` converts.
 
+**Format**: the rule of :mod:`core.sparse`, as in :mod:`core.topology`: builders
+return a ``scipy.sparse.csr_array`` for ``sparse=True`` or (default ``None``) above
+4096 nodes, a dense ``bool`` array otherwise; the checks and queries take either (or
+a networkx ``DiGraph``), return the format they were given, and run in O(nnz)
+(``scipy.sparse.csgraph``).
+
 The weights on these graphs (row-/column-stochastic, Perron vectors) live in
 :mod:`core.directed_weights`; both are re-exported by :mod:`core.directed`, the public
 face. Argument checks are those of :mod:`core.topology` (errors are ``ValueError``
@@ -21,13 +27,16 @@ naming the bad value and what would be valid; random graphs take an explicit see
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from core import adjacency, topology
+from core import sparse as sparse_lib
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -45,7 +54,7 @@ _check_real = topology._check_real
 # --------------------------------------------------------------------------------------
 
 
-def check_directed_adjacency(A: npt.ArrayLike) -> BoolMatrix:
+def check_directed_adjacency(A: Any) -> Any:
     """Validates a directed adjacency matrix and returns it as a clean bool array.
 
     ``A[i, j]`` means the edge ``j -> i`` (see the module docstring). As in
@@ -53,24 +62,30 @@ def check_directed_adjacency(A: npt.ArrayLike) -> BoolMatrix:
     because the weight constructors add the self-loops themselves.
 
     Args:
-      A: array-like of shape ``(n, n)``, ``n >= 1``, with bool entries or numeric
-        entries that are exactly 0 or 1. It need not be symmetric.
+      A: array-like or ``scipy.sparse`` matrix of shape ``(n, n)``, ``n >= 1``, with bool
+        entries or numeric entries that are exactly 0 or 1. It need not be symmetric. A
+        networkx ``DiGraph`` is converted by :func:`from_networkx_digraph`.
 
     Returns:
-      A new ``bool`` array of shape ``(n, n)`` with a zero diagonal.
+      A new bool matrix of shape ``(n, n)`` with a zero diagonal, in the format of
+      ``A`` (dense ndarray or ``csr_array``).
 
     Raises:
       ValueError: if ``A`` is not 2-D and square with ``n >= 1``, or has an entry other
         than 0/1/True/False (or a non-numeric dtype). The message names the offending
         shape, dtype or entry.
     """
+    if adjacency._is_networkx(A):
+        return from_networkx_digraph(A)
     a = adjacency.as_bool_adjacency(A, "directed adjacency matrix")
+    if sparse_lib.issparse(a):
+        return sparse_lib.without_diagonal(a)
     a = a.copy()
     np.fill_diagonal(a, False)
     return a
 
 
-def _strong_labels(a: BoolMatrix) -> tuple[int, npt.NDArray[np.int32]]:
+def _strong_labels(a: Any) -> tuple[int, npt.NDArray[np.int32]]:
     """Number of strongly connected components of a clean adjacency, and each node's label."""
     # SCCs of a graph and of its transpose coincide, so the edge orientation of
     # scipy's csgraph (row -> column) versus ours (column -> row) does not matter here.
@@ -80,21 +95,17 @@ def _strong_labels(a: BoolMatrix) -> tuple[int, npt.NDArray[np.int32]]:
     return int(count), labels
 
 
-def _reachable(a: BoolMatrix, start: int, *, forward: bool) -> npt.NDArray[np.bool_]:
+def _reachable(a: Any, start: int, *, forward: bool) -> npt.NDArray[np.bool_]:
     """Nodes reachable from ``start`` along edges (forward) or against them (backward)."""
-    # Forward: the out-neighbours of j are the rows i with A[i, j], i.e. column j;
-    # working on the transpose turns that into a row lookup like in the undirected BFS.
-    step = a.T if forward else a
+    # csgraph follows row -> column; our A[i, j] is j -> i, so forward is A^T.
+    step = sp.csr_array(a.T if forward else a, dtype=np.int8)
+    order = csgraph.breadth_first_order(step, start, directed=True, return_predecessors=False)
     seen = np.zeros(a.shape[0], dtype=np.bool_)
-    seen[start] = True
-    frontier = seen.copy()
-    while frontier.any():
-        frontier = step[frontier].any(axis=0) & ~seen
-        seen |= frontier
+    seen[order] = True
     return seen
 
 
-def is_strongly_connected(A: npt.ArrayLike) -> bool:
+def is_strongly_connected(A: Any) -> bool:
     """Returns whether a directed graph is strongly connected.
 
     Args:
@@ -111,7 +122,7 @@ def is_strongly_connected(A: npt.ArrayLike) -> bool:
     return count == 1
 
 
-def check_strongly_connected(A: npt.ArrayLike) -> BoolMatrix:
+def check_strongly_connected(A: Any) -> Any:
     """Validates a directed adjacency matrix and checks that it is strongly connected.
 
     Push-sum, Push-Pull and their relatives reach the exact average only when
@@ -146,7 +157,7 @@ def check_strongly_connected(A: npt.ArrayLike) -> BoolMatrix:
     return a
 
 
-def out_degrees(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
+def out_degrees(A: Any) -> npt.NDArray[np.int64]:
     """Returns each node's out-degree: how many agents it sends to (self-loop excluded).
 
     Args:
@@ -158,10 +169,10 @@ def out_degrees(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
     Raises:
       ValueError: if ``A`` is not a valid directed adjacency matrix.
     """
-    return check_directed_adjacency(A).sum(axis=0, dtype=np.int64)
+    return adjacency.row_counts(check_directed_adjacency(A), axis=0)
 
 
-def in_degrees(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
+def in_degrees(A: Any) -> npt.NDArray[np.int64]:
     """Returns each node's in-degree: how many agents it receives from (self-loop excluded).
 
     Args:
@@ -173,7 +184,7 @@ def in_degrees(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
     Raises:
       ValueError: if ``A`` is not a valid directed adjacency matrix.
     """
-    return check_directed_adjacency(A).sum(axis=1, dtype=np.int64)
+    return adjacency.row_counts(check_directed_adjacency(A), axis=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -181,22 +192,27 @@ def in_degrees(A: npt.ArrayLike) -> npt.NDArray[np.int64]:
 # --------------------------------------------------------------------------------------
 
 
-def _directed_circulant(n: int, offsets: list[int]) -> BoolMatrix:
-    """Node i sends to (i + s) mod n for each offset s, i.e. A[(i + s) % n, i] = True."""
-    nodes = np.arange(n)
-    a = np.zeros((n, n), dtype=np.bool_)
-    for s in offsets:
-        a[(nodes + s) % n, nodes] = True
-    np.fill_diagonal(a, False)
-    return a
+def _directed_edges(n: int, rows: Any, cols: Any, sparse: bool | None) -> Any:
+    """Digraph with ``A[rows, cols] = True`` in the format of :func:`core.sparse.use_sparse`."""
+    return sparse_lib.from_edges(
+        n, rows, cols, symmetric=False, sparse=sparse_lib.use_sparse(n, sparse)
+    )
 
 
-def directed_ring(n: int) -> BoolMatrix:
+def _circulant_edges(n: int, offsets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Node i sends to (i + s) mod n for each offset s: rows (i + s) % n, columns i."""
+    cols = np.tile(np.arange(n), len(offsets))
+    return (cols + np.repeat(np.asarray(offsets), n)) % n, cols
+
+
+def directed_ring(n: int, *, sparse: bool | None = None) -> Any:
     """Directed cycle: node ``i`` sends to ``i + 1`` (mod ``n``).
 
     Args:
       n: number of nodes, ``n >= 2``. ``n = 2`` gives the two edges ``0 -> 1`` and
         ``1 -> 0``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix, with ``A[(i + 1) % n, i] = True``; every
@@ -206,10 +222,10 @@ def directed_ring(n: int) -> BoolMatrix:
       ValueError: if ``n`` is not an integer >= 2.
     """
     n = _check_int("directed_ring", "n", n, 2)
-    return _directed_circulant(n, [1])
+    return _directed_edges(n, *_circulant_edges(n, [1]), sparse)
 
 
-def directed_exponential(n: int) -> BoolMatrix:
+def directed_exponential(n: int, *, sparse: bool | None = None) -> Any:
     """Directed (static) exponential graph: ``i -> (i + 2**h) mod n``.
 
     ``h`` runs over ``0, ..., floor(log2(n - 1))``, as in the directed version of Kun
@@ -222,6 +238,8 @@ def directed_exponential(n: int) -> BoolMatrix:
 
     Args:
       n: number of nodes, ``n >= 2``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix, with ``A[(i + 2**h) % n, i] = True``.
@@ -231,10 +249,11 @@ def directed_exponential(n: int) -> BoolMatrix:
     """
     n = _check_int("directed_exponential", "n", n, 2)
     # (n - 1).bit_length() = floor(log2(n - 1)) + 1, without float rounding at powers of 2.
-    return _directed_circulant(n, [2**h for h in range((n - 1).bit_length())])
+    offsets = [2**h for h in range((n - 1).bit_length())]
+    return _directed_edges(n, *_circulant_edges(n, offsets), sparse)
 
 
-def unbalanced_example(n: int) -> BoolMatrix:
+def unbalanced_example(n: int, *, sparse: bool | None = None) -> Any:
     """A small strongly connected digraph whose in- and out-degrees differ.
 
     The directed ring ``i -> i + 1`` plus every edge ``0 -> j``: node 0 has out-degree
@@ -247,6 +266,8 @@ def unbalanced_example(n: int) -> BoolMatrix:
     Args:
       n: number of nodes, ``n >= 3`` (for ``n = 2`` the extra edge is already in the
         ring, which is balanced).
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix.
@@ -255,9 +276,10 @@ def unbalanced_example(n: int) -> BoolMatrix:
       ValueError: if ``n`` is not an integer >= 3.
     """
     n = _check_int("unbalanced_example", "n", n, 3)
-    a = _directed_circulant(n, [1])
-    a[1:, 0] = True  # 0 -> j for every j != 0
-    return a
+    rows, cols = _circulant_edges(n, [1])
+    leaves = np.arange(1, n)  # 0 -> j for every j != 0
+    rows, cols = np.concatenate([rows, leaves]), np.concatenate([cols, 0 * leaves])
+    return _directed_edges(n, rows, cols, sparse)
 
 
 # --------------------------------------------------------------------------------------
@@ -265,7 +287,9 @@ def unbalanced_example(n: int) -> BoolMatrix:
 # --------------------------------------------------------------------------------------
 
 
-def random_strongly_connected(n: int, p: float, *, seed: int, max_tries: int = 100) -> BoolMatrix:
+def random_strongly_connected(
+    n: int, p: float, *, seed: int, max_tries: int = 100, sparse: bool | None = None
+) -> Any:
     """Random directed graph (directed Erdős–Rényi), redrawn until strongly connected.
 
     Each of the ``n (n - 1)`` off-diagonal directed edges is present independently with
@@ -278,6 +302,8 @@ def random_strongly_connected(n: int, p: float, *, seed: int, max_tries: int = 1
       p: edge probability in ``[0, 1]``.
       seed: seed for ``numpy.random.default_rng``.
       max_tries: number of draws before giving up, ``>= 1``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix of a strongly connected digraph.
@@ -294,8 +320,8 @@ def random_strongly_connected(n: int, p: float, *, seed: int, max_tries: int = 1
     max_tries = _check_int(func, "max_tries", max_tries, 1)
     rng = np.random.default_rng(seed)
     for _ in range(max_tries):
-        a = rng.random((n, n)) < p
-        np.fill_diagonal(a, False)
+        # The same draw as before up to 4096 nodes; O(nnz) above (topology._gnp_pairs).
+        a = _directed_edges(n, *topology._gnp_pairs(n, p, rng, ordered=True), sparse)
         if _strong_labels(a)[0] == 1:
             return a
     # Like G(n, p), the directed G(n, p) becomes strongly connected around p = ln(n)/n.
@@ -308,8 +334,14 @@ def random_strongly_connected(n: int, p: float, *, seed: int, max_tries: int = 1
 
 
 def geometric_directed(
-    n: int, radius: float, drop_prob: float, *, seed: int, max_tries: int = 100
-) -> BoolMatrix:
+    n: int,
+    radius: float,
+    drop_prob: float,
+    *,
+    seed: int,
+    max_tries: int = 100,
+    sparse: bool | None = None,
+) -> Any:
     """Directed random geometric graph (ALGORITHMS.md §1.1(8)).
 
     First an undirected connected random geometric graph is drawn with
@@ -328,6 +360,8 @@ def geometric_directed(
         edge removals.
       max_tries: draws of the point set before giving up, ``>= 1`` (passed to
         :func:`core.topology.random_geometric`).
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix of a strongly connected digraph.
@@ -342,24 +376,43 @@ def geometric_directed(
         raise ValueError(f"{func}: drop_prob must be in [0, 1], got drop_prob={drop_prob}.")
     # random_geometric validates n, radius and max_tries and guarantees connectivity;
     # a connected undirected graph is a strongly connected symmetric digraph.
-    a = topology.random_geometric(n, radius, seed=seed, max_tries=max_tries)
+    a = topology.random_geometric(n, radius, seed=seed, max_tries=max_tries, sparse=True)
     # A spawned child stream, so the removals are independent of the point draw,
     # which used default_rng(seed) itself.
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    rows, cols = np.nonzero(np.triu(a, k=1))
+    rows, cols = sparse_lib.coo_indices(sp.triu(a, k=1, format="csr"))
     order = rng.permutation(rows.size)
     drop = rng.random(rows.size) < drop_prob
     flip = rng.random(rows.size) < 0.5
+    sends: list[set[int]] = [set() for _ in range(n)]  # sends[j]: every i with j -> i
+    for i, j in zip(*sparse_lib.coo_indices(a), strict=True):
+        sends[int(j)].add(int(i))
     for k in order:
         if not drop[k]:
             continue
-        i, j = (rows[k], cols[k]) if flip[k] else (cols[k], rows[k])
+        i, j = (int(rows[k]), int(cols[k])) if flip[k] else (int(cols[k]), int(rows[k]))
         # Remove j -> i. The rest of the graph was strongly connected, so it stays so
-        # iff j can still reach i.
-        a[i, j] = False
-        if not _reachable(a, int(j), forward=True)[i]:
-            a[i, j] = True
-    return a
+        # iff j can still reach i (a search that stops at i: on a geometric graph a
+        # detour through common neighbours is usually a few steps long).
+        sends[j].discard(i)
+        if not _reaches(sends, j, i):
+            sends[j].add(i)
+    receivers = [i for targets in sends for i in targets]
+    senders = np.repeat(np.arange(n), [len(targets) for targets in sends])
+    return _directed_edges(n, receivers, senders, sparse)
+
+
+def _reaches(sends: list[set[int]], start: int, goal: int) -> bool:
+    """Whether ``goal`` is reachable from ``start`` (breadth first, stopping at ``goal``)."""
+    seen, queue = {start}, deque([start])
+    while queue:
+        for nxt in sends[queue.popleft()]:
+            if nxt == goal:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return False
 
 
 # --------------------------------------------------------------------------------------
@@ -367,7 +420,7 @@ def geometric_directed(
 # --------------------------------------------------------------------------------------
 
 
-def from_networkx_digraph(graph: nx.DiGraph) -> BoolMatrix:
+def from_networkx_digraph(graph: nx.DiGraph, *, sparse: bool | None = None) -> Any:
     """Converts a directed networkx graph to a directed bool adjacency matrix.
 
     A networkx edge ``u -> v`` becomes ``A[index(v), index(u)] = True`` (``v`` receives
@@ -378,6 +431,8 @@ def from_networkx_digraph(graph: nx.DiGraph) -> BoolMatrix:
 
     Args:
       graph: a ``networkx.DiGraph`` (or ``MultiDiGraph``) with at least one node.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix, ``n = graph.number_of_nodes()``.
@@ -394,9 +449,7 @@ def from_networkx_digraph(graph: nx.DiGraph) -> BoolMatrix:
     nodes = list(graph.nodes)
     if not nodes:
         raise ValueError("from_networkx_digraph needs a graph with at least one node, got 0.")
-    index = {node: k for k, node in enumerate(nodes)}
-    a = np.zeros((len(nodes), len(nodes)), dtype=np.bool_)
-    for u, v in graph.edges():
-        a[index[v], index[u]] = True
-    np.fill_diagonal(a, False)
-    return a
+    import networkx as nx
+
+    coo = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight=None, format="coo")
+    return _directed_edges(len(nodes), coo.col, coo.row, sparse)  # u -> v is A[v, u]

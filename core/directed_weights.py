@@ -10,19 +10,25 @@ On a digraph ``A`` (``A[i, j]`` means ``j -> i``, see :mod:`core.digraph`):
   splits its mass equally among itself and its out-neighbours,
   :math:`c_{ij} = 1/(|\mathcal N^{out}_j| + 1)`.
 
-Both have their off-diagonal support exactly on ``A``. The one-peer exponential
+Both have their off-diagonal support exactly on ``A``, and both come back in the
+format of ``A`` (:mod:`core.sparse`: dense in, dense out; sparse in, ``csr_array``
+out, in O(nnz)); the checks take either format. The one-peer exponential
 sequence (Ying et al. 2021) is here too. Everything is re-exported by
 :mod:`core.directed`, the public face, which also holds the Perron vectors.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
+from scipy.sparse import csgraph
 
+from core import sparse as sparse_lib
 from core import weights
 from core.digraph import (
-    BoolMatrix,
     _check_int,
     check_directed_adjacency,
     check_strongly_connected,
@@ -34,6 +40,19 @@ FloatMatrix = weights.FloatMatrix
 # --------------------------------------------------------------------------------------
 # Row- and column-stochastic weights.
 # --------------------------------------------------------------------------------------
+
+
+def _normalised(A: Any, axis: int) -> Any:
+    """``A + I`` scaled so every row (``axis=1``) or column (``axis=0``) sums to 1."""
+    a = check_directed_adjacency(A)
+    n = a.shape[0]
+    rows, cols = sparse_lib.coo_indices(sparse_lib.as_csr(a))
+    nodes = np.arange(n)
+    rows, cols = np.concatenate([rows, nodes]), np.concatenate([cols, nodes])  # a_ii = 1
+    along = rows if axis == 1 else cols
+    counts = np.bincount(along, minlength=n).astype(np.float64)
+    m = sparse_lib.from_coo(n, rows, cols, 1.0 / counts[along], np.float64)
+    return sparse_lib.like(m, sparse_lib.issparse(a))
 
 
 def row_stochastic(A: npt.ArrayLike) -> FloatMatrix:
@@ -58,9 +77,7 @@ def row_stochastic(A: npt.ArrayLike) -> FloatMatrix:
     Raises:
       ValueError: if ``A`` is not a valid directed adjacency matrix.
     """
-    a = check_directed_adjacency(A)
-    a = a.astype(np.float64) + np.eye(a.shape[0])  # self-loops: a_ii = 1
-    return a / a.sum(axis=1, keepdims=True)
+    return _normalised(A, axis=1)
 
 
 def column_stochastic(A: npt.ArrayLike) -> FloatMatrix:
@@ -85,26 +102,17 @@ def column_stochastic(A: npt.ArrayLike) -> FloatMatrix:
     Raises:
       ValueError: if ``A`` is not a valid directed adjacency matrix.
     """
-    a = check_directed_adjacency(A)
-    a = a.astype(np.float64) + np.eye(a.shape[0])  # self-loops: a_jj = 1
-    return a / a.sum(axis=0, keepdims=True)
+    return _normalised(A, axis=0)
 
 
-def _period(a: BoolMatrix) -> int:
+def _period(a: Any) -> int:
     """Period (gcd of cycle lengths) of a strongly connected digraph without self-loops."""
     # BFS depths from node 0; for a strongly connected graph the period is the gcd of
     # depth[src] + 1 - depth[dst] over all edges src -> dst (a standard result).
-    n = a.shape[0]
-    depth = np.full(n, -1, dtype=np.int64)
-    depth[0] = 0
-    frontier = np.zeros(n, dtype=np.bool_)
-    frontier[0] = True
-    level = 0
-    while frontier.any():
-        level += 1
-        frontier = a.T[frontier].any(axis=0) & (depth < 0)
-        depth[frontier] = level
-    dst, src = np.nonzero(a)  # A[dst, src] means src -> dst
+    # csgraph follows row -> column, so the edges src -> dst are A^T.
+    forward = sp.csr_array(a.T, dtype=np.int8)
+    depth = csgraph.dijkstra(forward, indices=0, unweighted=True).astype(np.int64)
+    dst, src = sparse_lib.coo_indices(sparse_lib.as_csr(a))  # A[dst, src]: src -> dst
     return int(np.gcd.reduce(np.abs(depth[src] + 1 - depth[dst])))
 
 
@@ -117,15 +125,21 @@ def _check_stochastic(M: npt.ArrayLike, name: str, axis: int, atol: float) -> Fl
     # Off-diagonal positives: m[i, j] > 0 means j -> i for both R (i pulls from j) and
     # C (j pushes to i), so the support is a directed adjacency in this module's sense.
     # Strictly positive, not nonzero: a tolerated tiny negative entry is not a link.
-    a = m > 0
-    np.fill_diagonal(a, False)
+    if sparse_lib.issparse(m):
+        positive = sparse_lib.as_csr(m)
+        positive.data = positive.data > 0
+        a = sparse_lib.without_diagonal(sparse_lib.as_csr(positive, dtype=np.bool_))
+        a.eliminate_zeros()
+    else:
+        a = m > 0
+        np.fill_diagonal(a, False)
     try:
         check_strongly_connected(a)
     except ValueError as err:
         raise ValueError(f"the support graph of {name} is not valid: {err}") from None
     # Strongly connected with a positive diagonal entry is primitive; without one, the
     # matrix can be periodic (e.g. a permutation), and then M^k never converges.
-    if not (np.diag(m) > 0).any():
+    if not (m.diagonal() > 0).any():
         period = _period(a)
         if period > 1:
             raise ValueError(
@@ -188,7 +202,7 @@ def check_column_stochastic(C: npt.ArrayLike, atol: float = 1e-10) -> FloatMatri
 # --------------------------------------------------------------------------------------
 
 
-def one_peer_exponential(n: int) -> list[FloatMatrix]:
+def one_peer_exponential(n: int, *, sparse: bool | None = None) -> list[Any]:
     r"""Mixing matrices of the one-peer exponential graph (Ying et al. 2021).
 
     Ying, Yuan, Chen, Hu, Pan, Yin, "Exponential Graph is Provably Efficient for
@@ -217,6 +231,8 @@ def one_peer_exponential(n: int) -> list[FloatMatrix]:
 
     Args:
       n: number of nodes, ``n >= 2``.
+      sparse: format of the matrices, as for the graph builders (:mod:`core.sparse`):
+        ``None`` gives ``csr_array`` above 4096 nodes, dense below.
 
     Returns:
       A list of :math:`\tau` float64 ``(n, n)`` matrices; round ``k`` uses entry
@@ -229,10 +245,10 @@ def one_peer_exponential(n: int) -> list[FloatMatrix]:
     n = _check_int("one_peer_exponential", "n", n, 2)
     tau = (n - 1).bit_length()  # ceil(log2 n), exact in integers
     nodes = np.arange(n)
+    as_sparse = sparse_lib.use_sparse(n, sparse)
     mats = []
     for h in range(tau):
         # 2**h <= 2**(tau - 1) < n, so the peer is never the node itself.
-        w = 0.5 * np.eye(n)
-        w[nodes, (nodes + 2**h) % n] = 0.5
-        mats.append(w)
+        rows, cols = np.tile(nodes, 2), np.concatenate([nodes, (nodes + 2**h) % n])
+        mats.append(sparse_lib.like(sparse_lib.from_coo(n, rows, cols, 0.5, np.float64), as_sparse))
     return mats

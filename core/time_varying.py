@@ -86,7 +86,9 @@ References:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -96,6 +98,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import comm, directed, weights
+from core import sparse as sparse_lib
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
 from core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
@@ -198,7 +201,7 @@ def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") ->
         raise ValueError(f"base must be a core.comm.Gossip, got {type(base).__name__}.")
     w = base.matrix
     if kind == "symmetric":
-        asym = float(np.max(np.abs(w - w.T)))
+        asym = weights.largest_asymmetry(w)[0]
         if asym > _ATOL:
             raise ValueError(
                 f"kind='symmetric' needs a symmetric W (one failure draw per undirected "
@@ -214,8 +217,10 @@ def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") ->
     n = base.n_agents
     out_coeffs = None
     if kind == "push":
-        cols = np.arange(n)
-        out_coeffs = np.stack([w[(cols - s) % n, cols] for s in offsets])
+        # out_coeffs[s][j] = w[(j - s) % n, j], the coefficient of W^T at offset -s.
+        t_offsets, t_coeffs = sparse_lib.shift_decomposition(w.T)
+        rows = dict(zip(t_offsets, t_coeffs, strict=True))
+        out_coeffs = np.stack([rows.get((n - s) % n, np.zeros(n)) for s in offsets])
     return TimeVaryingGossip(
         kind=kind,
         base=base,
@@ -299,15 +304,14 @@ def sequence(
         for axis in axes:
             _check_stochastic(m, what, axis, f"matrix {k} of the sequence")
         if symmetric:
-            asym = np.abs(m - m.T)
-            i, j = np.unravel_index(np.argmax(asym), m.shape)
-            if asym[i, j] > _ATOL:
+            asym, i, j = weights.largest_asymmetry(m)
+            if asym > _ATOL:
                 raise ValueError(
                     f"matrix {k} of the sequence is not symmetric: |W - W^T| = "
-                    f"{asym[i, j]:.6g} at ({i}, {j}); pass symmetric=False for doubly "
+                    f"{asym:.6g} at ({i}, {j}); pass symmetric=False for doubly "
                     "stochastic but non-symmetric matrices."
                 )
-    average = np.mean(mats, axis=0)
+    average = functools.reduce(operator.add, mats) / len(mats)
     try:
         if doubly_stochastic:
             weights.check_mixing_matrix(average, symmetric=symmetric)
@@ -321,7 +325,7 @@ def sequence(
             f"is the union graph of the {len(mats)} rounds, fails its check: {err}"
         ) from None
     n = average.shape[0]
-    decomposed = [comm._shift_decomposition(m) for m in mats]
+    decomposed = [sparse_lib.shift_decomposition(m) for m in mats]
     offsets = tuple(sorted({0}.union(*(set(offs) for offs, _ in decomposed))))
     coeffs = np.zeros((len(mats), len(offsets), n))
     for k, (offs, c) in enumerate(decomposed):
@@ -343,7 +347,7 @@ def sequence(
 
 
 def round_matrix(op: TimeVaryingGossip, key_or_round: jax.Array | int) -> np.ndarray:
-    """The ``(n, n)`` matrix :math:`W_k` of one round, rebuilt densely on the host.
+    """The ``(n, n)`` matrix :math:`W_k` of one round, rebuilt on the host in O(nnz).
 
     An independent reference for tests and plots: it draws the same failure bits as
     the device (same keys, same pair indices) but applies the failure rule to the
@@ -355,7 +359,8 @@ def round_matrix(op: TimeVaryingGossip, key_or_round: jax.Array | int) -> np.nda
         key); for a sequence, the round index ``k``.
 
     Returns:
-      The float64 matrix :math:`W_k`.
+      The float64 matrix :math:`W_k`, dense or ``csr_array`` like the operator's
+      matrix.
 
     Raises:
       TypeError: if ``key_or_round`` does not fit ``op`` (a key for a sequence, an
@@ -371,19 +376,32 @@ def round_matrix(op: TimeVaryingGossip, key_or_round: jax.Array | int) -> np.nda
     w = op.base.matrix
     n = w.shape[0]
     threshold = jnp.uint32(min(math.floor(op.p * 2**32), 2**32 - 1))
-    recv, send = np.nonzero((w != 0.0) & ~np.eye(n, dtype=bool))
+    csr = sparse_lib.as_csr(w)
+    csr.eliminate_zeros()
+    recv, send = sparse_lib.coo_indices(csr)  # Row-major, as np.nonzero of dense W.
+    off = recv != send
+    recv, send, vals = recv[off], send[off], csr.data[off]
     if op.kind == "symmetric":
         a, b = np.minimum(recv, send), np.maximum(recv, send)
     else:
         a, b = recv, send
     failed = _host_draws(key_or_round, a, b, threshold)
-    out = w.copy()
-    lost = np.zeros((n, n))
-    lost[recv[failed], send[failed]] = w[recv[failed], send[failed]]
-    out -= lost
+    recv, send, lost = recv[failed], send[failed], vals[failed]
     # pull/symmetric: the receiver i (row) keeps w_ij; push: the sender j (column).
-    out[np.diag_indices(n)] += lost.sum(axis=0 if op.kind == "push" else 1)
-    return out
+    keeper = send if op.kind == "push" else recv
+    nodes = np.arange(n)
+    change = sparse_lib.from_coo(
+        n,
+        np.concatenate([recv, nodes]),
+        np.concatenate([send, nodes]),
+        np.concatenate([-lost, np.bincount(keeper, weights=lost, minlength=n)]),
+        np.float64,
+    )
+    if sparse_lib.issparse(w):
+        out = sparse_lib.as_csr(w + change)
+        out.eliminate_zeros()  # The failed links (w_ij - w_ij = 0 exactly).
+        return out
+    return w + change.toarray()
 
 
 # --------------------------------------------------------------------------------------

@@ -1,15 +1,21 @@
 """Undirected communication graphs, built on the host as boolean adjacency matrices.
 
-Every constructor returns a NumPy ``bool`` array ``A`` of shape ``(n, n)`` that is
+Every constructor returns a bool adjacency ``A`` of shape ``(n, n)`` that is
 symmetric and has a zero diagonal: ``A[i, j]`` is True when agents ``i`` and ``j``
 exchange messages. Self-loops are never stored; mixing-weight constructors
-(:mod:`core.weights`) add the self-weight ``w_ii`` themselves. Graphs live on the host
-because they are small (``n`` up to a few thousand) and fixed before compilation; the
-communication operators in ``core`` turn them into device code.
+(:mod:`core.weights`) add the self-weight ``w_ii`` themselves.
+
+**Format** (the rule of :mod:`core.sparse`): a ``scipy.sparse.csr_array`` when
+``sparse=True``, or when ``sparse=None`` (the default) and ``n > 4096``
+(:data:`core.sparse.SPARSE_MIN_N`); a dense NumPy ``bool`` array otherwise. Both are
+built from the same edge list in O(nnz) time and memory (plus the ``n x n`` array
+itself when dense), so ``ring(100_000)`` takes milliseconds. Only :func:`complete`
+is inherently dense: it has ``n (n - 1)`` edges whatever the format.
 
 Deterministic graphs (ring, torus, grid, exponential, complete, star) are connected by
-construction. Random graphs take an explicit ``seed`` and are checked for connectivity,
-so a run never starts on a graph over which consensus is impossible.
+construction. Random graphs take an explicit ``seed`` and are checked for connectivity
+(``scipy.sparse.csgraph``), so a run never starts on a graph over which consensus is
+impossible.
 
 This module holds the constructors; the validation and the connectivity and degree
 queries (:func:`check_adjacency`, :func:`check_connected`, :func:`degrees`, ...) live
@@ -19,13 +25,15 @@ in :mod:`core.adjacency` and are re-exported here.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial import cKDTree
 
+from core import sparse as sparse_lib
 from core.adjacency import (
-    BoolMatrix,
+    BoolMatrix,  # noqa: F401 (public, kept importable from here)
     as_bool_adjacency,  # noqa: F401 (public, kept importable from here)
     check_adjacency,
     check_connected,
@@ -86,24 +94,20 @@ def _check_real(func: str, name: str, value: object) -> float:
     return value
 
 
-def _empty(n: int) -> BoolMatrix:
-    return np.zeros((n, n), dtype=np.bool_)
-
-
-def _symmetrise(a: BoolMatrix) -> BoolMatrix:
-    """Makes ``a`` undirected and drops self-loops (which a modular offset can create)."""
-    a = a | a.T
-    np.fill_diagonal(a, False)
-    return a
-
-
-def _circulant(n: int, offsets: npt.ArrayLike) -> BoolMatrix:
+def _circulant(n: int, offsets: npt.ArrayLike, sparse: bool | None) -> Any:
     """Undirected circulant graph: node i links to (i + s) mod n for each offset s."""
     nodes = np.arange(n)
-    a = _empty(n)
-    for s in np.asarray(offsets):
-        a[nodes, (nodes + s) % n] = True
-    return _symmetrise(a)
+    offsets = np.asarray(offsets)
+    rows = np.tile(nodes, len(offsets))
+    cols = (rows + np.repeat(offsets, n)) % n
+    return _edges(n, rows, cols, sparse)
+
+
+def _edges(n: int, rows: npt.ArrayLike, cols: npt.ArrayLike, sparse: bool | None) -> Any:
+    """Undirected graph from an edge list, in the format :func:`core.sparse.use_sparse` picks."""
+    return sparse_lib.from_edges(
+        n, rows, cols, symmetric=True, sparse=sparse_lib.use_sparse(n, sparse)
+    )
 
 
 def _lattice_shape(func: str, rows: object, cols: object, n: object) -> tuple[int, int]:
@@ -124,12 +128,14 @@ def _lattice_shape(func: str, rows: object, cols: object, n: object) -> tuple[in
 # --------------------------------------------------------------------------------------
 
 
-def ring(n: int) -> BoolMatrix:
+def ring(n: int, *, sparse: bool | None = None) -> Any:
     """Cycle graph: node ``i`` is linked to ``i - 1`` and ``i + 1`` (mod ``n``).
 
     Args:
       n: number of nodes, ``n >= 2``. ``n = 2`` gives a single edge (degree 1), since
         both neighbours of a node are the same node.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix; every node has degree 2 when ``n >= 3``.
@@ -138,10 +144,10 @@ def ring(n: int) -> BoolMatrix:
       ValueError: if ``n`` is not an integer >= 2.
     """
     n = _check_int("ring", "n", n, 2)
-    return _circulant(n, [1])
+    return _circulant(n, [1], sparse)
 
 
-def torus(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
+def torus(rows: int, cols: int, *, n: int | None = None, sparse: bool | None = None) -> Any:
     """Periodic 2-D lattice: each node links to its 4 neighbours with wrap-around.
 
     Node ``(r, c)`` has index ``r * cols + c``. When a side is 1 or 2, neighbours
@@ -154,6 +160,8 @@ def torus(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
       cols: number of lattice columns, ``>= 1``.
       n: optional expected node count; if given it must equal ``rows * cols``. Use it
         when a config sets the agent count and the lattice shape separately.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(rows * cols, rows * cols)`` bool adjacency matrix; every node has degree 4
@@ -165,13 +173,11 @@ def torus(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
     """
     rows, cols = _lattice_shape("torus", rows, cols, n)
     idx = np.arange(rows * cols).reshape(rows, cols)
-    a = _empty(rows * cols)
-    for shift, axis in ((1, 0), (-1, 0), (1, 1), (-1, 1)):
-        a[idx.ravel(), np.roll(idx, shift, axis=axis).ravel()] = True
-    return _symmetrise(a)
+    pairs = [(idx.ravel(), np.roll(idx, 1, axis=axis).ravel()) for axis in (0, 1)]
+    return _edges(rows * cols, *np.concatenate(pairs, axis=1), sparse)
 
 
-def grid(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
+def grid(rows: int, cols: int, *, n: int | None = None, sparse: bool | None = None) -> Any:
     """Non-periodic 2-D lattice: each node links to its up/down/left/right neighbours.
 
     Node ``(r, c)`` has index ``r * cols + c``. Corner nodes have degree 2, border nodes
@@ -181,6 +187,8 @@ def grid(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
       rows: number of lattice rows, ``>= 1``.
       cols: number of lattice columns, ``>= 1``.
       n: optional expected node count; if given it must equal ``rows * cols``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(rows * cols, rows * cols)`` bool adjacency matrix.
@@ -191,13 +199,12 @@ def grid(rows: int, cols: int, *, n: int | None = None) -> BoolMatrix:
     """
     rows, cols = _lattice_shape("grid", rows, cols, n)
     idx = np.arange(rows * cols).reshape(rows, cols)
-    a = _empty(rows * cols)
-    a[idx[:-1, :].ravel(), idx[1:, :].ravel()] = True  # vertical edges
-    a[idx[:, :-1].ravel(), idx[:, 1:].ravel()] = True  # horizontal edges
-    return _symmetrise(a)
+    vertical = (idx[:-1, :].ravel(), idx[1:, :].ravel())
+    horizontal = (idx[:, :-1].ravel(), idx[:, 1:].ravel())
+    return _edges(rows * cols, *np.concatenate([vertical, horizontal], axis=1), sparse)
 
 
-def exponential(n: int) -> BoolMatrix:
+def exponential(n: int, *, sparse: bool | None = None) -> Any:
     """Undirected (static) exponential graph.
 
     Node ``i`` links to ``(i + 2**h) mod n`` for ``h = 0, ..., floor(log2(n - 1))``, and
@@ -207,6 +214,8 @@ def exponential(n: int) -> BoolMatrix:
 
     Args:
       n: number of nodes, ``n >= 2``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix (circulant, so all degrees are equal).
@@ -218,14 +227,16 @@ def exponential(n: int) -> BoolMatrix:
     # h runs over 0..floor(log2(n - 1)), i.e. (n - 1).bit_length() values; integer
     # arithmetic avoids float rounding in log2 at powers of two.
     num_hops = (n - 1).bit_length()
-    return _circulant(n, [2**h for h in range(num_hops)])
+    return _circulant(n, [2**h for h in range(num_hops)], sparse)
 
 
-def complete(n: int) -> BoolMatrix:
+def complete(n: int, *, sparse: bool | None = None) -> Any:
     """Complete graph: every pair of distinct nodes is linked.
 
     Args:
       n: number of nodes, ``n >= 1`` (one node gives the trivial, connected graph).
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix; every node has degree ``n - 1``.
@@ -234,14 +245,17 @@ def complete(n: int) -> BoolMatrix:
       ValueError: if ``n`` is not an integer >= 1.
     """
     n = _check_int("complete", "n", n, 1)
-    return ~np.eye(n, dtype=np.bool_)
+    rows, cols = np.triu_indices(n, k=1)
+    return _edges(n, rows, cols, sparse)
 
 
-def star(n: int) -> BoolMatrix:
+def star(n: int, *, sparse: bool | None = None) -> Any:
     """Star graph: node 0 is the hub, linked to every other node; leaves are not linked.
 
     Args:
       n: number of nodes, ``n >= 2``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix; the hub has degree ``n - 1``, leaves 1.
@@ -250,10 +264,8 @@ def star(n: int) -> BoolMatrix:
       ValueError: if ``n`` is not an integer >= 2.
     """
     n = _check_int("star", "n", n, 2)
-    a = _empty(n)
-    a[0, 1:] = True
-    a[1:, 0] = True
-    return a
+    leaves = np.arange(1, n)
+    return _edges(n, np.zeros_like(leaves), leaves, sparse)
 
 
 # --------------------------------------------------------------------------------------
@@ -261,7 +273,7 @@ def star(n: int) -> BoolMatrix:
 # --------------------------------------------------------------------------------------
 
 
-def erdos_renyi(n: int, p: float, *, seed: int) -> BoolMatrix:
+def erdos_renyi(n: int, p: float, *, seed: int, sparse: bool | None = None) -> Any:
     """Erdős–Rényi graph G(n, p): each pair of nodes is linked independently w.p. ``p``.
 
     The graph is drawn once from ``numpy.random.default_rng(seed)`` and is *not*
@@ -274,6 +286,8 @@ def erdos_renyi(n: int, p: float, *, seed: int) -> BoolMatrix:
       n: number of nodes, ``n >= 1``.
       p: edge probability in ``[0, 1]``.
       seed: seed for ``numpy.random.default_rng``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix of a connected graph.
@@ -286,10 +300,8 @@ def erdos_renyi(n: int, p: float, *, seed: int) -> BoolMatrix:
     p = _check_real("erdos_renyi", "p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"erdos_renyi: p must be in [0, 1], got p={p}.")
-    rng = np.random.default_rng(seed)
-    # Draw the strict upper triangle only, so each unordered pair is one coin flip.
-    a = np.triu(rng.random((n, n)) < p, k=1)
-    a = _symmetrise(a)
+    rows, cols = _gnp_pairs(n, p, np.random.default_rng(seed), ordered=False)
+    a = _edges(n, rows, cols, sparse)
     labels = connected_components(a)
     if labels.max() > 0:
         # ln(n)/n is the sharp connectivity threshold of G(n, p).
@@ -302,7 +314,39 @@ def erdos_renyi(n: int, p: float, *, seed: int) -> BoolMatrix:
     return a
 
 
-def random_geometric(n: int, radius: float, *, seed: int, max_tries: int = 100) -> BoolMatrix:
+def _gnp_pairs(
+    n: int, p: float, rng: np.random.Generator, *, ordered: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs of G(n, p): unordered pairs ``i < j``, or ordered ``i != j`` (digraphs).
+
+    Up to :data:`core.sparse.SPARSE_MIN_N` nodes the graph is drawn as before, one
+    ``n x n`` block of uniforms, so a seed gives the same graph as in earlier releases.
+    Above, in O(nnz): the edge count is Binomial(N, p) over the ``N`` candidate pairs
+    and the pairs are a uniform sample without replacement (``Generator.choice``),
+    which is the same distribution.
+    """
+    if n <= sparse_lib.SPARSE_MIN_N:
+        coins = rng.random((n, n)) < p
+        if ordered:
+            np.fill_diagonal(coins, False)
+            return np.nonzero(coins)
+        return np.nonzero(np.triu(coins, k=1))
+    total = n * (n - 1) if ordered else n * (n - 1) // 2
+    picks = rng.choice(total, size=rng.binomial(total, p), replace=False)
+    if ordered:  # Row i holds the n - 1 columns j != i.
+        rows, cols = np.divmod(picks, n - 1)
+        return rows, cols + (cols >= rows)
+    # Pair k = i (i - 1) / 2 + j with j < i: invert the triangular numbers, then fix
+    # the float square root's rounding by one step either way.
+    rows = ((1 + np.sqrt(1 + 8 * picks.astype(np.float64))) // 2).astype(np.int64)
+    rows -= rows * (rows - 1) // 2 > picks
+    rows += (rows + 1) * rows // 2 <= picks
+    return rows, picks - rows * (rows - 1) // 2
+
+
+def random_geometric(
+    n: int, radius: float, *, seed: int, max_tries: int = 100, sparse: bool | None = None
+) -> Any:
     """Random geometric graph, redrawn until connected.
 
     ``n`` points are drawn uniformly in the unit square ``[0, 1]^2``; two nodes are
@@ -316,6 +360,8 @@ def random_geometric(n: int, radius: float, *, seed: int, max_tries: int = 100) 
         complete graph).
       seed: seed for ``numpy.random.default_rng``.
       max_tries: number of draws before giving up, ``>= 1``.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix of a connected graph.
@@ -332,9 +378,9 @@ def random_geometric(n: int, radius: float, *, seed: int, max_tries: int = 100) 
     rng = np.random.default_rng(seed)
     for _ in range(max_tries):
         points = rng.random((n, 2))
-        dist = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
-        a = dist <= radius
-        np.fill_diagonal(a, False)
+        # A KD-tree finds the pairs within the radius in O(n log n + nnz).
+        pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+        a = _edges(n, pairs[:, 0], pairs[:, 1], sparse)
         if is_connected(a):
             return a
     # sqrt(ln(n) / (pi n)) is the connectivity threshold of random geometric graphs.
@@ -351,7 +397,7 @@ def random_geometric(n: int, radius: float, *, seed: int, max_tries: int = 100) 
 # --------------------------------------------------------------------------------------
 
 
-def from_networkx(graph: nx.Graph) -> BoolMatrix:
+def from_networkx(graph: nx.Graph, *, sparse: bool | None = None) -> Any:
     """Converts an undirected networkx graph to a bool adjacency matrix.
 
     Node ``k`` of the result is ``list(graph.nodes)[k]``: networkx's insertion order,
@@ -361,6 +407,8 @@ def from_networkx(graph: nx.Graph) -> BoolMatrix:
 
     Args:
       graph: a ``networkx.Graph`` (or ``MultiGraph``) with at least one node.
+      sparse: output format: ``None`` (default) picks a ``csr_array`` when
+        ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
       The ``(n, n)`` bool adjacency matrix, ``n = graph.number_of_nodes()``.
@@ -376,8 +424,7 @@ def from_networkx(graph: nx.Graph) -> BoolMatrix:
     nodes = list(graph.nodes)
     if not nodes:
         raise ValueError("from_networkx needs a graph with at least one node, got 0 nodes.")
-    index = {node: k for k, node in enumerate(nodes)}
-    a = _empty(len(nodes))
-    for u, v in graph.edges():
-        a[index[u], index[v]] = True
-    return _symmetrise(a)
+    import networkx as nx
+
+    coo = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight=None, format="coo")
+    return _edges(len(nodes), coo.row, coo.col, sparse)
