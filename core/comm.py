@@ -147,8 +147,9 @@ class Gossip:
       band: ``(lo, hi)``, every entry has ``-lo <= j - i <= hi`` (cyclically).
       neighbours: per-agent neighbour lists ``(cols, vals)``, each ``(n, K)``
         (the dense and halo paths).
-      rows: ``W``'s rows as a table ``(n, n)`` when ``W`` is nearly full (``4 K > n``),
-        where a matmul beats neighbour lists; else ``None``.
+      rows: ``W``'s rows as a table ``(n, n)`` when ``W`` is nearly full (``4 K > n``)
+        or small (:data:`DENSE_ROWS_MAX_N`), where a matmul beats neighbour lists;
+        else ``None``.
       shift_uniform: per offset, its coefficient when every agent shares it
         (circulant graphs), else ``None``.
       shift_table: ``(n, #non-uniform offsets)`` coefficients of the shift path.
@@ -351,6 +352,15 @@ def mix_if(mix: Callable[[PyTree], PyTree], send: jax.Array, tree: PyTree) -> Py
     return jax.lax.cond(send, mix, lambda t: t, tree)
 
 
+DENSE_ROWS_MAX_N = 1024
+"""Up to this many agents (8 MiB of float64 rows) the dense path multiplies by rows of ``W``.
+
+A matmul of this device's rows with the all-gathered block beats ``K`` gathers when the
+block is large and ``n`` small (the single-device ``"auto"`` case measured at
+:data:`SINGLE_DEVICE_DENSE_RATIO`); above it, or unless ``W`` is nearly full
+(``4 K > n``), the dense path reads neighbour lists, O(nnz).
+"""
+
 AUTO_SHIFT_MIN_OFFSETS = 8
 """``"auto"`` takes the shift path for up to ``max(AUTO_SHIFT_MIN_OFFSETS, n // 4)`` offsets."""
 
@@ -496,6 +506,6 @@ def gossip(
         AgentTable(nbr_cols, "neighbour columns"),
         AgentTable(nbr_vals, "neighbour weights"),
     )
-    if 4 * nbr_cols.shape[1] > n:
+    if 4 * nbr_cols.shape[1] > n or n <= DENSE_ROWS_MAX_N:
         fields["rows"] = AgentTable(np.asarray(sp.csr_array(coo).toarray()), "rows of W")
     return Gossip(matrix=w, path=path, offsets=offsets, auto=auto, order=order, band=band, **fields)

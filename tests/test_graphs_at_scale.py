@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 import algos
-from core import comm, loop, mesh, metrics, relabel, sampling, topology, weights
+from core import comm, directed, loop, mesh, metrics, relabel, sampling, topology, weights
 from core.time_varying import link_failures, time_varying
 from models import objectives
 
@@ -157,17 +157,27 @@ def _constant_bytes(hlo):
     return total
 
 
-def _chunk_program(n, path, failures=False):
-    """(constant bytes, StableHLO characters) of a DSGD chunk over an uneven ring."""
-    w = _uneven_ring(n)
-    # Link failures are built from a dense W on the host (their host side is dense).
-    op = comm.gossip(w.toarray() if failures else w, path=path)
+def _chunk_program(n, path, kind="fixed"):
+    """(constant bytes, StableHLO characters) of a chunk over an ``n``-agent graph.
+
+    ``kind``: DSGD over an uneven ring (``"fixed"``), the same with link failures
+    (``"failures"``), or Push-Pull over the unbalanced directed example (``"directed"``).
+    """
     loss = objectives.least_squares().loss
-    if failures:
-        failing = link_failures(op, 0.2)
-        algorithm = time_varying(algos.dsgd(loss, failing, 0.05), failing)
+    if kind == "directed":
+        adjacency = directed.unbalanced_example(n)
+        pull = comm.gossip(directed.row_stochastic(adjacency), doubly_stochastic=False, path=path)
+        op = comm.gossip(directed.column_stochastic(adjacency), doubly_stochastic=False, path=path)
+        algorithm = algos.push_pull(loss, pull, op, 0.05)
     else:
-        algorithm = algos.dsgd(loss, op, 0.05)
+        w = _uneven_ring(n)
+        # Link failures are built from a dense W on the host (their host side is dense).
+        op = comm.gossip(w.toarray() if kind == "failures" else w, path=path)
+        if kind == "failures":
+            failing = link_failures(op, 0.2)
+            algorithm = time_varying(algos.dsgd(loss, failing, 0.05), failing)
+        else:
+            algorithm = algos.dsgd(loss, op, 0.05)
     runner, agent_mesh = _runner(algorithm, n, op)
     parts, x0 = _problem(n)
     data = mesh.shard_agents(parts, agent_mesh)
@@ -176,13 +186,16 @@ def _chunk_program(n, path, failures=False):
     return _constant_bytes(lowered.compile().as_text()), len(lowered.as_text())
 
 
-@pytest.mark.parametrize("path,failures", [("shift", False), ("dense", False), ("shift", True)])
-def test_program_size_does_not_grow_with_n(path, failures):
-    small_constants, small_text = _chunk_program(64, path, failures)
-    large_constants, large_text = _chunk_program(2048, path, failures)
-    # One (n,) float64 table alone is 16 KiB at n = 2048; scalars and shapes may differ.
+@pytest.mark.parametrize(
+    "path,kind",
+    [("shift", "fixed"), ("dense", "fixed"), ("shift", "failures"), ("auto", "directed")],
+)
+def test_program_size_does_not_grow_with_n(path, kind):
+    small_constants, small_text = _chunk_program(64, path, kind)
+    large_constants, large_text = _chunk_program(1024, path, kind)
+    # One (n,) float64 table alone is 8 KiB at n = 1024; scalars and shapes may differ.
     assert large_constants <= small_constants + 256, (small_constants, large_constants)
-    # Shape strings gain a digit or two; a table in the text would add > 16 KiB.
+    # Shape strings gain a digit or two; a table in the text would add > 16 KiB (hex).
     assert large_text < 1.05 * small_text, (small_text, large_text)
 
 
@@ -211,6 +224,19 @@ def test_sparse_and_dense_input_give_the_same_operator_and_mix(graph):
         np.testing.assert_allclose(np.asarray(got), w @ x, rtol=0, atol=1e-12)
 
 
+def test_dense_path_reads_neighbour_lists_above_the_rows_limit():
+    n = 2 * comm.DENSE_ROWS_MAX_N
+    w = _uneven_ring(n)
+    op = comm.gossip(w, path="dense")
+    assert op.rows is None and op.neighbours[0].host.shape == (n, 3)
+    x = np.random.default_rng(0).normal(size=(n, 2))
+    agent_mesh = mesh.make_agent_mesh(n, 8)
+    spec = jax.P(mesh.AGENT_AXIS)
+    program = jax.jit(jax.shard_map(op.mix, mesh=agent_mesh, in_specs=spec, out_specs=spec))
+    got = np.asarray(program(mesh.shard_agents(x, agent_mesh)))
+    np.testing.assert_allclose(got, w @ x, rtol=0, atol=1e-12)
+
+
 def test_sparse_input_is_rejected_with_the_dense_messages():
     ring = sp.csr_array(weights.metropolis_hastings(topology.ring(8)))
     two = sp.block_diag([ring, ring], format="csr")
@@ -230,3 +256,20 @@ def test_relabel_round_trip_and_order_of_dense_input():
     np.testing.assert_array_equal(op.matrix, w[np.ix_(op.order, op.order)])
     x = np.arange(64.0)[:, None]
     np.testing.assert_array_equal(relabel.to_user(relabel.to_internal(x, op.order), op.order), x)
+
+
+def test_methods_check_sparse_operators_on_the_host():
+    loss = objectives.least_squares().loss
+    w = sp.csr_array(weights.metropolis_hastings(topology.ring(16)))
+    algos.d_rr(loss, comm.gossip(w), 0.1)
+    algos.exact_diffusion(loss, comm.gossip((w + sp.eye_array(16)) / 2), 0.1)
+    with pytest.raises(ValueError, match="lambda_min"):
+        algos.exact_diffusion(loss, comm.gossip(w), 0.1)  # the ring's lambda_min is -1/3
+    column = sp.csr_array(directed.column_stochastic(directed.unbalanced_example(16)))
+    with pytest.raises(ValueError, match="row 0 sums to"):
+        algos.push_pull(
+            loss,
+            comm.gossip(column, doubly_stochastic=False),
+            comm.gossip(column, doubly_stochastic=False),
+            0.1,
+        )
