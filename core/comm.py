@@ -24,8 +24,19 @@ device itself) and a concatenation. Each agent receives at most one row per
 offset, so a call costs ``|S|`` rows per agent whatever ``n`` is.
 
 Graphs with many distinct offsets (Erdős–Rényi) are cheaper through the **dense**
-path: all-gather the agent axis and multiply by this device's rows of ``W``. The
-``"auto"`` path picks by the number of offsets (see :func:`gossip`).
+path: all-gather the agent axis and multiply by this device's rows of ``W``, read as
+neighbour lists (:func:`core.gossip_kernels.ell_mix`). A local graph relabelled to a
+small band (``gossip(w, order="rcm")``, :mod:`core.relabel`) takes the **halo** path:
+each device receives only the ``lo`` / ``hi`` boundary rows of the two devices beside
+it (:func:`core.gossip_kernels.halo_mix`). The ``"auto"`` path picks by the number of
+offsets and the band (see :func:`auto_path`); :meth:`Gossip.describe` states the
+choice and the bytes each device sends.
+
+**Scale.** ``W`` may be a dense array or a ``scipy.sparse`` matrix; everything on the
+host is read from its COO form in O(nnz) (the shift table in O(|S| n), built only
+for the shift path). Per-agent coefficients are :class:`core.operator_tables.AgentTable`\ s
+that :class:`core.loop.Runner` passes to its program sharded on the agent axis, so no
+program holds an ``n``-sized constant and compile time does not grow with ``n``.
 """
 
 from __future__ import annotations
@@ -38,14 +49,15 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse
+import scipy.sparse as sp
 
+from core import gossip_kernels, relabel
 from core import weights as weights_lib
 from core.mesh import AGENT_AXIS, as_varying
-from core.tree import per_agent
+from core.operator_tables import AgentTable
 
 PyTree = Any
-Path = Literal["auto", "shift", "dense"]
+Path = Literal["auto", "shift", "dense", "halo"]
 
 
 def _bytes_per_agent(tree: PyTree) -> int:
@@ -55,35 +67,40 @@ def _bytes_per_agent(tree: PyTree) -> int:
     )
 
 
-def _shift_decomposition(w: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+def _shift_decomposition(w: Any) -> tuple[tuple[int, ...], np.ndarray]:
     """Offsets ``s`` and coefficient rows ``c_s`` with ``W = sum_s diag(c_s) P_s``.
 
-    Read off the nonzeros (offset ``(j - i) mod n`` of entry ``(i, j)``), so the cost
-    is one pass over ``W`` plus ``O(|S| n)``, not a gather per candidate offset.
+    Read off the nonzeros of ``W`` (dense or sparse) in COO form (offset
+    ``(j - i) mod n`` of entry ``(i, j)``): one pass plus ``O(|S| n)``.
     """
-    n = w.shape[0]
-    rows, cols = np.nonzero(w)
-    shifts = (cols - rows) % n
+    coo = sp.coo_array(w)
+    n = coo.shape[0]
+    keep = coo.data != 0.0
+    rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
+    shifts = (cols.astype(np.int64) - rows) % n
     offsets = np.unique(shifts)
     coeffs = np.zeros((len(offsets), n))
-    coeffs[np.searchsorted(offsets, shifts), rows] = w[rows, cols]
+    coeffs[np.searchsorted(offsets, shifts), rows] = vals
     return tuple(int(s) for s in offsets), coeffs
 
 
-def _local_rows(table: np.ndarray, block: int, dtype: Any) -> jax.Array:
-    """This device's ``block`` columns-of-agents slice of a host table ``(..., n)``."""
-    start = jax.lax.axis_index(AGENT_AXIS) * block
-    return jax.lax.dynamic_slice_in_dim(jnp.asarray(table, dtype=dtype), start, block, axis=-1)
+def _neighbour_lists(coo: sp.coo_array) -> tuple[np.ndarray, np.ndarray]:
+    """``(cols, vals)``, each ``(n, K)``: row ``i``'s nonzeros padded to the largest row.
 
-
-def _from_device_ahead(x: jax.Array, q: int, n_devices: int) -> jax.Array:
-    """``x`` as held by the device ``q`` places ahead (cyclically) of this one."""
-    q %= n_devices
-    if q == 0:
-        return x
-    # Device j sends to j - q, so device d receives what device d + q holds.
-    perm = [(j, (j - q) % n_devices) for j in range(n_devices)]
-    return jax.lax.ppermute(x, AGENT_AXIS, perm)
+    Padding points at ``i`` itself with weight 0 (an index every kernel can read).
+    """
+    n = coo.shape[0]
+    csr = sp.csr_array(coo)
+    csr.sum_duplicates()
+    counts = np.diff(csr.indptr)
+    width = max(int(counts.max(initial=0)), 1)
+    slot = np.arange(csr.nnz) - np.repeat(csr.indptr[:-1], counts)
+    row = np.repeat(np.arange(n), counts)
+    cols = np.repeat(np.arange(n, dtype=np.int32)[:, None], width, axis=1)
+    vals = np.zeros((n, width))
+    cols[row, slot] = csr.indices
+    vals[row, slot] = csr.data
+    return cols, vals
 
 
 SINGLE_DEVICE_DENSE_RATIO = 8
@@ -105,63 +122,6 @@ graph: 16 us per step shifted, 31 us dense).
 SINGLE_DEVICE_DENSE_MIN_BYTES = 4 << 20
 """Smallest leaf (all agents, bytes) for which ``"auto"`` may go dense on one device."""
 
-SEGMENTED_MAX_OFFSETS = 32
-"""Up to this many offsets :func:`_shift_mix` builds the output by row segments."""
-
-
-def _shift_mix(
-    x: jax.Array, offsets: tuple[int, ...], coeffs: list[Any], n_devices: int
-) -> jax.Array:
-    r"""``sum_s diag(c_s) P_s x`` for this device's block ``x`` of ``b`` agents (local view).
-
-    For offset ``s = q b + r`` this device needs rows ``r..b-1`` of the block ``q``
-    devices ahead (``main``) and rows ``0..r-1`` of the block ``q + 1`` ahead (``wrap``):
-    two ``ppermute``\ s of block slices, none when the source is this device.
-
-    The output is assembled by **row segments**: the cut points ``b - r`` of all
-    offsets split ``0..b`` into at most ``|S| + 1`` ranges in which every offset reads
-    one contiguous slice of ``main`` or of ``wrap``, so each segment is a plain
-    elementwise sum of slices and only the segments are concatenated. Concatenating
-    every shifted copy instead (``concat(main, wrap)`` per offset, inside the fused
-    update) made XLA:CPU emit a per-element select and ran 3-5x slower (D-RR,
-    n = 256..1024, ring and exponential graphs; ``launch.benchmarks``). Segments cost
-    ``|S|^2`` slice ops in the program, so above :data:`SEGMENTED_MAX_OFFSETS`
-    offsets the per-offset concatenation is used.
-
-    Args:
-      x: this device's block, ``(b, ...)``.
-      offsets: the shift offsets ``s``.
-      coeffs: per offset, a Python scalar (the same for every agent) or this block's
-        coefficients ``(b,)``.
-      n_devices: devices on the agent axis.
-    """
-    block = x.shape[0]
-    pieces = []  # (split, main, wrap): rows [0, split) come from main, the rest from wrap.
-    for s in offsets:
-        q, r = divmod(s, block)
-        main = _from_device_ahead(x[r:], q, n_devices)
-        wrap = _from_device_ahead(x[:r], q + 1, n_devices) if r else None
-        pieces.append((block - r, main, wrap))
-
-    def scaled(c, rows, lo, hi):
-        return c * rows if isinstance(c, (int, float)) else per_agent(c[lo:hi], rows) * rows
-
-    if len(offsets) > SEGMENTED_MAX_OFFSETS:
-        out = jnp.zeros_like(x)
-        for c, (_, main, wrap) in zip(coeffs, pieces, strict=True):
-            shifted = main if wrap is None else jnp.concatenate([main, wrap], axis=0)
-            out = out + scaled(c, shifted, 0, block)
-        return out
-    cuts = sorted({0, block, *(split for split, _, _ in pieces)})
-    segments = []
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        acc = jnp.zeros((hi - lo, *x.shape[1:]), x.dtype)
-        for c, (split, main, wrap) in zip(coeffs, pieces, strict=True):
-            rows = main[lo:hi] if hi <= split else wrap[lo - split : hi - split]
-            acc = acc + scaled(c, rows, lo, hi)
-        segments.append(acc.astype(x.dtype))
-    return segments[0] if len(segments) == 1 else jnp.concatenate(segments, axis=0)
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Gossip:
@@ -174,20 +134,37 @@ class Gossip:
     ``R`` or a column-stochastic push ``C`` of a directed graph.
 
     Attributes:
-      matrix: the ``(n, n)`` float64 mixing matrix.
-      path: ``"shift"`` (neighbour exchange) or ``"dense"`` (all-gather).
+      matrix: the ``(n, n)`` float64 mixing matrix in the operator's labels: a NumPy
+        array if ``W`` was given dense, else a ``scipy.sparse`` CSR array.
+      path: ``"shift"`` (shifted diagonals), ``"halo"`` (band exchange with the two
+        adjacent devices) or ``"dense"`` (all-gather).
       offsets: the offsets ``s`` of the shift decomposition.
-      coeffs: ``(len(offsets), n)`` coefficients ``c_s``.
       auto: the path was chosen by ``gossip(path="auto")``; then on a single device
         (no communication at all) :meth:`mix` may take the dense path for large
         leaves (see :meth:`path_on`).
+      order: ``None``, or the relabelling: position ``k`` holds the user's agent
+        ``order[k]`` (see :mod:`core.relabel`; ``matrix`` is already relabelled).
+      band: ``(lo, hi)``, every entry has ``-lo <= j - i <= hi`` (cyclically).
+      neighbours: per-agent neighbour lists ``(cols, vals)``, each ``(n, K)``
+        (the dense and halo paths).
+      rows: ``W``'s rows as a table ``(n, n)`` when ``W`` is nearly full (``4 K > n``)
+        or small (:data:`DENSE_ROWS_MAX_N`), where a matmul beats neighbour lists;
+        else ``None``.
+      shift_uniform: per offset, its coefficient when every agent shares it
+        (circulant graphs), else ``None``.
+      shift_table: ``(n, #non-uniform offsets)`` coefficients of the shift path.
     """
 
-    matrix: np.ndarray
-    path: Literal["shift", "dense"]
+    matrix: Any
+    path: Literal["shift", "dense", "halo"]
     offsets: tuple[int, ...]
-    coeffs: np.ndarray
     auto: bool = False
+    order: np.ndarray | None = None
+    band: tuple[int, int] = (0, 0)
+    neighbours: tuple[AgentTable, AgentTable] | None = None
+    rows: AgentTable | None = None
+    shift_uniform: tuple[float | None, ...] = ()
+    shift_table: AgentTable | None = None
 
     @property
     def n_agents(self) -> int:
@@ -195,21 +172,72 @@ class Gossip:
         return self.matrix.shape[0]
 
     @property
+    def coeffs(self) -> np.ndarray:
+        """``(len(offsets), n)`` coefficients ``c_s`` (host, built on each access)."""
+        return _shift_decomposition(self.matrix)[1]
+
+    @property
     def max_out_degree(self) -> int:
         """Largest number of other agents one agent sends to."""
-        off = (self.matrix != 0.0) & ~np.eye(self.n_agents, dtype=bool)
-        return int(off.sum(axis=0).max(initial=0))
+        coo = sp.coo_array(self.matrix)
+        off = (coo.data != 0.0) & (coo.row != coo.col)
+        return int(np.bincount(coo.col[off], minlength=self.n_agents).max(initial=0))
 
-    def path_on(self, n_devices: int, leaf_bytes: int | None = None) -> Literal["shift", "dense"]:
+    def path_on(
+        self, n_devices: int, leaf_bytes: int | None = None, block: int | None = None
+    ) -> Literal["shift", "dense", "halo"]:
         """The path :meth:`mix` takes for a leaf of ``leaf_bytes`` bytes (all agents).
 
         With ``path="auto"`` on a single device a leaf of at least
         :data:`SINGLE_DEVICE_DENSE_MIN_BYTES` (``None``: assume it is) goes dense when
-        ``|S| * SINGLE_DEVICE_DENSE_RATIO > n``; otherwise :attr:`path`.
+        ``|S| * SINGLE_DEVICE_DENSE_RATIO > n``. The halo path falls back to dense
+        when a halo is wider than the ``block`` of agents on a device. Otherwise
+        :attr:`path`.
         """
+        block = self.n_agents // n_devices if block is None else block
+        if self.path == "halo":
+            return "halo" if max(self.band) <= block else "dense"
         big = leaf_bytes is None or leaf_bytes >= SINGLE_DEVICE_DENSE_MIN_BYTES
         many = len(self.offsets) * SINGLE_DEVICE_DENSE_RATIO > self.n_agents
         return "dense" if self.auto and n_devices == 1 and big and many else self.path
+
+    def rows_sent(self, n_devices: int) -> int:
+        """Rows of the agent axis each device sends in one :meth:`mix` (per leaf)."""
+        if n_devices == 1:
+            return 0
+        block = self.n_agents // n_devices
+        path = self.path_on(n_devices)
+        if path == "halo":
+            return sum(self.band)
+        if path == "dense":
+            return block * (n_devices - 1)  # an all-gather: the block to every other device
+        sent = 0
+        for s in self.offsets:
+            q, r = divmod(s, block)
+            sent += (block - r) * (q % n_devices != 0) + r * ((q + 1) % n_devices != 0)
+        return sent
+
+    def describe(self, n_devices: int, row_bytes: int = 4) -> str:
+        """One line: the path taken on ``n_devices`` and the bytes each device sends.
+
+        Args:
+          n_devices: devices on the agent axis.
+          row_bytes: bytes of one agent's row (``d * itemsize``).
+        """
+        path = self.path_on(n_devices)
+        detail = {
+            "shift": f"{len(self.offsets)} offsets",
+            "halo": f"halo rows lo={self.band[0]}, hi={self.band[1]}",
+            "dense": "all-gather",
+        }[path]
+        fell = " (halo wider than a block)" if path != self.path else ""
+        relabelled = ", relabelled" if self.order is not None else ""
+        sent = self.rows_sent(n_devices)
+        return (
+            f"gossip n={self.n_agents} on {n_devices} devices: {path} path{fell} "
+            f"({detail}{relabelled}); each device sends {sent} rows = {sent * row_bytes} "
+            f"bytes per gossip (all-gather: {self.n_agents // n_devices * (n_devices - 1)} rows)"
+        )
 
     def mix(self, tree: PyTree) -> PyTree:
         """Returns ``W @ tree`` along the agent axis (local view).
@@ -241,18 +269,28 @@ class Gossip:
                 f"mixing matrix is for n_agents={self.n_agents} but the agent axis holds "
                 f"{block} agents on each of {n_devices} devices ({block * n_devices} agents)."
             )
-        if self.path_on(n_devices, x.size * x.dtype.itemsize) == "dense":
-            # All-gather the agent axis, then this device's rows of W. HIGHEST keeps
-            # TPU matmuls in full precision, so both paths agree to rounding.
+        path = self.path_on(n_devices, x.size * x.dtype.itemsize, block)
+        if path == "shift":
+            local = None if self.shift_table is None else self.shift_table.local(block)
+            coeffs, k = [], 0
+            for c in self.shift_uniform:
+                if c is None:
+                    coeffs.append(local[:, k].astype(x.dtype))
+                    k += 1
+                else:
+                    coeffs.append(c)
+            return gossip_kernels.shift_mix(x, self.offsets, coeffs, n_devices)
+        if path == "dense" and self.rows is not None:
+            # All-gather, then this device's rows of W (a sharded argument, not a
+            # constant). HIGHEST keeps TPU matmuls in full precision.
             full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
-            rows = _local_rows(self.matrix.T, block, x.dtype).T
+            rows = self.rows.local(block).astype(x.dtype)
             return jnp.tensordot(rows, full, axes=1, precision=jax.lax.Precision.HIGHEST)
-        # A coefficient row shared by every agent (circulant graphs) is a scalar.
-        coeffs = [
-            row[0].item() if np.all(row == row[0]) else c
-            for row, c in zip(self.coeffs, _local_rows(self.coeffs, block, x.dtype), strict=True)
-        ]
-        return _shift_mix(x, self.offsets, coeffs, n_devices)
+        cols, vals = (t.local(block) for t in self.neighbours)
+        vals = vals.astype(x.dtype)
+        if path == "halo":
+            return gossip_kernels.halo_mix(x, cols, vals, *self.band, self.n_agents)
+        return gossip_kernels.ell_mix(x, cols, vals)
 
     def mean(self, tree: PyTree) -> PyTree:
         """Average over all agents (the server's mean), local view.
@@ -314,59 +352,160 @@ def mix_if(mix: Callable[[PyTree], PyTree], send: jax.Array, tree: PyTree) -> Py
     return jax.lax.cond(send, mix, lambda t: t, tree)
 
 
+DENSE_ROWS_MAX_N = 1024
+"""Up to this many agents (8 MiB of float64 rows) the dense path multiplies by rows of ``W``.
+
+A matmul of this device's rows with the all-gathered block beats ``K`` gathers when the
+block is large and ``n`` small (the single-device ``"auto"`` case measured at
+:data:`SINGLE_DEVICE_DENSE_RATIO`); above it, or unless ``W`` is nearly full
+(``4 K > n``), the dense path reads neighbour lists, O(nnz).
+"""
+
 AUTO_SHIFT_MIN_OFFSETS = 8
 """``"auto"`` takes the shift path for up to ``max(AUTO_SHIFT_MIN_OFFSETS, n // 4)`` offsets."""
 
+AUTO_HALO_DEVICES = 8
+"""``"auto"`` takes the halo path when a halo fits the block of this many devices."""
 
-def auto_path(n_offsets: int, n_agents: int) -> Literal["shift", "dense"]:
+
+def auto_path(
+    n_offsets: int, n_agents: int, band: tuple[int, int] | None = None
+) -> Literal["shift", "dense", "halo"]:
     """The path ``path="auto"`` picks for a graph, before any single-device adjustment.
 
-    Shift when the graph has at most ``max(8, n // 4)`` distinct offsets (a shift
-    costs ``|S|`` received rows per agent, the dense all-gather ``n``), dense otherwise.
+    Shift when the graph has at most :data:`AUTO_SHIFT_MIN_OFFSETS` distinct offsets
+    (circulant graphs: slices, no gather). Otherwise halo when ``band`` is given and
+    both halos fit in a block of ``n / 8`` agents (:data:`AUTO_HALO_DEVICES`; a
+    device then sends ``lo + hi`` rows, fewer than any other path). Otherwise shift
+    up to ``max(8, n // 4)`` offsets (a shift costs ``|S|`` received rows per agent,
+    the all-gather ``n``), dense beyond.
 
     Args:
       n_offsets: number of distinct shift offsets ``|S|`` (self-loops included).
       n_agents: number of agents ``n``.
+      band: the halo widths ``(lo, hi)`` (:func:`core.relabel.band`), or ``None``.
     """
+    if n_offsets <= AUTO_SHIFT_MIN_OFFSETS:
+        return "shift"
+    if band is not None and max(band) <= n_agents // AUTO_HALO_DEVICES:
+        return "halo"
     return "shift" if n_offsets <= max(AUTO_SHIFT_MIN_OFFSETS, n_agents // 4) else "dense"
 
 
+def _check_sparse(w: Any, symmetric: bool, doubly_stochastic: bool) -> sp.csr_array:
+    """Validates a ``scipy.sparse`` ``W`` in O(nnz), with the messages of the dense checks."""
+    w = sp.csr_array(w, dtype=np.float64)
+    w.sum_duplicates()
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 1:
+        raise ValueError("W must be a 2-D square array of shape (n, n), got shape {w.shape}.")
+    if not np.all(np.isfinite(w.data)):
+        raise ValueError("W must be a finite square (n, n) matrix; it holds non-finite entries.")
+    if not doubly_stochastic:
+        return w
+    if w.data.size and w.data.min() < -1e-10:
+        k = int(np.argmin(w.data))
+        i = int(np.searchsorted(w.indptr, k, side="right") - 1)
+        raise ValueError(
+            f"W[{i}, {w.indices[k]}] = {w.data[k]:.6g} is negative; a mixing matrix needs "
+            "nonnegative entries (atol=1e-10)."
+        )
+    for axis, what in ((1, "row"), (0, "column")):
+        sums = np.asarray(w.sum(axis=axis)).ravel()
+        k = int(np.argmax(np.abs(sums - 1.0)))
+        if abs(sums[k] - 1.0) > 1e-10:
+            raise ValueError(
+                f"{what} {k} of W sums to {sums[k]:.12g}; a mixing matrix needs every {what} "
+                "to sum to 1 (atol=1e-10)."
+            )
+    if symmetric:
+        asym = abs(w - w.T)
+        if asym.nnz and asym.max() > 1e-10:
+            raise ValueError(
+                f"W is not symmetric: the largest asymmetry |W - W^T| is {asym.max():.6g}; "
+                "symmetrise W, or pass symmetric=False for a non-symmetric doubly stochastic "
+                "matrix (atol=1e-10)."
+            )
+    weights_lib._check_mixes_by_graph(w, symmetric)
+    return w
+
+
 def gossip(
-    w: np.ndarray, *, path: Path = "auto", symmetric: bool = True, doubly_stochastic: bool = True
+    w: Any,
+    *,
+    path: Path = "auto",
+    symmetric: bool = True,
+    doubly_stochastic: bool = True,
+    order: Literal["rcm"] | np.ndarray | None = None,
 ) -> Gossip:
     """Builds a gossip operator from a mixing matrix, validating it first.
 
     Args:
-      w: ``(n, n)`` mixing matrix.
-      path: ``"shift"`` for neighbour exchange (cost ``O(#offsets)`` rows per
-        agent), ``"dense"`` for all-gather plus matmul (cost ``O(n)``), or
-        ``"auto"``: shift when the graph has at most ``max(8, n // 4)`` distinct
-        offsets, dense otherwise; and on a single device, for leaves of 4 MiB or
-        more, dense as soon as ``8 * #offsets > n`` (:data:`SINGLE_DEVICE_DENSE_RATIO`).
+      w: ``(n, n)`` mixing matrix: a dense array or a ``scipy.sparse`` matrix (then
+        nothing ``n x n`` is ever built: host cost O(nnz), plus O(|S| n) on the
+        shift path).
+      path: ``"shift"`` for neighbour exchange by shifted diagonals (cost
+        ``O(#offsets)`` rows per agent), ``"halo"`` for the band exchange with the
+        two adjacent devices (``lo + hi`` rows per device; see ``order``),
+        ``"dense"`` for all-gather plus this device's rows (cost ``O(n)``), or
+        ``"auto"`` (:func:`auto_path`); and on a single device, for leaves of 4 MiB
+        or more, dense as soon as ``8 * #offsets > n`` (:data:`SINGLE_DEVICE_DENSE_RATIO`).
       symmetric: require ``W == W.T`` (undirected graphs).
       doubly_stochastic: require rows and columns to sum to one. Pass ``False``
         for a row- or column-stochastic directed operator, which is then only
         checked for shape and finiteness.
+      order: relabel the agents first (:mod:`core.relabel`): ``"rcm"`` (reverse
+        Cuthill–McKee of ``W``'s support) or a permutation of ``0..n-1``. The operator then mixes
+        arrays laid out in that order: pass inputs through ``relabel.to_internal``,
+        read outputs with ``relabel.to_user``, and build the
+        :class:`core.loop.Runner` with ``order=op.order``.
 
     Returns:
       A :class:`Gossip`.
 
     Raises:
       ValueError: if ``W`` is not a valid mixing matrix (the message names the
-        offending entry) or ``path`` is unknown.
+        offending entry), ``path`` is unknown or ``order`` is not a permutation.
     """
-    if path not in ("auto", "shift", "dense"):
-        raise ValueError(f"path must be 'auto', 'shift' or 'dense', got {path!r}.")
-    if scipy.sparse.issparse(w):  # Entry conversion only; the operator is still dense.
-        w = w.toarray()
-    if doubly_stochastic:
+    if path not in ("auto", "shift", "dense", "halo"):
+        raise ValueError(f"path must be 'auto', 'shift', 'dense' or 'halo', got {path!r}.")
+    if sp.issparse(w):
+        w = _check_sparse(w, symmetric, doubly_stochastic)
+    elif doubly_stochastic:
         w = weights_lib.check_mixing_matrix(w, symmetric=symmetric)
     else:
         w = np.asarray(w, dtype=np.float64)
         if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.all(np.isfinite(w)):
-            raise ValueError(f"W must be a finite square (n, n) matrix, got shape {w.shape}.")
-    offsets, coeffs = _shift_decomposition(w)
+            raise ValueError("W must be a finite square (n, n) matrix, got shape {w.shape}.")
+    n = w.shape[0]
+    if order is not None:
+        if isinstance(order, str) and order == "rcm":
+            order = relabel.reverse_cuthill_mckee(w)
+        order = relabel.check_order(order, n)
+        w = relabel.permute(w, order)
+    coo = sp.coo_array(w)
+    nonzero = coo.data != 0.0
+    rows, cols = coo.row[nonzero].astype(np.int64), coo.col[nonzero].astype(np.int64)
+    offsets = tuple(int(s) for s in np.unique((cols - rows) % n))
+    band = relabel.band(rows, cols, n)
     auto = path == "auto"
     if auto:
-        path = auto_path(len(offsets), w.shape[0])
-    return Gossip(matrix=w, path=path, offsets=offsets, coeffs=coeffs, auto=auto)
+        path = auto_path(len(offsets), n, band)
+    fields: dict[str, Any] = {}
+    if path == "shift":
+        _, coeffs = _shift_decomposition(coo)
+        uniform = [bool(np.all(row == row[0])) for row in coeffs]
+        fields["shift_uniform"] = tuple(
+            float(row[0]) if u else None for row, u in zip(coeffs, uniform, strict=True)
+        )
+        varying = coeffs[[not u for u in uniform]]
+        if len(varying):
+            table = np.ascontiguousarray(varying.T)
+            fields["shift_table"] = AgentTable(table, "shift coefficients")
+    nbr_cols, nbr_vals = _neighbour_lists(coo)
+    fields["neighbours"] = (
+        AgentTable(nbr_cols, "neighbour columns"),
+        AgentTable(nbr_vals, "neighbour weights"),
+    )
+    if 4 * nbr_cols.shape[1] > n or n <= DENSE_ROWS_MAX_N:
+        fields["rows"] = AgentTable(np.asarray(sp.csr_array(coo).toarray()), "rows of W")
+    return Gossip(matrix=w, path=path, offsets=offsets, auto=auto, order=order, band=band, **fields)

@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.algorithm import Algorithm, Batch
-from core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate
+from core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate, user_agent_ids
 from core.metrics import Evaluator
+from core.operator_tables import AgentTable, TableProgram
 from core.sampling import Sampler
 
 PyTree = Any
@@ -67,25 +68,46 @@ class Runner:
     """
 
     def __init__(
-        self, algorithm: Algorithm, sampler: Sampler, mesh: jax.sharding.Mesh, evaluate: Evaluator
+        self,
+        algorithm: Algorithm,
+        sampler: Sampler,
+        mesh: jax.sharding.Mesh,
+        evaluate: Evaluator,
+        *,
+        order: np.ndarray | None = None,
     ):
         self.algorithm = algorithm
         self.sampler = sampler
         self.mesh = mesh
         self._evaluate = evaluate
-        smap = functools.partial(jax.shard_map, mesh=mesh)
-        self._init = jax.jit(
-            smap(algorithm.init, in_specs=(_AGENTS, _AGENTS, _REPLICATED), out_specs=_AGENTS)
+        # Position k of the agent axis holds the user's agent order[k] (a relabelled
+        # gossip operator, see core.relabel): per-agent keys fold in that id, so a run
+        # is the same, in the user's order, with and without relabelling.
+        self._labels = None if order is None else AgentTable(np.asarray(order, np.int32), "order")
+        self._init = TableProgram(
+            self._labelled(algorithm.init), mesh, (_AGENTS, _AGENTS, _REPLICATED), _AGENTS
         )
-        self._eval = jax.jit(
-            smap(
-                lambda state, data, test: evaluate(algorithm.params(state), data, test),
-                in_specs=(_AGENTS, _AGENTS, _AGENTS),
-                out_specs=_REPLICATED,
-            )
+        self._eval = TableProgram(
+            self._labelled(lambda state, data, test: evaluate(algorithm.params(state), data, test)),
+            mesh,
+            (_AGENTS, _AGENTS, _AGENTS),
+            _REPLICATED,
         )
-        self._chunks: dict[int, Callable] = {}
+        self._chunks: dict[int, TableProgram] = {}
         self._executables: dict[Any, jax.stages.Compiled] = {}
+
+    def _labelled(self, fn: Callable) -> Callable:
+        """``fn`` (local view) with this runner's agent labels bound, if it has any."""
+        if self._labels is None:
+            return fn
+        labels = self._labels
+
+        def local(*args):
+            block = jax.tree.leaves(args[1])[0].shape[0]
+            with user_agent_ids(labels.local(block)):
+                return fn(*args)
+
+        return local
 
     def _check_data(self, data: PyTree) -> None:
         m = jax.tree.leaves(data)[0].shape[1]
@@ -114,16 +136,14 @@ class Runner:
         """Metrics of ``state`` (on device; see :mod:`core.metrics`)."""
         return self._eval(state, data, test_data)
 
-    def _chunk_fn(self, num_epochs: int) -> Callable:
+    def _chunk_fn(self, num_epochs: int) -> TableProgram:
         if num_epochs not in self._chunks:
             body = functools.partial(self._local_run, num_epochs=num_epochs)
-            self._chunks[num_epochs] = jax.jit(
-                jax.shard_map(
-                    body,
-                    mesh=self.mesh,
-                    in_specs=(_AGENTS, _AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
-                    out_specs=(_AGENTS, _REPLICATED),
-                ),
+            self._chunks[num_epochs] = TableProgram(
+                self._labelled(body),
+                self.mesh,
+                (_AGENTS, _AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
+                (_AGENTS, _REPLICATED),
                 donate_argnums=(0,),
             )
         return self._chunks[num_epochs]
@@ -200,13 +220,11 @@ class Runner:
             _, (_, states) = self._local_epoch(state, data, key, epoch, keep_states=True)
             return states
 
-        traced = jax.jit(
-            jax.shard_map(
-                body,
-                mesh=self.mesh,
-                in_specs=(_AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
-                out_specs=jax.P(None, AGENT_AXIS),
-            )
+        traced = TableProgram(
+            self._labelled(body),
+            self.mesh,
+            (_AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
+            jax.P(None, AGENT_AXIS),
         )
         return traced(state, data, replicate(key, self.mesh), replicate(np.int32(epoch), self.mesh))
 
@@ -228,7 +246,8 @@ class Runner:
           ``(num_epochs,)``; ``bytes_sent`` is what one agent sent in each epoch.
         """
         num_epochs, args = self._chunk_call(state, data, key, num_epochs, test_data, first_epoch)
-        return self._executable(num_epochs, args)[0](*args)
+        compiled = self._executable(num_epochs, args)[0]
+        return compiled(*self._chunk_fn(num_epochs).arguments(*args))
 
     def compile_epochs(self, *args: Any, **kwargs: Any) -> float:
         """Compiles (ahead of time) what :meth:`run_epochs` runs for these arguments.

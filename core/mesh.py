@@ -9,7 +9,9 @@ with many.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -232,10 +234,44 @@ def agent_block(mesh: jax.sharding.Mesh, n_agents: int) -> int:
     return n_agents // n_devices
 
 
-def local_agent_ids(block: int) -> jax.Array:
-    """Global indices of the agents of this device's block (local view only).
+_USER_IDS: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar(
+    "decentjax_user_agent_ids", default=None
+)
 
-    Must be called inside ``jax.shard_map`` over :data:`AGENT_AXIS`.
+
+@contextlib.contextmanager
+def user_agent_ids(ids: jax.Array) -> Iterator[None]:
+    """Makes :func:`local_agent_ids` return ``ids`` (this block's user labels) in the block.
+
+    Bound by :class:`core.loop.Runner` when the agent axis is relabelled
+    (:mod:`core.relabel`): position ``k`` then holds the user's agent ``order[k]``,
+    and keys folded with that id make the run independent of the relabelling.
+    """
+    token = _USER_IDS.set(ids)
+    try:
+        yield
+    finally:
+        _USER_IDS.reset(token)
+
+
+def local_agent_ids(block: int) -> jax.Array:
+    """Global (user) indices of the agents of this device's block (local view only).
+
+    The positions ``start .. start + block - 1`` of the block, or, inside
+    :func:`user_agent_ids`, the user's labels of those positions. Must be called
+    inside ``jax.shard_map`` over :data:`AGENT_AXIS`.
+    """
+    ids = _USER_IDS.get()
+    if ids is not None and ids.shape[0] == block:
+        return ids
+    return local_positions(block)
+
+
+def local_positions(block: int) -> jax.Array:
+    """Positions ``start .. start + block - 1`` of this device's block on the agent axis.
+
+    What a communication operator indexes its tables by; equal to
+    :func:`local_agent_ids` unless the agent axis is relabelled. Local view only.
     """
     start = jax.lax.axis_index(AGENT_AXIS) * block
     return start + jax.numpy.arange(block, dtype=start.dtype)

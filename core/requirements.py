@@ -32,8 +32,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 
-from core import directed, weights
+from core import comm, directed, weights
 from core.compressed_gossip import CompressedGossip
 from core.time_varying import TimeVaryingGossip
 
@@ -88,6 +89,8 @@ def operator_rounds(op: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None,
             f"expected a gossip operator (core.comm.Gossip, CompressedGossip or "
             f"TimeVaryingGossip), got {type(op).__name__}."
         )
+    if sp.issparse(matrix):
+        return matrix, None, None
     return np.asarray(matrix, dtype=np.float64), None, None
 
 
@@ -103,9 +106,29 @@ def _check_round(m: np.ndarray, k: int, need: Need) -> None:
         raise ValueError(f"{where} is not symmetric: max |W - W^T| = {asym:.6g}.")
 
 
+def _check_sparse_stochastic(m: Any, axis: int) -> None:
+    """Nonnegative entries and unit row (``axis=1``) or column (``axis=0``) sums, O(nnz)."""
+    m = sp.csr_array(m)
+    if m.data.size and m.data.min() < -_ATOL:
+        raise ValueError(f"a stochastic matrix needs nonnegative entries, got {m.data.min():.6g}.")
+    sums = np.asarray(m.sum(axis=axis)).ravel()
+    k = int(np.argmax(np.abs(sums - 1.0)))
+    if abs(sums[k] - 1.0) > _ATOL:
+        what = "row" if axis == 1 else "column"
+        raise ValueError(f"{what} {k} sums to {sums[k]:.12g}; every {what} must sum to 1.")
+
+
 def _check_matrices(nominal: np.ndarray, rounds: tuple[np.ndarray, ...] | None, need: Need) -> None:
     for k, m in enumerate(rounds or ()):
         _check_round(m, k, need)
+    if sp.issparse(nominal):
+        # A sparse W (large n) is checked in O(nnz); directed needs: sums and signs.
+        symmetric = need in ("symmetric", "psd")
+        if need in ("pull", "push"):
+            _check_sparse_stochastic(nominal, 1 if need == "pull" else 0)
+        else:
+            comm._check_sparse(nominal, symmetric, doubly_stochastic=True)
+        return
     if need == "pull":
         directed.check_row_stochastic(nominal)
     elif need == "push":
@@ -143,8 +166,8 @@ def smallest_eigenvalue(w: np.ndarray, *, enough: float = -np.inf) -> float:
     on that ring, 3.5 s on that exponential graph, whose LU fills in).
 
     Args:
-      w: symmetric ``(n, n)`` matrix with rows summing to 1 and nonnegative
-        off-diagonal entries (validated by the caller).
+      w: symmetric ``(n, n)`` matrix (dense or ``scipy.sparse``) with rows summing
+        to 1 and nonnegative off-diagonal entries (validated by the caller).
       enough: the value the caller needs :math:`\lambda_{\min}` to reach.
 
     Returns:
@@ -152,16 +175,15 @@ def smallest_eigenvalue(w: np.ndarray, *, enough: float = -np.inf) -> float:
       ``>= enough``.
     """
     n = w.shape[0]
-    off = w != 0.0
-    np.fill_diagonal(off, False)
-    rows, cols = np.nonzero(off)
-    diag = np.diag(w)
+    coo = sp.coo_array(w)  # Dense or sparse W: the bound reads the nonzeros, O(nnz).
+    off = (coo.data != 0.0) & (coo.row != coo.col)
+    rows, cols = coo.row[off], coo.col[off]
+    diag = w.diagonal()
     bound = float(np.min(diag[rows] + diag[cols] - 1.0)) if rows.size else float(diag.min())
     if bound >= enough:
         return bound
     if n <= weights.DENSE_SPECTRUM_MAX_N:
-        return float(np.linalg.eigvalsh(w)[0])
-    import scipy.sparse as sp
+        return float(np.linalg.eigvalsh(w.toarray() if sp.issparse(w) else w)[0])
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
     matrix = sp.csc_matrix(w)

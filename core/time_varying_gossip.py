@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from core import comm, operator_context
+from core import comm, gossip_kernels, operator_context
 from core.comm import Gossip
-from core.mesh import AGENT_AXIS, local_agent_ids
+from core.mesh import AGENT_AXIS, local_positions
+from core.operator_tables import AgentTable
 
 PyTree = Any
 Kind = Literal["symmetric", "pull", "push", "sequence"]
@@ -91,6 +92,10 @@ class TimeVaryingGossip:
         offset ``s``; ``None`` otherwise.
       p: failure probability per edge and round (0 for a sequence).
       matrices: the sequence's ``T`` matrices (for link failures, the base matrix).
+      tables: ``coeffs`` and ``out_coeffs`` agent-major, ``(n, T, |S|)`` and
+        ``(n, |S|)``, as :class:`~core.operator_tables.AgentTable`\ s (set at
+        construction: the compiled program gets them as sharded arguments, not as
+        ``n``-sized constants).
     """
 
     kind: Kind
@@ -101,6 +106,16 @@ class TimeVaryingGossip:
     out_coeffs: np.ndarray | None
     p: float
     matrices: tuple[np.ndarray, ...]
+    tables: tuple[AgentTable, AgentTable | None] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        per_agent = np.ascontiguousarray(np.moveaxis(self.coeffs, 2, 0))
+        coeffs = AgentTable(per_agent, "round coefficients")
+        out = None
+        if self.out_coeffs is not None:
+            out = AgentTable(np.ascontiguousarray(self.out_coeffs.T), "out-edge coefficients")
+        # Host-side, once, at construction (a frozen dataclass sets derived fields so).
+        object.__setattr__(self, "tables", (coeffs, out))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -171,7 +186,7 @@ class TimeVaryingGossip:
                 f"holds {block} agents on each of {n_devices} devices "
                 f"({block * n_devices} agents)."
             )
-        ids = local_agent_ids(block)
+        ids = local_positions(block)
         # The round's draws once per call, its coefficients once per dtype, shared by
         # all leaves (not cached across calls: a call may sit inside a cond or scan).
         masks = self._failure_masks(current, ids)
@@ -229,7 +244,9 @@ class TimeVaryingGossip:
         dtype: Any,
     ) -> jax.Array:
         """This round's ``c_s[i]`` for the agents ``ids``: shape ``(len(offsets), b)``."""
-        table = jnp.asarray(self.coeffs, dtype)[:, :, ids]  # (T, |S|, b)
+        coeff_table, out_table = self.tables
+        block = ids.shape[0]
+        table = jnp.moveaxis(coeff_table.local(block).astype(dtype), 0, 2)  # (T, |S|, b)
         if masks is None:
             period = table.shape[0]
             index = jnp.broadcast_to(current.index, ids.shape) % period
@@ -238,9 +255,9 @@ class TimeVaryingGossip:
         c, zero = table[0], jnp.zeros((), dtype)
         failed, out_failed = masks
         if self.kind == "push":
-            # Sender j keeps the weights of its failed out-edges; they are a host
-            # constant because the base W is.
-            lost = jnp.where(out_failed, jnp.asarray(self.out_coeffs, dtype)[:, ids], zero)
+            # Sender j keeps the weights of its failed out-edges (per-agent table).
+            out_coeffs = out_table.local(block).astype(dtype).T  # (|S|, b)
+            lost = jnp.where(out_failed, out_coeffs, zero)
         else:
             # Pull: the receiver i keeps w_ij. Symmetric: w_ji = w_ij and the draw is
             # shared, so this row rule is also the column rule.
@@ -260,7 +277,7 @@ class TimeVaryingGossip:
             local = jnp.zeros((block, self.n_agents), x.dtype).at[rows, cols].add(coeffs)
             full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
             return jnp.tensordot(local, full, axes=1, precision=jax.lax.Precision.HIGHEST)
-        return comm._shift_mix(x, self.offsets, list(coeffs), n_devices)
+        return gossip_kernels.shift_mix(x, self.offsets, list(coeffs), n_devices)
 
     def mean(self, tree: PyTree) -> PyTree:
         """Average over all agents (the server's mean); no round needed."""

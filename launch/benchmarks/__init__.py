@@ -20,7 +20,10 @@ It prints a table of ratios (medians of ``--reps`` repetitions), and writes
   with a user-written ``nnx`` CNN (as written, with ``convs_as_matmuls``) and the
   library CNN, against pfl and FedJAX (targets ≥ 1.5x, ≥ 4x), and s/round for
   N = 100 .. 10,000 clients at cohorts of 10 and 100 (target: within 1.5x of N = 100);
-* :mod:`~launch.benchmarks.scaling`: time, memory and compile time for n = 16 .. 16384.
+* :mod:`~launch.benchmarks.scaling`: time, memory and compile time for n = 16 .. 16384;
+* :mod:`~launch.benchmarks.graphs_at_scale` (``--only graphs``): D-RR with 100,000 agents
+  on a ring and a relabelled random geometric graph, a 1,000,000-agent ring, and the
+  halo bytes per device on 8 fake devices.
 
 Peers run in their own virtual environments (``setup_peers.sh``; nothing of theirs is in
 this repository) as subprocesses that print JSON; a peer that is not installed is
@@ -28,5 +31,16 @@ reported with the reason, never silently dropped. Timings are wall-clock on what
 the machine is doing: read ratios, not absolute times, and compare runs of one machine.
 """
 
-COMPARISONS = ("equal_work", "numpy_drr", "torch_loop", "federated", "cohort", "scaling")
+COMPARISONS = (
+    "equal_work",
+    "numpy_drr",
+    "torch_loop",
+    "federated",
+    "cohort",
+    "scaling",
+    "graphs_at_scale",
+)
 """Module names of the comparisons, in the order they run and print."""
+
+ALIASES = {"graphs": "graphs_at_scale"}
+"""Short names ``--only`` accepts for a comparison."""

@@ -5,7 +5,7 @@ See :mod:`launch.benchmarks` for what each comparison measures. Flags:
 * ``--quick``: small sizes, one repetition, peers skipped when their venvs are absent
   (what ``tests/test_benchmarks.py`` runs);
 * ``--only NAME,...``: a subset of ``equal_work, numpy_drr, torch_loop, federated,
-  scaling``;
+  cohort, scaling, graphs_at_scale`` (or ``graphs``);
 * ``--reps N``: timed repetitions (default 5; 1 with ``--quick``);
 * ``--out DIR``: where ``results.json`` and the PNGs go (default ``runs/benchmarks``);
 * ``--devices K``: agent-mesh devices; on a CPU host, K > 1 fakes K CPU devices (the main
@@ -31,7 +31,7 @@ DEFAULT_PEERS_DIR = os.environ.get(
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from launch.benchmarks import COMPARISONS
+    from launch.benchmarks import ALIASES, COMPARISONS
 
     parser = argparse.ArgumentParser(
         prog="python -m launch.benchmarks", description="decentjax benchmark suite."
@@ -44,6 +44,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers-dir", default=DEFAULT_PEERS_DIR, help="the peers' venvs")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(COMPARISONS)
+    names = [ALIASES.get(n, n) for n in names]
     unknown = sorted(set(names) - set(COMPARISONS))
     if unknown:
         parser.error(f"unknown comparison(s) {unknown}; valid: {', '.join(COMPARISONS)}")

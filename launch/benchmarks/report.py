@@ -46,7 +46,8 @@ class Row:
       case: what was compared, e.g. ``"DSGD ring n=64"``.
       ours: decentjax's figure (seconds per step/round, or the value itself).
       peer: the other side's figure in the same unit, ``None`` if there is none.
-      unit: of ``ours`` and ``peer``: ``"s/step"``, ``"s/round"`` or ``"s"``.
+      unit: of ``ours`` and ``peer``: ``"s/step"``, ``"s/round"``, ``"s"``, or a size:
+        ``"B"``, ``"GB"``.
       value: the ratio (or value) that meets or misses ``target``.
       target: e.g. ``">= 10"``, ``"<= 1.3"``; empty when informative only.
       note: why a figure is missing, or what the row shows.
@@ -112,6 +113,8 @@ def _fmt_time(seconds: float | None, unit: str) -> str:
         return "—"
     if unit == "s":
         return f"{seconds:.2f} s"
+    if unit in ("B", "GB"):  # Sizes, not times (the graphs comparison).
+        return f"{seconds:,.0f} B" if unit == "B" else f"{seconds:.2f} GB"
     per = unit.split("/")[1]
     if seconds >= 1.0:
         return f"{seconds:.2f} s/{per}"
@@ -123,8 +126,8 @@ def _fmt_time(seconds: float | None, unit: str) -> str:
 def _fmt_value(row: Row) -> str:
     if row.value is None:
         return "—"
-    if row.unit == "s":
-        return f"{row.value:.2f} s"
+    if row.unit in ("s", "GB"):
+        return f"{row.value:.2f} {row.unit}"
     return f"{row.value:.2f}×"
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 import algos
 from core import algorithm as algorithm_lib
-from core import comm, loop, mesh, sampling, topology, weights
+from core import comm, loop, mesh, relabel, sampling, topology, weights
 from models import nets, objectives
 
 PyTree = Any
@@ -81,8 +81,9 @@ def _build(
     algorithm, sampler, n: int, n_devices: int, data: dict, params0: PyTree, gossip=None
 ) -> Workload:
     agent_mesh = mesh.make_agent_mesh(n, n_devices)
-    shard = mesh.shard_agents(data, agent_mesh)
-    runner = loop.Runner(algorithm, sampler, agent_mesh, no_metrics)
+    order = None if gossip is None else gossip.order
+    shard = mesh.shard_agents(relabel.to_internal(data, order), agent_mesh)
+    runner = loop.Runner(algorithm, sampler, agent_mesh, no_metrics, order=order)
     key = jax.random.key(0)
 
     def fresh_state():
@@ -178,22 +179,25 @@ def logistic_workload(
     alpha: float = 0.01,
     reg: float = 0.2,
     n_devices: int = 1,
+    order: str | np.ndarray | None = None,
 ) -> Workload:
     """D-RR (random reshuffling) or DSGD (i.i.d.) on ℓ2 logistic regression, batch 1.
 
     Args:
       method: ``"d_rr"`` or ``"dsgd"``.
       data: from :func:`logistic_data`, leaves ``(n, m, ...)``.
-      w: the ``(n, n)`` mixing matrix.
+      w: the ``(n, n)`` mixing matrix, dense or ``scipy.sparse``.
       path: gossip path.
       alpha: constant step size.
       reg: the ℓ2 weight λ.
       n_devices: devices of the agent mesh.
+      order: relabel the agents (``comm.gossip``'s ``order``); the data are laid out
+        to match.
     """
     n, m, d = data["x"].shape
     loss = objectives.logistic_regression(reg=reg).loss
     # Validated at every size: the mixing check is O(nnz) above 1024 agents.
-    op = comm.gossip(w, path=path)
+    op = comm.gossip(w, path=path, order=order)
     if method == "d_rr":
         algorithm, sampler = algos.d_rr(loss, op, alpha), sampling.reshuffle(m)
     elif method == "dsgd":
