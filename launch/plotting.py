@@ -18,6 +18,10 @@ each method in its own colour and marker with its family's line style, the legen
 beside the panels (never over the data), and titles wrapped to the figure's width.
 ``python -m launch.replot WORKDIR`` redraws a finished run's plots from its
 ``metrics.jsonl`` (:func:`load_histories`).
+
+Figures saved to a path are plain :class:`matplotlib.figure.Figure` objects, drawn by
+Agg with no window and no pyplot state (runs on servers and pods); without a path they
+are pyplot figures, so a notebook shows them inline.
 """
 
 from __future__ import annotations
@@ -29,16 +33,15 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import networkx as nx
+import numpy as np
+from etils import epath
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # Headless: runs write PNG files, never open windows.
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
-from etils import epath  # noqa: E402
-
-from core import weights  # noqa: E402
-from launch import plot_styles  # noqa: E402
+from core import weights
+from launch import plot_styles
 
 History = list[dict[str, Any]]
 Runs = History | list[History]
@@ -105,7 +108,7 @@ def plot_histories(
     x: str = "epoch",
     title: str = "",
     log_x: bool | None = None,
-) -> matplotlib.figure.Figure:
+) -> Figure:
     """One panel per topology, one curve (or mean ± std band) per method.
 
     Centralized runs (topology ``"centralized"``) are drawn on every panel as the
@@ -116,13 +119,14 @@ def plot_histories(
       histories: ``{(topology, method): runs}``, see the module docstring.
       metric: row key to plot on the y axis.
       path: where to save the PNG (any ``etils.epath`` path, ``gs://`` included); the
-        figure is closed after saving. ``None``: return it open.
+        figure is written headless (Agg). ``None``: a pyplot figure, shown inline in
+        a notebook.
       x: row key for the x axis, ``"epoch"``, ``"round"`` or ``"bytes_sent"``.
       title: figure title, wrapped to the figure's width.
       log_x: log x axis; default: only for ``"bytes_sent"``.
 
     Returns:
-      The figure (closed when ``path`` was given).
+      The figure.
 
     Raises:
       ValueError: if ``histories`` is empty or a run lacks ``x`` or ``metric``.
@@ -134,13 +138,13 @@ def plot_histories(
     panels = list(dict.fromkeys(t for t, _ in histories if t != "centralized")) or ["centralized"]
     styles = plot_styles.method_styles(list(dict.fromkeys(name for _, name in histories)))
     width = PANEL_WIDTH_IN * len(panels) + LEGEND_WIDTH_IN
-    fig, axes = plt.subplots(
-        1,
-        len(panels),
-        figsize=(width, PANEL_HEIGHT_IN + (0.4 if title else 0.0)),
-        squeeze=False,
-        layout="constrained",
+    size = (width, PANEL_HEIGHT_IN + (0.4 if title else 0.0))
+    fig = (
+        Figure(size, layout="constrained")
+        if path
+        else plt.figure(figsize=size, layout="constrained")
     )
+    axes = fig.subplots(1, len(panels), squeeze=False)
     handles = {}
     for ax, panel in zip(axes[0], panels, strict=True):
         for (topo, name), runs in histories.items():
@@ -158,7 +162,7 @@ def plot_histories(
         ax.set_xlabel(plot_styles.METRIC_LABELS.get(x, x))
         ax.set_ylabel(plot_styles.METRIC_LABELS.get(metric, metric))
         ax.grid(True, which="both", alpha=0.3)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize="small")
     if title:
         fig.suptitle(textwrap.fill(title, int(width * _TITLE_CHARS_PER_IN)), fontsize=11)
     if path is not None:
@@ -166,8 +170,8 @@ def plot_histories(
     return fig
 
 
-def save(fig: matplotlib.figure.Figure, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Writes ``fig`` as a PNG to ``path`` (local or remote, via ``etils.epath``) and closes it.
+def save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Writes ``fig`` as a PNG to ``path`` (local or remote, via ``etils.epath``).
 
     Args:
       fig: the figure.
@@ -176,17 +180,16 @@ def save(fig: matplotlib.figure.Figure, path: str | os.PathLike, dpi: int = 100)
     """
     with epath.Path(path).open("wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
-    plt.close(fig)
 
 
 def draw_topology(
     A: np.ndarray,
-    ax: matplotlib.axes.Axes | None = None,
+    ax: Axes | None = None,
     *,
     W: np.ndarray | None = None,
     name: str = "",
     layout: str = "circular",
-) -> matplotlib.axes.Axes:
+) -> Axes:
     """Draws the graph with adjacency ``A``; the title gives its spectral gap.
 
     The gap :math:`1 - \\|W - \\tfrac1n 11^\\top\\|_2` is that of ``W``
@@ -196,7 +199,7 @@ def draw_topology(
 
     Args:
       A: ``(n, n)`` boolean (or 0/1) adjacency, ``A[i, j]``: an edge from i to j.
-      ax: axes to draw on; a new 4 x 4 in figure when ``None``.
+      ax: axes to draw on; a new 4 x 4 in pyplot figure when ``None``.
       W: the mixing matrix whose gap the title shows.
       name: the graph's name, put first in the title.
       layout: ``"circular"`` (nodes on a circle in index order, how ring-like

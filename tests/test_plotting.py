@@ -10,12 +10,15 @@ import gzip
 import json
 
 import matplotlib
-import numpy as np
-import pytest
-from matplotlib.collections import PolyCollection
 
-from core import digraph, topology, weights
-from launch import plot_styles, plotting, replot
+matplotlib.use("Agg")  # headless, as CI runs
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+
+from core import digraph, topology, weights  # noqa: E402
+from launch import plot_styles, plotting, replot  # noqa: E402
 
 EPOCHS = 12
 
@@ -72,12 +75,14 @@ def test_axes_are_named_and_bytes_are_on_a_log_axis():
     linear = plotting.plot_histories({("ring", "dsgd"): accuracy}, "accuracy")
     assert linear.axes[0].get_yscale() == "linear"
     for f in (fig, epochs, linear):
-        matplotlib.pyplot.close(f)
+        plt.close(f)
 
 
-def test_legend_and_a_long_title_stay_off_the_panels_and_inside_the_figure():
+@pytest.mark.parametrize("graphs", [("ring",), ("ring", "exponential")])
+def test_legend_and_a_long_title_stay_off_the_panels_and_inside_the_figure(graphs):
     title = "sklearn:digits, a long data description that would not fit on one line " * 3
-    fig = plotting.plot_histories(_results(), "dist_to_opt", title=title)
+    results = {key: runs for key, runs in _results().items() if key[0] in graphs + ("centralized",)}
+    fig = plotting.plot_histories(results, "dist_to_opt", title=title)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     page = fig.bbox
@@ -91,8 +96,10 @@ def test_legend_and_a_long_title_stay_off_the_panels_and_inside_the_figure():
     assert labels == ["dsgd", "cedas@rand30", "lead@rand30", "centralized_rr"]
     suptitle = fig.get_suptitle()
     assert "\n" in suptitle and suptitle.replace("\n", " ") == title.strip()
-    assert _inside(fig._suptitle.get_window_extent(renderer), page), "title clipped"
-    matplotlib.pyplot.close(fig)
+    title_box = fig._suptitle.get_window_extent(renderer)
+    assert _inside(title_box, page), "title clipped"
+    assert not title_box.overlaps(box), "legend over the title"
+    plt.close(fig)
 
 
 def test_coinciding_methods_get_distinct_colours_and_markers_and_family_styles():
@@ -109,7 +116,7 @@ def test_coinciding_methods_get_distinct_colours_and_markers_and_family_styles()
     assert cedas.get_markevery() != lead.get_markevery()  # markers staggered
     assert plot_styles.family("lead@qsgd2") == "compressed"
     assert plot_styles.family("my_method") == "other"
-    matplotlib.pyplot.close(fig)
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("layout", ["list_of_runs", "runs_axis"])
@@ -129,7 +136,7 @@ def test_several_runs_draw_the_mean_and_a_band_of_one_std(layout):
     low = np.maximum(values.mean(0) - values.std(0), values.min(0))
     np.testing.assert_allclose(ys.min(), low.min(), rtol=1e-12)
     np.testing.assert_allclose(ys.max(), (values.mean(0) + values.std(0)).max(), rtol=1e-12)
-    matplotlib.pyplot.close(fig)
+    plt.close(fig)
     single = plotting.plot_histories(
         {
             ("ring", "dsgd"): runs[:1]
@@ -139,7 +146,7 @@ def test_several_runs_draw_the_mean_and_a_band_of_one_std(layout):
         "loss",
     )
     assert not single.axes[0].collections, "a band drawn for one run"
-    matplotlib.pyplot.close(single)
+    plt.close(single)
 
 
 def test_bad_results_are_named():
@@ -165,7 +172,7 @@ def test_draw_topology_titles_the_spectral_gap():
         plotting.draw_topology(a, layout="grid")
     with pytest.raises(ValueError, match=r"square \(n, n\) matrix, got shape \(2, 3\)"):
         plotting.draw_topology(np.zeros((2, 3)))
-    matplotlib.pyplot.close("all")
+    plt.close("all")
 
 
 def test_metrics_file_round_trip_and_replot(tmp_path):
@@ -183,6 +190,8 @@ def test_metrics_file_round_trip_and_replot(tmp_path):
     (tmp_path / "setup.txt").write_text("data: digits (1797 samples); 16 agents\n")
     assert replot.summary_metric(tmp_path) == "dist_to_opt"
     assert replot.data_title(tmp_path) == "digits (1797 samples)"
+    open_figures = plt.get_fignums()
     paths = plotting.plot_results(histories, "dist_to_opt", tmp_path, title="t")
     assert [p.name for p in paths] == ["dist_to_opt_vs_epochs.png", "dist_to_opt_vs_bytes.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    assert plt.get_fignums() == open_figures, "a saved plot left a pyplot figure open"
