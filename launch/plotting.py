@@ -252,7 +252,7 @@ def load_histories(path: str | os.PathLike) -> dict[tuple[str, str], Runs]:
 
     Args:
       path: the ``metrics.jsonl`` file (local or remote); gzip-compressed when its name
-        ends in ``.gz`` (how ``launch/results/`` keeps them).
+        ends in ``.gz`` (``plot_data.jsonl.gz``, :func:`save_plot_data`).
 
     Returns:
       The results, in the order their first rows appear.
@@ -277,6 +277,44 @@ def load_histories(path: str | os.PathLike) -> dict[tuple[str, str], Runs]:
         key: next(iter(runs.values())) if list(runs) == [None] else list(runs.values())
         for key, runs in grouped.items()
     }
+
+
+def save_plot_data(
+    histories: Mapping[tuple[str, str], Runs],
+    metric: str,
+    path: str | os.PathLike,
+    *,
+    keys: Sequence[str] = ("epoch", "bytes_sent"),
+    digits: int = 6,
+) -> None:
+    """Writes the plotted columns of ``histories`` as gzip-compressed JSON lines.
+
+    The compact companion of a committed plot (``launch/results/*/plot_data.jsonl.gz``):
+    ``topology``, ``algorithm``, ``seed`` (when a method has several runs), ``keys`` and
+    ``metric`` of every row, floats rounded to ``digits`` significant digits, which is
+    what :func:`load_histories` reads back to redraw the plot.
+
+    Args:
+      histories: ``{(topology, method): runs}`` (runs as lists of histories, not as
+        per-run values inside rows).
+      metric: the plotted metric.
+      path: destination, ending in ``.gz``.
+      keys: the x-axis columns kept besides ``metric``.
+      digits: significant digits kept.
+    """
+
+    def value(v):
+        return float(f"{v:.{digits}g}") if isinstance(v, float) else v
+
+    lines = []
+    for (topo, name), runs in histories.items():
+        several = not isinstance(runs[0], Mapping)
+        for seed, history in enumerate(runs if several else [runs]):
+            for row in history:
+                out = {"topology": topo, "algorithm": name, **({"seed": seed} if several else {})}
+                out.update({k: value(row[k]) for k in (*keys, metric) if k in row})
+                lines.append(json.dumps(out) + "\n")
+    epath.Path(path).write_bytes(gzip.compress("".join(lines).encode("utf-8"), mtime=0))
 
 
 def plot_results(

@@ -6,10 +6,11 @@ Command::
 
 writes ``<metric>_vs_epochs.png`` and ``<metric>_vs_bytes.png`` to ``--out`` (default:
 the workdir) with :mod:`launch.plotting`, from ``metrics.jsonl`` or, where there is none,
-``metrics.jsonl.gz`` (how ``launch/results/*/`` keep theirs: ``python -m launch.replot
---workdir=launch/results/compressed`` redraws the committed plots). The metric defaults
-to the one the run's ``summary.txt`` table leads with (its third column), the title to
-the data description on the ``data:`` line of ``setup.txt``.
+``plot_data.jsonl.gz``: the plotted columns that ``--save_data`` writes and
+``launch/results/*/`` keep (``python -m launch.replot --workdir=launch/results/compressed``
+redraws the committed plots without rerunning). The metric defaults to the one the run's
+``summary.txt`` table leads with (its third column), the title to the data description
+on the ``data:`` line of ``setup.txt``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from etils import epath
 
 from launch import plotting
 
+PLOT_DATA = "plot_data.jsonl.gz"
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished run's workdir (holds metrics.jsonl).")
 flags.DEFINE_string("metric", None, "Metric to plot; default: summary.txt's leading metric.")
 flags.DEFINE_string("title", None, "Figure title; default: the data line of setup.txt.")
 flags.DEFINE_string("out", None, "Where to write the PNGs; default: the workdir.")
+flags.DEFINE_bool("save_data", False, "Also write the plotted columns to OUT/plot_data.jsonl.gz.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -69,10 +72,14 @@ def main(argv):
     title = data_title(workdir) if FLAGS.title is None else FLAGS.title
     metrics = workdir / "metrics.jsonl"
     if not metrics.exists():
-        metrics = workdir / "metrics.jsonl.gz"  # how launch/results/ keeps them
+        metrics = workdir / PLOT_DATA  # how launch/results/ keeps them
     histories = plotting.load_histories(metrics)
-    for path in plotting.plot_results(histories, metric, FLAGS.out or workdir, title=title):
+    out = epath.Path(FLAGS.out or workdir)
+    for path in plotting.plot_results(histories, metric, out, title=title):
         print(f"wrote {path}")
+    if FLAGS.save_data:
+        plotting.save_plot_data(histories, metric, out / PLOT_DATA)
+        print(f"wrote {out / PLOT_DATA}")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,16 @@ def test_metrics_file_round_trip_and_replot(tmp_path):
     (tmp_path / "setup.txt").write_text("data: digits (1797 samples); 16 agents\n")
     assert replot.summary_metric(tmp_path) == "dist_to_opt"
     assert replot.data_title(tmp_path) == "digits (1797 samples)"
+    # The committed plots' data: plotted columns, 6 significant digits, read back alike.
+    plotting.save_plot_data(histories, "dist_to_opt", tmp_path / "plot_data.jsonl.gz")
+    again = plotting.load_histories(tmp_path / "plot_data.jsonl.gz")
+    assert list(again) == list(histories) and len(again[("ring", "dsgd")]) == 3
+    for key in histories:
+        want = plotting.runs_of(histories[key], "dist_to_opt")
+        # Rounding to 6 significant digits moves a value by at most half a unit of the 6th.
+        got = plotting.runs_of(again[key], "dist_to_opt")
+        np.testing.assert_allclose(got, want, rtol=0.5 * 10.0 ** (1 - 6))
+    assert set(again[("ring", "ed")][0]) == {"epoch", "bytes_sent", "dist_to_opt"}
     open_figures = plt.get_fignums()
     paths = plotting.plot_results(histories, "dist_to_opt", tmp_path, title="t")
     assert [p.name for p in paths] == ["dist_to_opt_vs_epochs.png", "dist_to_opt_vs_bytes.png"]
