@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")  # Headless: runs write PNG files, never open windows.
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,7 +27,7 @@ def plot_histories(
     Args:
       histories: ``{(topology, algorithm): per-epoch metric dicts}``.
       metric: key to plot on the y axis (log scale).
-      path: output PNG path.
+      path: output PNG path (local or a URI such as ``gs://...``).
       x: key for the x axis, ``"epoch"`` or ``"bytes_sent"``.
       title: figure title.
     """
@@ -53,5 +54,6 @@ def plot_histories(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with epath.Path(path).open("wb") as f:  # epath: the workdir may be gs://.
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
