@@ -174,10 +174,13 @@ def prepare(
         )
     if diff and on_mismatch == "new":
         for k in range(1, 1000):
+            candidate = workdir.parent / f"{workdir.name}-{k}"
             try:
-                return prepare(config, workdir.parent / f"{workdir.name}-{k}", write=write)
+                chosen = prepare(config, candidate, write=write)
             except ConfigMismatchError:
                 continue
+            print(f"workdir {workdir} holds another config ({_describe(diff)}); using {chosen}")
+            return chosen
         raise ConfigMismatchError(f"{workdir}-1 ... {workdir}-999 all hold other configs.")
     if write:
         workdir.mkdir(parents=True, exist_ok=True)
