@@ -123,11 +123,17 @@ def load(path: str) -> Any:
     """The object at ``"package.module:attribute"`` (attribute may be dotted).
 
     Raises:
-      ValueError: naming the path and what failed (module not importable, no attribute).
+      ModuleNotFoundError: when the top-level package does not exist.
+      ValueError: naming the path and what failed (a module inside an existing package
+        not importable, no such attribute).
     """
     module_name, _, attribute = path.partition(":")
     try:
         obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name.split(".")[0]:
+            raise  # No such package: maybe not an import path at all ("kaggle:titanic").
+        raise ValueError(f"cannot import {module_name!r} of {path!r}: {error}.") from error
     except ImportError as error:
         raise ValueError(f"cannot import {module_name!r} of {path!r}: {error}.") from error
     for part in attribute.split("."):
@@ -139,7 +145,8 @@ def load(path: str) -> Any:
 
 def lookup(kind: str, name: str) -> Any | None:
     """The registered ``kind`` (``"algorithm"``, ...) called ``name``, or the object at
-    its import path, or ``None`` when it is neither (the caller names the valid choices).
+    its import path, or ``None`` when it is neither, or its package does not exist (the
+    caller names the valid choices; ``"kaggle:titanic"`` may be a data source's typo).
 
     An algorithm given by import path as a plain function is run with the ``"iid"``
     sampler on the graph; name an :class:`AlgorithmSpec` to choose otherwise.
@@ -149,7 +156,10 @@ def lookup(kind: str, name: str) -> Any | None:
         return table[name]
     if not is_import_path(name):
         return None
-    obj = load(name)
+    try:
+        obj = load(name)
+    except ModuleNotFoundError:
+        return None  # The caller's "unknown ..." message lists what else would do.
     if kind == "algorithm" and not isinstance(obj, AlgorithmSpec):
         if not callable(obj):
             raise ValueError(f"algorithm {name!r} is not callable: {obj!r}.")

@@ -109,8 +109,11 @@ def test_registered_names_and_their_errors(user_package):
     config.algorithms = (f"{user_package}.methods:missing",)
     with pytest.raises(ValueError, match="has no attribute 'missing'"):
         experiment.validate(config)
+    config.algorithms = (f"{user_package}.methds:plain_dsgd",)
+    with pytest.raises(ValueError, match=f"cannot import '{user_package}.methds'"):
+        experiment.validate(config)
     config.algorithms = ("no_such_pkg_h17b.methods:f",)
-    with pytest.raises(ValueError, match="cannot import 'no_such_pkg_h17b.methods'"):
+    with pytest.raises(ValueError, match=r"unknown algorithm .*'package.module:function'"):
         experiment.validate(config)
 
 
