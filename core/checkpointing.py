@@ -12,13 +12,13 @@ one-file change (STYLE.md item 15).
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 PyTree = Any
 
@@ -27,12 +27,16 @@ class Checkpointer:
     """Saves and restores ``(state, epoch)`` under a directory.
 
     Args:
-      directory: folder for the checkpoints (created if missing).
+      directory: folder for the checkpoints (created if missing): a local path or a
+        URI such as ``gs://bucket/run/checkpoints`` (paths go through ``etils.epath``,
+        as in orbax, never ``os.path``, which would turn ``gs://`` into a local folder).
       max_to_keep: how many recent checkpoints to keep.
     """
 
-    def __init__(self, directory: str, *, max_to_keep: int = 2):
-        self.directory = os.path.abspath(directory)
+    def __init__(self, directory: epath.PathLike, *, max_to_keep: int = 2):
+        self.directory = epath.Path(directory)
+        if not self.directory.is_absolute():  # Orbax needs absolute local paths.
+            self.directory = self.directory.resolve()
         self._manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep)
         )

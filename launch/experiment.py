@@ -1,14 +1,16 @@
 """Builds the pieces of a run from a config: data, objective, graph, algorithms.
 
 Names used in config files resolve here, each against a table, so a typo is a
-``ValueError`` that lists the valid names before anything is compiled.
+``ValueError`` that lists the valid names before anything is compiled. Algorithms,
+topologies, datasets and models not in the tables are looked up in
+:mod:`launch.registry` (registered names, or ``"package.module:function"``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -17,17 +19,11 @@ import optax
 import algos
 from core import algorithm as algorithm_lib
 from core import comm, compression, datasets, directed, partition, schedules, topology, weights
+from launch import registry
+from launch.registry import AlgorithmSpec
 from models import nets, objectives
 
 PyTree = Any
-
-
-class AlgorithmSpec(NamedTuple):
-    """How a config name maps to a method: its factory, sampler and whether it gossips."""
-
-    factory: Callable[..., Any]
-    sampler: str
-    decentralized: bool
 
 
 def _edas(loss_fn, comm_op, lr):
@@ -173,10 +169,15 @@ def _square(n: int) -> tuple[int, int]:
     return side, side
 
 
-def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}.")
-    return table[name]
+def _lookup(table: dict[str, Any], name: str, what: str, kind: str | None = None) -> Any:
+    """``table[name]``, else (for ``kind``) the user's registered or imported one."""
+    if name in table:
+        return table[name]
+    found = registry.lookup(kind, name) if kind else None
+    if found is None:
+        more = f"; {registry.describe(kind)}" if kind else ""
+        raise ValueError(f"unknown {what} {name!r}; valid: {sorted(table)}{more}.")
+    return found
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -199,7 +200,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 raise ValueError(f"algorithm {name!r} needs a config.federated section.")
             continue
         if compressor is None:
-            _lookup(ALGORITHMS, method, "algorithm")
+            _lookup(ALGORITHMS, method, "algorithm", "algorithm")
             continue
         _lookup(COMPRESSED_ALGORITHMS, method, "compressed algorithm")
         specs = config.get("compressors") or {}
@@ -210,14 +211,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
             )
         _lookup(compression.COMPRESSORS, specs[compressor].name, "compressor")
     for name in config.topologies:
-        _lookup(DIRECTED_TOPOLOGIES if config.get("directed") else TOPOLOGIES, name, "topology")
+        table = DIRECTED_TOPOLOGIES if config.get("directed") else TOPOLOGIES
+        _lookup(table, name, "topology", "topology")
     if not config.get("directed"):
         _lookup(WEIGHTS, config.weights, "weights")
     if config.objective.name == "softmax":
-        if config.get("model", {}).get("name") not in MODELS:
+        name = config.get("model", {}).get("name")
+        if name not in MODELS and not (isinstance(name, str) and registry.lookup("model", name)):
             raise ValueError(
-                f"objective 'softmax' needs config.model.name in {list(MODELS)}, got "
-                f"{config.get('model', {}).get('name')!r}."
+                f"objective 'softmax' needs config.model.name in {list(MODELS)} "
+                f"({registry.describe('model')}), got {name!r}."
             )
     else:
         _lookup(OBJECTIVES, config.objective.name, "objective")
@@ -277,10 +280,13 @@ def _load_source(
         data, _ = datasets.synthetic_logistic_regression(cfg.num_samples, cfg.dim, seed=config.seed)
     elif kind == "synthetic_linear":
         data, _ = datasets.synthetic_linear_regression(cfg.num_samples, cfg.dim, seed=config.seed)
+    elif (load := registry.lookup("dataset", cfg.source)) is not None:
+        data = load(cfg, config.seed)
     else:
         raise ValueError(
             f"unknown data source {cfg.source!r}; use 'sklearn:<name>', 'svmlight:<path>', "
-            "'tfds:<name>', 'synthetic_logistic' or 'synthetic_linear'."
+            "'tfds:<name>', 'synthetic_logistic', 'synthetic_linear' "
+            f"({registry.describe('dataset')})."
         )
     data = datasets.flatten(data)
     what = ""
@@ -332,12 +338,14 @@ def mixing_operator(config: ml_collections.ConfigDict, name: str):
     of ``R`` (one minus its second-largest eigenvalue modulus).
     """
     if config.get("directed"):
-        adjacency = _lookup(DIRECTED_TOPOLOGIES, name, "topology")(config.n_agents, config.seed)
+        adjacency = _lookup(DIRECTED_TOPOLOGIES, name, "topology", "topology")(
+            config.n_agents, config.seed
+        )
         r, c = directed.row_stochastic(adjacency), directed.column_stochastic(adjacency)
         ops = tuple(comm.gossip(w, symmetric=False, doubly_stochastic=False) for w in (r, c))
         moduli = np.sort(np.abs(np.linalg.eigvals(r)))[::-1]
         return ops, float(1.0 - moduli[1]) if len(moduli) > 1 else 1.0
-    adjacency = _lookup(TOPOLOGIES, name, "topology")(config.n_agents, config.seed)
+    adjacency = _lookup(TOPOLOGIES, name, "topology", "topology")(config.n_agents, config.seed)
     w = _lookup(WEIGHTS, config.weights, "weights")(adjacency)
     return comm.gossip(w), weights.spectral_gap(w)
 
@@ -350,7 +358,10 @@ def model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_c
         return nets.linear(features, num_classes, param_dtype=dtype)
     if name == "mlp":
         return nets.mlp(features, tuple(config.model.hidden), num_classes, param_dtype=dtype)
-    return nets.cnn(tuple(input_shape), num_classes, param_dtype=dtype)
+    if name == "cnn":
+        return nets.cnn(tuple(input_shape), num_classes, param_dtype=dtype)
+    build = _lookup({}, name, "model", "model")
+    return build(tuple(input_shape), num_classes, dtype, config.model)
 
 
 def objective(
@@ -394,7 +405,8 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return "iid", False
     if compressor_key is None:
-        return ALGORITHMS[method].sampler, ALGORITHMS[method].decentralized
+        spec = _lookup(ALGORITHMS, method, "algorithm", "algorithm")
+        return spec.sampler, spec.decentralized
     return config.get("compressed_sampler", "iid"), True
 
 
@@ -428,7 +440,7 @@ def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return FEDERATED_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
     if compressor_key is None:
-        return ALGORITHMS[method].factory(loss_fn, comm_op, lr)
+        return _lookup(ALGORITHMS, method, "algorithm", "algorithm").factory(loss_fn, comm_op, lr)
     spec = config.compressors[compressor_key]
     return COMPRESSED_ALGORITHMS[method](loss_fn, comm_op, lr, _make_compressor(spec), spec)
 

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 
 def fit_rate(
@@ -78,15 +79,14 @@ def bytes_to_reach(history: list[dict[str, float]], metric: str, target: float) 
 def main(argv: Sequence[str] | None = None) -> None:
     """Prints the fitted rate of every (topology, algorithm) run in a metrics file."""
     parser = argparse.ArgumentParser(description="Fit log-log rates from metrics.jsonl.")
-    parser.add_argument("metrics", help="path to a metrics.jsonl written by launch.main")
+    parser.add_argument("metrics", help="path or URI of a metrics.jsonl written by launch.main")
     parser.add_argument("--metric", default="dist_to_opt")
     parser.add_argument("--start", type=float, default=None, help="first epoch of the fit")
     args = parser.parse_args(argv)
     runs: dict[tuple[str, str], list[dict[str, float]]] = collections.defaultdict(list)
-    with open(args.metrics) as f:
-        for line in f:
-            row = json.loads(line)
-            runs[(row["topology"], row["algorithm"])].append(row)
+    for line in epath.Path(args.metrics).read_text().splitlines():  # Local or gs://.
+        row = json.loads(line)
+        runs[(row["topology"], row["algorithm"])].append(row)
     for (topology, algorithm), history in runs.items():
         slope = history_rate(history, args.metric, args.start)
         print(f"{topology:<14}{algorithm:<18}{args.metric} ~ epoch^{slope:.2f}")

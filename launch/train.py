@@ -4,21 +4,25 @@ For each topology in ``config.topologies`` and each method in
 ``config.algorithms`` (centralized methods run once, they have no graph), the
 agents start from the same point, run ``config.num_epochs`` epochs in compiled
 chunks of ``config.log_every`` epochs, and the per-epoch metrics are appended to
-``workdir/metrics.jsonl``. At the end a summary table is printed and written to
-``workdir/summary.txt`` and the error curves to ``workdir/<metric>_vs_epochs.png``.
+``workdir/metrics.jsonl`` (rows of earlier runs that are not rerun are kept) and
+to TensorBoard (:mod:`launch.tracking`). At the end a summary table is printed and
+written to ``workdir/summary.txt`` and the error curves to
+``workdir/<metric>_vs_epochs.png``. The workdir may be local or remote (``gs://``):
+every path goes through ``etils.epath``. It records the resolved config, and a rerun
+with a different one is refused (:mod:`launch.workdir`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 import tqdm
+from etils import epath
 
 from core import (
     checkpointing,
@@ -31,7 +35,8 @@ from core import (
     partition,
     sampling,
 )
-from launch import experiment, plotting, rates
+from launch import experiment, plotting, rates, tracking
+from launch import workdir as workdir_lib
 from models import nets, objectives
 
 
@@ -82,12 +87,17 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
     return "\n".join(lines)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: epath.PathLike, *, on_mismatch: str = "refuse"
+) -> dict[str, Any]:
     """Runs the experiment described by ``config``, writing results to ``workdir``.
 
     Args:
       config: a config from ``launch/configs/*.py``.
-      workdir: output folder (created if missing).
+      workdir: output folder (created if missing), local or a URI (``gs://...``).
+      on_mismatch: when ``workdir`` holds runs of a different config: ``"refuse"``
+        (raise, naming the differing keys), ``"new"`` (use ``<workdir>-1``, ...) or
+        ``"overwrite"`` (discard them); see :func:`launch.workdir.prepare`.
 
     Returns:
       ``{"histories": {(topology, algorithm): [per-epoch dicts]}, "summary": [rows],
@@ -99,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         return cross_device.train_and_evaluate(config, workdir)
     experiment.validate(config)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = workdir_lib.prepare(config, workdir, on_mismatch, write=jax.process_index() == 0)
     dtype = np.dtype(config.dtype)
     with jax.enable_x64(config.dtype == "float64"):
         return _run(config, workdir, dtype)
@@ -115,13 +125,13 @@ class _RunCheckpoints:
     killed run exactly: every epoch's randomness is ``fold_in(key, epoch)``.
     """
 
-    def __init__(self, directory: str, every: int, epochs: int):
+    def __init__(self, directory: epath.Path, every: int, epochs: int):
         self.directory, self.every, self.epochs = directory, int(every), epochs
         self.ckpt = checkpointing.Checkpointer(directory) if self.every > 0 else None
         self.last_saved = -1
 
-    def _history_path(self, epoch: int) -> str:
-        return os.path.join(self.directory, f"history_{epoch}.json")
+    def _history_path(self, epoch: int) -> epath.Path:
+        return self.directory / f"history_{epoch}.json"
 
     def resume(self, fresh_state: Any) -> tuple[Any, list[dict[str, float]] | None]:
         """``(state, history)`` of the newest checkpoint, or ``(fresh_state, None)``.
@@ -135,8 +145,7 @@ class _RunCheckpoints:
             self._save(0, fresh_state, None)
             return fresh_state, None
         state, epoch = self.ckpt.restore(fresh_state)
-        with open(self._history_path(epoch)) as f:
-            history = json.load(f)
+        history = json.loads(self._history_path(epoch).read_text())
         print(f"resumed {self.directory} at epoch {epoch}")
         self.last_saved = epoch
         return state, history
@@ -150,10 +159,7 @@ class _RunCheckpoints:
 
     def _save(self, epoch: int, state: Any, history: list[dict[str, float]] | None) -> None:
         # The history first, atomically: a checkpoint is only ever read with its history.
-        tmp = self._history_path(epoch) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(history, f)
-        os.replace(tmp, self._history_path(epoch))
+        workdir_lib.write_text(self._history_path(epoch), json.dumps(history))
         self.ckpt.save(epoch, state)
         self.ckpt.wait_until_finished()  # The next chunk donates the state's buffers.
         self.last_saved = epoch
@@ -192,7 +198,16 @@ def _heterogeneity(config, parts, num_classes) -> None:
     )
 
 
-def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> dict[str, Any]:
+def _runs(config: ml_collections.ConfigDict) -> set[tuple[str, str]]:
+    """The ``(topology or "centralized", method)`` pairs a config runs."""
+    return {
+        (topo if experiment.sampler_of(config, name)[1] else "centralized", name)
+        for topo in config.topologies
+        for name in config.algorithms
+    }
+
+
+def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype) -> dict[str, Any]:
     data, description = experiment.load_data(config)
     test_parts = None
     if config.data.get("test_fraction"):
@@ -252,10 +267,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
 
     histories: dict[tuple[str, str], list[dict[str, float]]] = {}
     summary: list[dict[str, Any]] = []
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    metrics_path = workdir / "metrics.jsonl"
     # Only process 0 writes files; every process computes (multi-process runs).
     lead = jax.process_index() == 0
-    with open(metrics_path if lead else os.devnull, "w") as log:
+    with tracking.Tracker(workdir, config, _runs(config), write=lead) as tracker:
         for topo in config.topologies:
             comm_op, gap = experiment.mixing_operator(config, topo)
             # Directed graphs give (R, C); metrics only use the server mean of either.
@@ -277,7 +292,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 state = runner.init(initial_params(keys.model), shard, keys.state)
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
-                run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}")
+                run_dir = workdir / "checkpoints" / workdir_lib.run_name(label, name)
                 saver = _RunCheckpoints(run_dir, config.get("checkpoint_every", 0), epochs)
                 state, resumed = saver.resume(state)
                 with tqdm.tqdm(
@@ -297,8 +312,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                     )
                 saver.close()
                 histories[(label, name)] = history
-                for row in history:
-                    log.write(json.dumps({"topology": label, "algorithm": name, **row}) + "\n")
+                tracker.log_history(label, name, history)
                 row = {"topology": label, "algorithm": name, **history[-1]}
                 row["rate"] = rates.history_rate(history, metric, *window)
                 if target is not None:
@@ -315,12 +329,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     if target is not None:
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
-    summary_path = os.path.join(workdir, "summary.txt")
-    plot_path = os.path.join(workdir, f"{metric}_vs_epochs.png")
-    bytes_path = os.path.join(workdir, f"{metric}_vs_bytes.png")
+    summary_path = workdir / "summary.txt"
+    plot_path = workdir / f"{metric}_vs_epochs.png"
+    bytes_path = workdir / f"{metric}_vs_bytes.png"
     if lead:
-        with open(summary_path, "w") as f:
-            f.write(table + "\n")
+        workdir_lib.write_text(summary_path, table + "\n")
         plotting.plot_histories(histories, metric, plot_path, title=description)
         plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
         print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
@@ -331,9 +344,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
         "x_star": x_star,
         "f_star": f_star,
         "files": {
-            "metrics": metrics_path,
-            "summary": summary_path,
-            "plot": plot_path,
-            "plot_bytes": bytes_path,
+            "metrics": str(metrics_path),
+            "summary": str(summary_path),
+            "plot": str(plot_path),
+            "plot_bytes": str(bytes_path),
         },
     }

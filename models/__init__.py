@@ -1,5 +1,6 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
+from core import python_version  # noqa: F401 - checks the Python version first.
 from models.conv_lowering import conv_as_matmul, convs_as_matmuls
 from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
 from models.objectives import (

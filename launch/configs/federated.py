@@ -42,6 +42,8 @@ Arguments (comma separated): ``alpha=<float>`` (default 1), ``runlocal``.
 
 import ml_collections
 
+from launch import tracking
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the config; see the module docstring for ``arg``."""
@@ -90,4 +92,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the same --workdir resumes from the newest checkpoint.
     config.checkpoint_every = 25
     config.plot_metric = "loss"
+    # TensorBoard (on) and Weights & Biases (--config.tracking.wandb=True) logging.
+    config.tracking = tracking.default_config()
     return config

@@ -26,6 +26,8 @@ Outputs: ``metrics.jsonl``, ``summary.txt`` and ``dist_to_opt_vs_epochs.png``.
 
 import ml_collections
 
+from launch import tracking
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the quickstart config; ``arg="runlocal"`` gives a seconds-long run."""
@@ -66,6 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the same --workdir resumes from the newest checkpoint.
     config.checkpoint_every = 100
     config.plot_metric = "dist_to_opt"
+    # TensorBoard (on) and Weights & Biases (--config.tracking.wandb=True) logging.
+    config.tracking = tracking.default_config()
 
     if arg == "runlocal":
         config.num_epochs = 4

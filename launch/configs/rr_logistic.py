@@ -60,6 +60,8 @@ Arguments (comma separated): ``decreasing``, ``runlocal`` (3 epochs).
 
 import ml_collections
 
+from launch import tracking
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the config; see the module docstring for ``arg``."""
@@ -116,4 +118,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the same --workdir resumes from the newest checkpoint.
     config.checkpoint_every = 50
     config.plot_metric = "dist_to_opt"
+    # TensorBoard (on) and Weights & Biases (--config.tracking.wandb=True) logging.
+    config.tracking = tracking.default_config()
     return config

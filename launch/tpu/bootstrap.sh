@@ -5,5 +5,5 @@ set -euo pipefail
 venv=~/decentjax-venv
 [ -d "$venv" ] || python3 -m venv "$venv"
 "$venv"/bin/pip install -q --upgrade pip
-"$venv"/bin/pip install -q "jax[tpu]" -e ~/decentjax
+"$venv"/bin/pip install -q "jax[tpu]" -e ~/decentjax"[gcs]"  # gcs: gs:// workdirs
 "$venv"/bin/python -c "import jax; print(jax.process_index(), jax.local_device_count(), 'local TPU devices')"
