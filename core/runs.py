@@ -14,7 +14,7 @@ the run's scalars (e.g. ``{"lr_scale": s}`` with the step
 :math:`\alpha^{(r)}_k = s_r\,\alpha_k`, :func:`core.schedules.scaled`). ``build`` is
 called inside the trace, once per compiled program, with the traced values; the
 factories stay unchanged as long as the swept value enters the update as an array
-(a schedule does; the step of ED / NIDS / EXTRA, which enters their mixing matrix
+(a schedule does; the step of NIDS / EXTRA, which enters their mixing matrix
 on the host, cannot be swept this way and raises when the runner is built).
 
 Run ``r`` is the run :class:`~core.loop.Runner` makes with ``build(hyper[r])`` and key

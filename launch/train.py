@@ -10,6 +10,7 @@ chunks of ``config.log_every`` epochs, and the per-epoch metrics are appended to
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import numpy as np
 import tqdm
 
 from core import (
+    agent_metrics,
     checkpointing,
     datasets,
     heterogeneity,
@@ -31,7 +33,7 @@ from core import (
     partition,
     sampling,
 )
-from launch import experiment, plotting, rates
+from launch import experiment, plotting, rates, sweeps
 from models import nets, objectives
 
 
@@ -82,6 +84,23 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
     return "\n".join(lines)
 
 
+def _agent_table(rows: list[dict[str, Any]]) -> str:
+    """Per-agent lines (``config.agent_metrics``): each agent's x_i on its own data."""
+    if not any("agent_loss_mean" in r for r in rows):
+        return ""
+    lines = ["per agent (agent i's x_i on its own train / test data): mean / worst / std"]
+    for r in rows:
+        parts = [
+            f"{split or 'train '}{name} {r[f'agent_{split}{name}_mean']:.4g} / "
+            f"{r[f'agent_{split}{name}_worst']:.4g} / {r[f'agent_{split}{name}_std']:.2g}"
+            for split in ("", "test_")
+            for name in ("loss", "accuracy")
+            if f"agent_{split}{name}_mean" in r
+        ]
+        lines.append(f"  {r['topology']}/{r['algorithm']}: " + "; ".join(parts))
+    return "\n" + "\n".join(lines)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs the experiment described by ``config``, writing results to ``workdir``.
 
@@ -94,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "metric": name, "files": {...}}``.
     """
     experiment.validate(config)
+    sweeps.validate(config)
     os.makedirs(workdir, exist_ok=True)
     dtype = np.dtype(config.dtype)
     with jax.enable_x64(config.dtype == "float64"):
@@ -241,16 +261,21 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
 
     keys = run_keys(config.seed)
     # Every agent starts from the same point, built on device already sharded.
-    initial_params = mesh.agent_init(
-        _linear_init(dim, dtype) if net is None else net.init, agent_mesh, n
-    )
+    init_fn = _linear_init(dim, dtype) if net is None else net.init
+    initial_params = mesh.agent_init(init_fn, agent_mesh, n)
+    # Seeds and step sizes as a runs axis of one compiled program (launch.sweeps).
+    many_runs, band_lines = sweeps.num_runs(config) > 1, []
 
     histories: dict[tuple[str, str], list[dict[str, float]]] = {}
     summary: list[dict[str, Any]] = []
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     # Only process 0 writes files; every process computes (multi-process runs).
     lead = jax.process_index() == 0
-    with open(metrics_path if lead else os.devnull, "w") as log:
+    bands_path = os.path.join(workdir, "bands.jsonl")
+    with (
+        open(metrics_path if lead else os.devnull, "w") as log,
+        open(bands_path if lead and many_runs else os.devnull, "w") as bands_log,
+    ):
         for topo in config.topologies:
             comm_op, gap = experiment.mixing_operator(config, topo)
             # Directed graphs give (R, C); metrics only use the server mean of either.
@@ -259,6 +284,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
             evaluate = metrics.make_evaluator(
                 obj.loss, server, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star
             )
+            if config.get("agent_metrics"):
+                evaluate = agent_metrics.with_agent_metrics(
+                    evaluate, obj.loss, server, accuracy_fn=obj.accuracy
+                )
             for name in config.algorithms:
                 sampler_name, decentralized = experiment.sampler_of(config, name)
                 label = topo if decentralized else "centralized"
@@ -267,39 +296,52 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 sampler = sampling.make_sampler(sampler_name, m, config.batch_size)
                 lr = experiment.learning_rate(config, sampler.steps_per_epoch)
                 loss_fn = experiment.agent_loss(config, obj.loss)
-                algorithm = experiment.build_algorithm(config, name, loss_fn, comm_op, lr)
-                runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
-                state = runner.init(initial_params(keys.model), shard, keys.state)
+                make = functools.partial(experiment.build_algorithm, config, name, loss_fn, comm_op)
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
-                run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}")
+                runs_tag = f"__runs{sweeps.num_runs(config)}" if many_runs else ""
+                run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}{runs_tag}")
                 saver = _RunCheckpoints(run_dir, config.get("checkpoint_every", 0), epochs)
-                state, resumed = saver.resume(state)
                 with tqdm.tqdm(
                     total=epochs, desc=f"{label}/{name}", unit="epoch", leave=False
                 ) as bar:
-                    state, history = loop.train(
-                        runner,
-                        state,
-                        shard,
-                        keys.train,
-                        epochs,
+                    train_kwargs = dict(
                         log_every=min(config.log_every, epochs),
                         test_data=test_shard,
                         progress=lambda done, bar=bar: bar.update(done - bar.n),
-                        history=resumed,
                         on_chunk=saver.on_chunk,
                     )
+                    if many_runs:
+                        runs_grid, run_histories = sweeps.train_method(
+                            config, make, lr, sampler, agent_mesh, evaluate, init_fn, n,
+                            run_keys, data=shard, num_epochs=epochs, resume=saver.resume,
+                            **train_kwargs,
+                        )  # fmt: skip
+                    else:
+                        runner = loop.Runner(make(lr), sampler, agent_mesh, evaluate)
+                        state = runner.init(initial_params(keys.model), shard, keys.state)
+                        state, resumed = saver.resume(state)
+                        state, history = loop.train(
+                            runner, state, shard, keys.train, epochs, history=resumed,
+                            **train_kwargs,
+                        )  # fmt: skip
+                        del state
                 saver.close()
+                labels = {"topology": label, "algorithm": name}
+                if many_runs:
+                    history, line = sweeps.record(
+                        (log, bands_log), labels, runs_grid, run_histories, metric
+                    )
+                    band_lines.append(line)
+                else:
+                    for row in history:
+                        log.write(json.dumps({**labels, **row}) + "\n")
                 histories[(label, name)] = history
-                for row in history:
-                    log.write(json.dumps({"topology": label, "algorithm": name, **row}) + "\n")
                 row = {"topology": label, "algorithm": name, **history[-1]}
                 row["rate"] = rates.history_rate(history, metric, *window)
                 if target is not None:
                     row["bytes_to_target"] = rates.bytes_to_reach(history, metric, target)
                 summary.append(row)
-                del state
 
     table = _format_table(summary, metric, target)
     table += (
@@ -309,6 +351,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
     )
     if target is not None:
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
+    if band_lines:
+        table += (
+            f"\nmean +- std over seeds ({sweeps.num_runs(config)} runs per method in one "
+            "program; every run in metrics.jsonl, bands in bands.jsonl):\n" + "\n".join(band_lines)
+        )
+    table += _agent_table(summary)
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
     summary_path = os.path.join(workdir, "summary.txt")
     plot_path = os.path.join(workdir, f"{metric}_vs_epochs.png")
@@ -327,6 +375,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
         "f_star": f_star,
         "files": {
             "metrics": metrics_path,
+            **({"bands": bands_path} if many_runs else {}),
             "summary": summary_path,
             "plot": plot_path,
             "plot_bytes": bytes_path,
