@@ -20,7 +20,9 @@ It prints a table of ratios (medians of ``--reps`` repetitions), and writes
   with a user-written ``nnx`` CNN (as written, with ``convs_as_matmuls``) and the
   library CNN, against pfl and FedJAX (targets ≥ 1.5x, ≥ 4x), and s/round for
   N = 100 .. 10,000 clients at cohorts of 10 and 100 (target: within 1.5x of N = 100);
-* :mod:`~launch.benchmarks.scaling`: time, memory and compile time for n = 16 .. 16384.
+* :mod:`~launch.benchmarks.scaling`: time, memory and compile time for n = 16 .. 16384;
+* :mod:`~launch.benchmarks.seeds`: 8 seeds of D-RR in one compiled program
+  (:mod:`core.runs`) against 8 sequential runs, compilation included and excluded.
 
 Peers run in their own virtual environments (``setup_peers.sh``; nothing of theirs is in
 this repository) as subprocesses that print JSON; a peer that is not installed is
@@ -28,5 +30,13 @@ reported with the reason, never silently dropped. Timings are wall-clock on what
 the machine is doing: read ratios, not absolute times, and compare runs of one machine.
 """
 
-COMPARISONS = ("equal_work", "numpy_drr", "torch_loop", "federated", "cohort", "scaling")
+COMPARISONS = (
+    "equal_work",
+    "numpy_drr",
+    "torch_loop",
+    "federated",
+    "cohort",
+    "scaling",
+    "seeds",
+)
 """Module names of the comparisons, in the order they run and print."""
