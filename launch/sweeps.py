@@ -2,7 +2,9 @@ r"""Seeds and step-size sweeps from a config, run as one compiled program per me
 
 ``--config.seeds=S`` runs the seeds ``config.seed .. config.seed + S - 1``;
 ``--config.sweep.learning_rate="(v1, v2, ...)"`` runs every step size ``v`` for every
-seed. The ``R = S x L`` runs of a method are one :class:`core.runs.RunsRunner`: one
+seed, and ``--config.sweep.consensus_step="(g1, ...)"`` every consensus step of the
+compressed methods (``"<method>@<compressor>"``; the others run without it). The
+``R = S x L x G`` runs of a method are one :class:`core.runs.RunsRunner`: one
 compilation, a leading runs axis vmapped inside the same ``jit(shard_map(scan))``.
 
 * A seed draws its own ``x0``, sample orders and method randomness (its
@@ -14,13 +16,16 @@ compilation, a leading runs axis vmapped inside the same ``jit(shard_map(scan))`
   factor ``v / scale`` (:func:`core.schedules.scaled`), so the step sizes share the
   compilation. Methods whose step enters their mixing matrix (NIDS, EXTRA)
   take a constant step only and are refused with their own message.
+* A swept consensus step replaces ``compressors[<key>].consensus_step`` of the method's
+  compressor, as a traced per-run value (its range is checked here, on the host).
 
 :func:`bands` turns the runs into per-epoch mean and standard deviation over seeds
-for every step size, and :func:`best` picks each method's step size.
+for every setting, and :func:`best` picks each method's setting.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Any
@@ -39,8 +44,16 @@ def _seeds(config: ml_collections.ConfigDict) -> int:
     return config.get("seeds", 1)
 
 
-def _step_sizes(config: ml_collections.ConfigDict) -> tuple[float, ...]:
-    return tuple(config.get("sweep", {}).get("learning_rate", ()) or ())
+SWEPT = ("learning_rate", "consensus_step")
+"""The hyperparameters ``config.sweep`` can hold."""
+
+
+def _swept(config: ml_collections.ConfigDict, key: str) -> tuple[float, ...]:
+    return tuple(config.get("sweep", {}).get(key, ()) or ())
+
+
+def _compressed(config: ml_collections.ConfigDict, name: str) -> bool:
+    return "@" in name and not config.get("directed")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -48,44 +61,64 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     Raises:
       ValueError: for a seed count that is not a positive int, a step size that is not a
-        positive finite number, an unknown sweep key or a step schedule it cannot scale.
+        positive finite number, a consensus step outside (0, 1] or with no compressed
+        method to apply to, an unknown sweep key or a step schedule it cannot scale.
     """
     seeds = _seeds(config)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"config.seeds must be a positive int, got {seeds!r}.")
-    unknown = sorted(set(config.get("sweep", {}).keys()) - {"learning_rate"})
+    unknown = sorted(set(config.get("sweep", {}).keys()) - set(SWEPT))
     if unknown:
-        raise ValueError(f"config.sweep has unknown keys {unknown}; valid: ['learning_rate'].")
-    values = _step_sizes(config)
-    bad = [v for v in values if not (isinstance(v, int | float) and math.isfinite(v) and v > 0)]
-    if bad:
-        raise ValueError(
-            f"config.sweep.learning_rate must hold positive finite step sizes, got {bad} "
-            f"in {values}."
-        )
-    if values and config.step.schedule not in SCALE_FIELD:
+        raise ValueError(f"config.sweep has unknown keys {unknown}; valid: {list(SWEPT)}.")
+    for key, upper in (("learning_rate", math.inf), ("consensus_step", 1.0)):
+        values = _swept(config, key)
+        bad = [v for v in values if not (isinstance(v, int | float) and 0 < v <= upper)]
+        if bad:
+            what = "positive finite step sizes" if key == "learning_rate" else "steps in (0, 1]"
+            raise ValueError(f"config.sweep.{key} must hold {what}, got {bad} in {values}.")
+    if _swept(config, "learning_rate") and config.step.schedule not in SCALE_FIELD:
         raise ValueError(
             f"config.sweep.learning_rate scales the step schedule, and schedules "
             f"{sorted(SCALE_FIELD)} can be scaled; got {config.step.schedule!r}."
         )
+    if _swept(config, "consensus_step") and not any(
+        _compressed(config, name) for name in config.algorithms
+    ):
+        raise ValueError(
+            "config.sweep.consensus_step applies to compressed methods of undirected graphs "
+            f"('<method>@<compressor>'); config.algorithms {tuple(config.algorithms)} has none."
+        )
 
 
-def num_runs(config: ml_collections.ConfigDict) -> int:
-    """``R``: seeds times step sizes (1: an ordinary single run)."""
-    return _seeds(config) * max(1, len(_step_sizes(config)))
+def _values(config: ml_collections.ConfigDict, name: str) -> dict[str, tuple]:
+    """The swept values that apply to method ``name`` (``(None,)``: not swept)."""
+    out = {"learning_rate": _swept(config, "learning_rate") or (None,)}
+    out["consensus_step"] = (
+        _swept(config, "consensus_step") if _compressed(config, name) else ()
+    ) or (None,)
+    return out
 
 
-def grid(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-    """The runs, in runs-axis order: ``{"run", "seed"}`` plus ``"learning_rate"`` if swept."""
+def num_runs(config: ml_collections.ConfigDict, name: str | None = None) -> int:
+    """``R`` of method ``name`` (of the largest grid without a name); 1: an ordinary run."""
+    names = [name] if name is not None else list(config.algorithms) or [""]
+    return max(_seeds(config) * math.prod(map(len, _values(config, n).values())) for n in names)
+
+
+def grid(config: ml_collections.ConfigDict, name: str = "") -> list[dict[str, Any]]:
+    """Method ``name``'s runs in runs-axis order: ``{"run", "seed"}`` and the swept values."""
     seeds = [config.seed + s for s in range(_seeds(config))]
-    steps = _step_sizes(config) or (None,)
+    values = _values(config, name)
     out = []
-    for step in steps:
-        for seed in seeds:
-            row = {"run": len(out), "seed": seed}
-            if step is not None:
-                row["learning_rate"] = float(step)
-            out.append(row)
+    for step in values["learning_rate"]:
+        for gamma in values["consensus_step"]:
+            for seed in seeds:
+                row = {"run": len(out), "seed": seed}
+                if step is not None:
+                    row["learning_rate"] = float(step)
+                if gamma is not None:
+                    row["consensus_step"] = float(gamma)
+                out.append(row)
     return out
 
 
@@ -94,32 +127,53 @@ def _scale(config: ml_collections.ConfigDict) -> float:
     return float(value[0] if config.step.schedule == "piecewise" else value)
 
 
-def builder(config, make, learning_rate, runs_grid):
+def _with_consensus_step(config: ml_collections.ConfigDict, name: str, gamma: Any):
+    """A copy of ``config`` whose compressor of ``name`` has consensus step ``gamma``."""
+    key = name.partition("@")[2]
+    out = copy.deepcopy(config)
+    spec = {**config.compressors[key].to_dict(), "consensus_step": gamma}
+    out.compressors[key] = ml_collections.ConfigDict(spec, type_safe=False)  # gamma is traced
+    return out
+
+
+def builder(config, name, make, learning_rate, runs_grid):
     """``(build, hyper)`` for :class:`core.runs.RunsRunner`.
 
     Args:
       config: the experiment config.
-      make: ``learning_rate -> Algorithm`` (the method with everything else fixed).
+      name: the method's config name.
+      make: ``(config, learning_rate) -> Algorithm`` (the method with all else fixed).
       learning_rate: the configured step (a float or optax schedule).
       runs_grid: :func:`grid`'s rows.
     """
-    if "learning_rate" not in runs_grid[0]:
-        return (lambda hyper: make(learning_rate)), {}
-    factors = np.array([row["learning_rate"] / _scale(config) for row in runs_grid])
-    return (
-        lambda hyper: make(schedules.scaled(learning_rate, hyper["lr_scale"])),
-        {"lr_scale": factors},
-    )
+    hyper = {}
+    if "learning_rate" in runs_grid[0]:
+        scale = _scale(config)
+        hyper["lr_scale"] = np.array([row["learning_rate"] / scale for row in runs_grid])
+    if "consensus_step" in runs_grid[0]:
+        hyper["consensus_step"] = np.array([row["consensus_step"] for row in runs_grid])
+
+    def build(values):
+        cfg, rate = config, learning_rate
+        if "lr_scale" in values:
+            rate = schedules.scaled(learning_rate, values["lr_scale"])
+        if "consensus_step" in values:
+            cfg = _with_consensus_step(config, name, values["consensus_step"])
+        return make(cfg, rate)
+
+    return build, hyper
 
 
 def train_method(
-    config, make, learning_rate, sampler, agent_mesh, evaluate, init, n_agents, run_keys, **kwargs
-):
+    config, name, make, learning_rate, sampler, agent_mesh, evaluate, init, n_agents, run_keys,
+    **kwargs,
+):  # fmt: skip
     """Runs every run of one method in one program.
 
     Args:
       config: the experiment config.
-      make: ``learning_rate -> Algorithm``.
+      name: the method's config name.
+      make: ``(config, learning_rate) -> Algorithm``.
       learning_rate: the configured step.
       sampler: the method's sampler.
       agent_mesh: the agent mesh.
@@ -134,8 +188,8 @@ def train_method(
     Returns:
       ``(grid rows, per-run histories)``.
     """
-    runs_grid = grid(config)
-    build, hyper = builder(config, make, learning_rate, runs_grid)
+    runs_grid = grid(config, name)
+    build, hyper = builder(config, name, make, learning_rate, runs_grid)
     runner = runs.RunsRunner(build, sampler, agent_mesh, evaluate, hyper, len(runs_grid))
     keys = [run_keys(row["seed"]) for row in runs_grid]
     stacked = [jax.numpy.stack([getattr(k, f) for k in keys]) for f in ("model", "state", "train")]
@@ -148,17 +202,22 @@ def train_method(
     return runs_grid, histories
 
 
-def bands(runs_grid, histories) -> dict[float | None, list[dict[str, float]]]:
-    """Per step size (``None`` when not swept): per-epoch mean and std over seeds.
+def _setting(row: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    return tuple((k, row[k]) for k in SWEPT if k in row)
+
+
+def bands(runs_grid, histories) -> dict[tuple, list[dict[str, float]]]:
+    """Per setting (a tuple of ``(name, value)`` of the swept values; ``()`` when none
+    is swept): per-epoch mean and std over seeds.
 
     Every row holds ``epoch``, ``seeds`` and, for every metric ``k`` of the runs,
     ``k`` (the mean over seeds) and ``k_std`` (the population standard deviation).
     """
-    groups: dict[float | None, list[list[dict[str, float]]]] = {}
+    groups: dict[tuple, list[list[dict[str, float]]]] = {}
     for row, history in zip(runs_grid, histories, strict=True):
-        groups.setdefault(row.get("learning_rate"), []).append(history)
+        groups.setdefault(_setting(row), []).append(history)
     out = {}
-    for step, group in groups.items():
+    for setting, group in groups.items():
         rows = []
         for epoch_rows in zip(*group, strict=True):
             band = {"epoch": epoch_rows[0]["epoch"], "seeds": len(group)}
@@ -167,12 +226,12 @@ def bands(runs_grid, histories) -> dict[float | None, list[dict[str, float]]]:
                     values = np.array([r[key] for r in epoch_rows])
                     band[key], band[f"{key}_std"] = float(values.mean()), float(values.std())
             rows.append(band)
-        out[step] = rows
+        out[setting] = rows
     return out
 
 
-def best(method_bands: dict[float | None, list[dict[str, float]]], metric: str):
-    """``(step size, band)`` with the best final mean ``metric``: the lowest error, or the
+def best(method_bands: dict[tuple, list[dict[str, float]]], metric: str):
+    """``(setting, band)`` with the best final mean ``metric``: the lowest error, or the
     highest ``*accuracy*``; NaN ranks last."""
     sign = -1.0 if "accuracy" in metric else 1.0
     return min(
@@ -191,28 +250,28 @@ def record(logs, labels: dict[str, str], runs_grid, histories, metric: str):
       labels: ``{"topology": ..., "algorithm": ...}`` put on every row.
       runs_grid: :func:`grid`'s rows.
       histories: the runs' histories.
-      metric: what picks the best step size.
+      metric: what picks the best setting.
 
     Returns:
-      ``(band, line)``: the best step size's band (its mean rows, what the summary table
+      ``(band, line)``: the best setting's band (its mean rows, what the summary table
       and the plots show) and ``"<method>: <metric> mean +- std over S seeds"`` with the
-      best step size of the sweep.
+      best setting of the sweep.
     """
     metrics_log, bands_log = logs
     for row, history in zip(runs_grid, histories, strict=True):
         for epoch_row in history:
             metrics_log.write(json.dumps({**labels, **row, **epoch_row}) + "\n")
     method_bands = bands(runs_grid, histories)
-    for step, band in method_bands.items():
-        extra = {} if step is None else {"learning_rate": step}
+    for setting, band in method_bands.items():
         for band_row in band:
-            bands_log.write(json.dumps({**labels, **extra, **band_row}) + "\n")
-    step, band = best(method_bands, metric)
+            bands_log.write(json.dumps({**labels, **dict(setting), **band_row}) + "\n")
+    setting, band = best(method_bands, metric)
     last = band[-1]
     line = (
         f"{labels['topology']}/{labels['algorithm']}: {metric} {last[metric]:.4e} "
         f"+- {last[metric + '_std']:.2e} over {last['seeds']} seed(s)"
     )
-    if step is not None:
-        line += f", best learning_rate {step:g} of {sorted(method_bands)}"
+    if setting:
+        chosen = ", ".join(f"{k} {v:g}" for k, v in setting)
+        line += f"; best of {len(method_bands)} settings: {chosen}"
     return band, line

@@ -10,7 +10,6 @@ chunks of ``config.log_every`` epochs, and the per-epoch metrics are appended to
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -296,10 +295,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                 sampler = sampling.make_sampler(sampler_name, m, config.batch_size)
                 lr = experiment.learning_rate(config, sampler.steps_per_epoch)
                 loss_fn = experiment.agent_loss(config, obj.loss)
-                make = functools.partial(experiment.build_algorithm, config, name, loss_fn, comm_op)
+
+                def make(cfg, lr, name=name, loss_fn=loss_fn, comm_op=comm_op):
+                    return experiment.build_algorithm(cfg, name, loss_fn, comm_op, lr)
+
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
-                runs_tag = f"__runs{sweeps.num_runs(config)}" if many_runs else ""
+                runs_tag = f"__runs{sweeps.num_runs(config, name)}" if many_runs else ""
                 run_dir = os.path.join(workdir, "checkpoints", f"{label}__{name}{runs_tag}")
                 saver = _RunCheckpoints(run_dir, config.get("checkpoint_every", 0), epochs)
                 with tqdm.tqdm(
@@ -313,12 +315,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
                     )
                     if many_runs:
                         runs_grid, run_histories = sweeps.train_method(
-                            config, make, lr, sampler, agent_mesh, evaluate, init_fn, n,
+                            config, name, make, lr, sampler, agent_mesh, evaluate, init_fn, n,
                             run_keys, data=shard, num_epochs=epochs, resume=saver.resume,
                             **train_kwargs,
                         )  # fmt: skip
                     else:
-                        runner = loop.Runner(make(lr), sampler, agent_mesh, evaluate)
+                        runner = loop.Runner(make(config, lr), sampler, agent_mesh, evaluate)
                         state = runner.init(initial_params(keys.model), shard, keys.state)
                         state, resumed = saver.resume(state)
                         state, history = loop.train(
@@ -353,8 +355,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, dtype: np.dtype) -> di
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
     if band_lines:
         table += (
-            f"\nmean +- std over seeds ({sweeps.num_runs(config)} runs per method in one "
-            "program; every run in metrics.jsonl, bands in bands.jsonl):\n" + "\n".join(band_lines)
+            "\nmean +- std over seeds (each method's runs in one program; every run in "
+            "metrics.jsonl, bands in bands.jsonl):\n" + "\n".join(band_lines)
         )
     table += _agent_table(summary)
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")

@@ -1,5 +1,6 @@
 """Seeds / step-size sweeps and per-agent metrics from the launch config (launch.sweeps)."""
 
+import importlib
 import json
 import os
 
@@ -54,7 +55,7 @@ def test_seeds_and_sweep_run_as_one_program_with_bands_and_best_step(tmp_path):
     )
     with open(out["files"]["summary"]) as f:
         summary = f.read()
-    assert f"best learning_rate {best:g} of [0.5, 2.0]" in summary
+    assert f"best of 2 settings: learning_rate {best:g}" in summary
     assert "per agent (agent i's x_i on its own train / test data)" in summary
     assert out["histories"][("exponential", "dsgd")][-1]["dist_to_opt_std"] > 0
     assert "agent_loss_worst" in rows[-1]
@@ -93,3 +94,25 @@ def test_a_method_with_a_constant_step_only_is_refused_before_compiling(tmp_path
     config.sweep.learning_rate = (0.1, 0.2)
     with pytest.raises(ValueError, match="takes a constant positive learning_rate"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_consensus_step_sweep_equals_separate_runs(tmp_path):
+    # CEDAS with QSGD: the swept gamma enters as a traced per-run value; DSGD has no
+    # consensus step and runs once.
+    config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
+    config.topologies, config.num_epochs, config.checkpoint_every = ("exponential",), 1, 0
+    config.algorithms, config.dtype = ("cedas@qsgd2", "dsgd"), "float64"
+    config.sweep.consensus_step = (0.05, 0.2)
+    out = train.train_and_evaluate(config, str(tmp_path / "sweep"))
+    with open(out["files"]["metrics"]) as f:
+        rows = [json.loads(line) for line in f if '"epoch": 1,' in line]
+    swept = {r["consensus_step"]: r["dist_to_opt"] for r in rows if r["algorithm"] != "dsgd"}
+    assert [r["run"] for r in rows if r["algorithm"] == "dsgd"] == [0]
+    config.sweep.consensus_step = ()
+    config.algorithms = ("cedas@qsgd2",)
+    config.compressors.qsgd2.consensus_step = 0.2
+    alone = train.train_and_evaluate(config, str(tmp_path / "alone"))
+    want = alone["histories"][("exponential", "cedas@qsgd2")][-1]["dist_to_opt"]
+    # float64, one epoch: rounding only.
+    np.testing.assert_allclose(swept[0.2], want, rtol=1e-10)
+    assert swept[0.05] != swept[0.2]
