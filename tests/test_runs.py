@@ -148,3 +148,21 @@ def test_bad_runs_input_raises_before_compiling():
         runner.init(
             params, mesh.shard_agents(parts, agent_mesh), jax.random.split(jax.random.key(0), 2)
         )
+
+
+def test_trace_epoch_of_the_runs_equals_each_run_traced():
+    parts, obj, op = problem()
+    agent_mesh = mesh.make_agent_mesh(N, 8)
+    data = mesh.shard_agents(parts, agent_mesh)
+    evaluate = metrics.make_evaluator(obj.loss, op)
+    make = functools.partial(dsgd, obj.loss, op, 0.05)
+    runner = runs.RunsRunner(lambda h: make(), sampling.iid(M), agent_mesh, evaluate, {}, 2)
+    keys = jax.random.split(jax.random.key(5), 2)
+    params = runs.runs_init(init, agent_mesh, N)(keys)
+    traced = jax.device_get(runner.trace_epoch(runner.init(params, data, keys), data, keys, 1))
+    single = loop.Runner(make(), sampling.iid(M), agent_mesh, evaluate)
+    for r in range(2):
+        state = single.init(mesh.agent_init(init, agent_mesh, N)(keys[r]), data, keys[r])
+        want = jax.device_get(single.trace_epoch(state, data, keys[r], 1))
+        assert traced.params.shape == (2, M, N, D)
+        np.testing.assert_allclose(traced.params[r], want.params, rtol=RTOL, atol=RTOL)
