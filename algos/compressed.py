@@ -36,6 +36,7 @@ from core.algorithm import Algorithm, Batch, agent_grad
 from core.comm import Gossip
 from core.compressed_gossip import (
     Mode,
+    check_consensus_step,
     compress_communication,
     compressed_gossip,
     message_bytes,
@@ -163,8 +164,7 @@ def _lead_family(
             f"{name} assumes an unbiased compressor; {compressor.name!r} is biased. Use "
             "rand_k, qsgd or natural, or a contractive method such as choco_sgd."
         )
-    if consensus_step is not None and not 0.0 < consensus_step <= 1.0:
-        raise ValueError(f"consensus_step must be in (0, 1], got {consensus_step}.")
+    consensus_step = check_consensus_step(consensus_step)
     if averaging is not None and not 0.0 < averaging <= 1.0:
         raise ValueError(f"averaging must be in (0, 1], got {averaging}.")
     if not callable(learning_rate) and not float(learning_rate) > 0:

@@ -290,6 +290,22 @@ class CompressedGossip:
         return self.base.bytes_per_mean(tree)
 
 
+def check_consensus_step(consensus_step: Any) -> Any:
+    """A consensus step :math:`\\gamma \\in (0, 1]` as a float, ``None`` as it is.
+
+    A traced value (a step swept over the runs of one program, :mod:`core.runs`) is
+    returned as it is: its values are checked on the host by whoever sweeps them.
+
+    Raises:
+      ValueError: for a number outside (0, 1].
+    """
+    if consensus_step is None or isinstance(consensus_step, jax.core.Tracer):
+        return consensus_step
+    if not 0.0 < consensus_step <= 1.0:
+        raise ValueError(f"consensus_step must be in (0, 1], got {consensus_step}.")
+    return float(consensus_step)
+
+
 def compressed_gossip(
     base: Gossip,
     compressor: compression.Compressor,
@@ -312,8 +328,7 @@ def compressed_gossip(
     Raises:
       ValueError: for a step outside (0, 1] or an unknown mode.
     """
-    if consensus_step is not None and not 0.0 < consensus_step <= 1.0:
-        raise ValueError(f"consensus_step must be in (0, 1], got {consensus_step}.")
+    step = check_consensus_step(consensus_step)
     if mode not in ("ef21", "ef"):
         raise ValueError(f"mode must be 'ef21' or 'ef', got {mode!r}.")
     if mode == "ef21" and not isinstance(base, Gossip):
@@ -322,7 +337,6 @@ def compressed_gossip(
             f"mode='ef21' needs a fixed mixing matrix, got a {type(base).__name__}; use "
             "mode='ef' with time-varying graphs."
         )
-    step = None if consensus_step is None else float(consensus_step)
     spread = compressed_defaults.operator_spread(base) if step is None else 2.0
     return CompressedGossip(base, compressor, step, mode, spread)
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from core.comm import Gossip
+from core.mesh import as_varying
 
 PyTree = Any
 Evaluator = Callable[[PyTree, PyTree, PyTree | None], dict[str, jax.Array]]
@@ -72,7 +73,11 @@ def make_evaluator(
         x_bar = comm.mean(params)
         metrics = {
             "loss": comm.mean(local_loss(x_bar, data)),
-            "grad_norm_sq": optax.tree.norm(comm.mean(local_grad(x_bar, data)), squared=True),
+            # x_bar typed varying: the gradient of a device-invariant input would come
+            # back psum-ed over devices (shard_map's transpose), counted twice with mean.
+            "grad_norm_sq": optax.tree.norm(
+                comm.mean(local_grad(jax.tree.map(as_varying, x_bar), data)), squared=True
+            ),
             "consensus": comm.mean(_sq_norm_per_agent(_minus(params, x_bar))),
         }
         if x_star is not None:

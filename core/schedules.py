@@ -56,3 +56,19 @@ def piecewise_epoch(
     vals = jnp.asarray(values)
     bnds = jnp.asarray(boundaries, dtype=jnp.int32)
     return epochwise(lambda t: vals[jnp.sum(t.astype(jnp.int32) >= bnds)], steps_per_epoch)
+
+
+def scaled(learning_rate: float | optax.Schedule, factor: jax.Array) -> optax.Schedule:
+    r"""``k -> factor * alpha_k``: a step size times a (possibly traced) factor.
+
+    How a step-size sweep enters one compiled program (:mod:`core.runs`): each run
+    scales the configured step by its own traced scalar ``factor``, so the sweep is
+    data, not a Python constant, and all its values share one compilation.
+
+    Args:
+      learning_rate: a constant step or an optax schedule of the step count.
+      factor: the multiplier, a Python or array scalar (traced inside a program).
+    """
+    if callable(learning_rate):
+        return lambda count: factor * learning_rate(count)
+    return lambda count: factor * learning_rate

@@ -14,6 +14,7 @@ with a different one is refused (:mod:`launch.workdir`).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any, NamedTuple
@@ -25,6 +26,7 @@ import tqdm
 from etils import epath
 
 from core import (
+    agent_metrics,
     checkpointing,
     datasets,
     heterogeneity,
@@ -35,7 +37,7 @@ from core import (
     partition,
     sampling,
 )
-from launch import experiment, plotting, rates, tracking
+from launch import experiment, plotting, rates, sweeps, tracking
 from launch import workdir as workdir_lib
 from models import nets, objectives
 
@@ -87,6 +89,23 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
     return "\n".join(lines)
 
 
+def _agent_table(rows: list[dict[str, Any]]) -> str:
+    """Per-agent lines (``config.agent_metrics``): each agent's x_i on its own data."""
+    if not any("agent_loss_mean" in r for r in rows):
+        return ""
+    lines = ["per agent (agent i's x_i on its own train / test data): mean / worst / std"]
+    for r in rows:
+        parts = [
+            f"{split or 'train '}{name} {r[f'agent_{split}{name}_mean']:.4g} / "
+            f"{r[f'agent_{split}{name}_worst']:.4g} / {r[f'agent_{split}{name}_std']:.2g}"
+            for split in ("", "test_")
+            for name in ("loss", "accuracy")
+            if f"agent_{split}{name}_mean" in r
+        ]
+        lines.append(f"  {r['topology']}/{r['algorithm']}: " + "; ".join(parts))
+    return "\n" + "\n".join(lines)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: epath.PathLike, *, on_mismatch: str = "refuse"
 ) -> dict[str, Any]:
@@ -109,6 +128,7 @@ def train_and_evaluate(
 
         return cross_device.train_and_evaluate(config, workdir)
     experiment.validate(config)
+    sweeps.validate(config)
     workdir = workdir_lib.prepare(config, workdir, on_mismatch, write=jax.process_index() == 0)
     dtype = np.dtype(config.dtype)
     with jax.enable_x64(config.dtype == "float64"):
@@ -198,6 +218,17 @@ def _heterogeneity(config, parts, num_classes) -> None:
     )
 
 
+class _RowsInto:
+    """A ``write(json_line)`` target that adds rows to the tracker's ``metrics.jsonl``."""
+
+    def __init__(self, metrics: tracking.MetricsFile | None):
+        self._metrics = metrics
+
+    def write(self, line: str) -> None:
+        if self._metrics is not None:  # None on processes other than 0.
+            self._metrics.rows.append(json.loads(line))
+
+
 def _runs(config: ml_collections.ConfigDict) -> set[tuple[str, str]]:
     """The ``(topology or "centralized", method)`` pairs a config runs."""
     return {
@@ -261,16 +292,22 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
 
     keys = run_keys(config.seed)
     # Every agent starts from the same point, built on device already sharded.
-    initial_params = mesh.agent_init(
-        _linear_init(dim, dtype) if net is None else net.init, agent_mesh, n
-    )
+    init_fn = _linear_init(dim, dtype) if net is None else net.init
+    initial_params = mesh.agent_init(init_fn, agent_mesh, n)
+    # Seeds and step sizes as a runs axis of one compiled program (launch.sweeps).
+    many_runs, band_lines = sweeps.num_runs(config) > 1, []
 
     histories: dict[tuple[str, str], list[dict[str, float]]] = {}
     summary: list[dict[str, Any]] = []
     metrics_path = workdir / "metrics.jsonl"
     # Only process 0 writes files; every process computes (multi-process runs).
     lead = jax.process_index() == 0
+    bands_path = workdir / "bands.jsonl"
+    # Sweeps write every run's rows (tagged run / seed / step) into metrics.jsonl through
+    # the tracker's file, and the bands into bands.jsonl, written whole at the end.
+    bands_log = io.StringIO()
     with tracking.Tracker(workdir, config, _runs(config), write=lead) as tracker:
+        log = _RowsInto(tracker.metrics)
         for topo in config.topologies:
             comm_op, gap = experiment.mixing_operator(config, topo)
             # Directed graphs give (R, C); metrics only use the server mean of either.
@@ -279,6 +316,10 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
             evaluate = metrics.make_evaluator(
                 obj.loss, server, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star
             )
+            if config.get("agent_metrics"):
+                evaluate = agent_metrics.with_agent_metrics(
+                    evaluate, obj.loss, server, accuracy_fn=obj.accuracy
+                )
             for name in config.algorithms:
                 sampler_name, decentralized = experiment.sampler_of(config, name)
                 label = topo if decentralized else "centralized"
@@ -287,38 +328,57 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                 sampler = sampling.make_sampler(sampler_name, m, config.batch_size)
                 lr = experiment.learning_rate(config, sampler.steps_per_epoch)
                 loss_fn = experiment.agent_loss(config, obj.loss)
-                algorithm = experiment.build_algorithm(config, name, loss_fn, comm_op, lr)
-                runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
-                state = runner.init(initial_params(keys.model), shard, keys.state)
+
+                def make(cfg, lr, name=name, loss_fn=loss_fn, comm_op=comm_op):
+                    return experiment.build_algorithm(cfg, name, loss_fn, comm_op, lr)
+
                 # e.g. decentralized GT given the federated methods' budget of rounds.
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
-                run_dir = workdir / "checkpoints" / workdir_lib.run_name(label, name)
+                runs_tag = f"__runs{sweeps.num_runs(config, name)}" if many_runs else ""
+                run_dir = workdir / "checkpoints" / workdir_lib.run_name(label, name + runs_tag)
                 saver = _RunCheckpoints(run_dir, config.get("checkpoint_every", 0), epochs)
-                state, resumed = saver.resume(state)
                 with tqdm.tqdm(
                     total=epochs, desc=f"{label}/{name}", unit="epoch", leave=False
                 ) as bar:
-                    state, history = loop.train(
-                        runner,
-                        state,
-                        shard,
-                        keys.train,
-                        epochs,
+                    train_kwargs = dict(
                         log_every=min(config.log_every, epochs),
                         test_data=test_shard,
                         progress=lambda done, bar=bar: bar.update(done - bar.n),
-                        history=resumed,
                         on_chunk=saver.on_chunk,
                     )
+                    if many_runs:
+                        runs_grid, run_histories = sweeps.train_method(
+                            config, name, make, lr, sampler, agent_mesh, evaluate, init_fn, n,
+                            run_keys, data=shard, num_epochs=epochs, resume=saver.resume,
+                            **train_kwargs,
+                        )  # fmt: skip
+                    else:
+                        runner = loop.Runner(make(config, lr), sampler, agent_mesh, evaluate)
+                        state = runner.init(initial_params(keys.model), shard, keys.state)
+                        state, resumed = saver.resume(state)
+                        state, history = loop.train(
+                            runner, state, shard, keys.train, epochs, history=resumed,
+                            **train_kwargs,
+                        )  # fmt: skip
+                        del state
                 saver.close()
+                labels = {"topology": label, "algorithm": name}
+                if many_runs:
+                    history, line = sweeps.record(
+                        (log, bands_log), labels, runs_grid, run_histories, metric
+                    )
+                    band_lines.append(line)
+                else:
+                    for row in history:
+                        log.write(json.dumps({**labels, **row}) + "\n")
                 histories[(label, name)] = history
-                tracker.log_history(label, name, history)
+                if not many_runs:  # Sweeps' rows went in through sweeps.record above.
+                    tracker.log_history(label, name, history)
                 row = {"topology": label, "algorithm": name, **history[-1]}
                 row["rate"] = rates.history_rate(history, metric, *window)
                 if target is not None:
                     row["bytes_to_target"] = rates.bytes_to_reach(history, metric, target)
                 summary.append(row)
-                del state
 
     table = _format_table(summary, metric, target)
     table += (
@@ -328,12 +388,20 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
     )
     if target is not None:
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
+    if band_lines:
+        table += (
+            "\nmean +- std over seeds (each method's runs in one program; every run in "
+            "metrics.jsonl, bands in bands.jsonl):\n" + "\n".join(band_lines)
+        )
+    table += _agent_table(summary)
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
     summary_path = workdir / "summary.txt"
     plot_path = workdir / f"{metric}_vs_epochs.png"
     bytes_path = workdir / f"{metric}_vs_bytes.png"
     if lead:
         workdir_lib.write_text(summary_path, table + "\n")
+        if many_runs:
+            workdir_lib.write_text(bands_path, bands_log.getvalue())
         plotting.plot_histories(histories, metric, plot_path, title=description)
         plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
         print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
@@ -345,6 +413,7 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
         "f_star": f_star,
         "files": {
             "metrics": str(metrics_path),
+            **({"bands": str(bands_path)} if many_runs else {}),
             "summary": str(summary_path),
             "plot": str(plot_path),
             "plot_bytes": str(bytes_path),

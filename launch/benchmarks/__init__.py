@@ -24,6 +24,8 @@ It prints a table of ratios (medians of ``--reps`` repetitions), and writes
 * :mod:`~launch.benchmarks.graphs_at_scale` (``--only graphs``): D-RR with 100,000 agents
   on a ring and a relabelled random geometric graph, a 1,000,000-agent ring, and the
   halo bytes per device on 8 fake devices.
+* :mod:`~launch.benchmarks.seeds`: 8 seeds of D-RR in one compiled program
+  (:mod:`core.runs`) against 8 sequential runs, compilation included and excluded.
 
 Peers run in their own virtual environments (``setup_peers.sh``; nothing of theirs is in
 this repository) as subprocesses that print JSON; a peer that is not installed is
@@ -39,6 +41,7 @@ COMPARISONS = (
     "cohort",
     "scaling",
     "graphs_at_scale",
+    "seeds",
 )
 """Module names of the comparisons, in the order they run and print."""
 

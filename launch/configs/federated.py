@@ -55,6 +55,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # Runs in one compiled program (launch/sweeps.py): seeds seed .. seed + seeds - 1, every
+    # step size of sweep.learning_rate (it replaces the step schedule's scale) and every
+    # sweep.consensus_step of the compressed methods.
+    config.seeds = 1
+    config.sweep = ml_collections.ConfigDict({"learning_rate": (), "consensus_step": ()})
+    config.agent_metrics = False  # per-agent loss / accuracy: mean, worst agent, std
     config.n_agents = 16
     config.n_devices = 0
     config.dtype = "float32"
