@@ -24,7 +24,6 @@ float64).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from core import loop
 from core.algorithm import Algorithm
 from core.mesh import AGENT_AXIS, agent_block, as_varying, replicate
 from core.metrics import Evaluator
+from core.operator_tables import TableProgram
 from core.sampling import Sampler
 
 PyTree = Any
@@ -121,23 +121,21 @@ class RunsRunner(loop.Runner):
         self.num_runs = num_runs
         self._build = build
         self._hyper = replicate(host_hyper, mesh)
-        smap = functools.partial(jax.shard_map, mesh=mesh)
-        self._init = jax.jit(
-            smap(
-                jax.vmap(lambda p, d, k, h: build(h).init(p, d, k), in_axes=(0, None, 0, 0)),
-                in_specs=(_RUNS_AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
-                out_specs=_RUNS_AGENTS,
-            )
+        # TableProgram: an operator's per-agent tables are sharded program arguments.
+        self._init = TableProgram(
+            jax.vmap(lambda p, d, k, h: build(h).init(p, d, k), in_axes=(0, None, 0, 0)),
+            mesh,
+            (_RUNS_AGENTS, _AGENTS, _REPLICATED, _REPLICATED),
+            _RUNS_AGENTS,
         )
-        self._eval = jax.jit(
-            smap(
-                jax.vmap(
-                    lambda s, d, t, h: evaluate(build(h).params(s), d, t),
-                    in_axes=(0, None, None, 0),
-                ),
-                in_specs=(_RUNS_AGENTS, _AGENTS, _AGENTS, _REPLICATED),
-                out_specs=_REPLICATED,
-            )
+        self._eval = TableProgram(
+            jax.vmap(
+                lambda s, d, t, h: evaluate(build(h).params(s), d, t),
+                in_axes=(0, None, None, 0),
+            ),
+            mesh,
+            (_RUNS_AGENTS, _AGENTS, _AGENTS, _REPLICATED),
+            _REPLICATED,
         )
 
     def _runner(self, hyper: Hyper) -> loop.Runner:
@@ -181,20 +179,11 @@ class RunsRunner(loop.Runner):
 
                 return jax.vmap(one)(state, keys, hyper)
 
-            self._chunks[num_epochs] = jax.jit(
-                jax.shard_map(
-                    body,
-                    mesh=self.mesh,
-                    in_specs=(
-                        _RUNS_AGENTS,
-                        _AGENTS,
-                        _AGENTS,
-                        _REPLICATED,
-                        _REPLICATED,
-                        _REPLICATED,
-                    ),
-                    out_specs=(_RUNS_AGENTS, _REPLICATED),
-                ),
+            self._chunks[num_epochs] = TableProgram(
+                body,
+                self.mesh,
+                (_RUNS_AGENTS, _AGENTS, _AGENTS, _REPLICATED, _REPLICATED, _REPLICATED),
+                (_RUNS_AGENTS, _REPLICATED),
                 donate_argnums=(0,),
             )
         return self._chunks[num_epochs]
@@ -218,13 +207,11 @@ class RunsRunner(loop.Runner):
 
             return jax.vmap(one)(state, keys, hyper)
 
-        traced = jax.jit(
-            jax.shard_map(
-                body,
-                mesh=self.mesh,
-                in_specs=(_RUNS_AGENTS, _AGENTS, _REPLICATED, _REPLICATED, _REPLICATED),
-                out_specs=jax.P(None, None, AGENT_AXIS),
-            )
+        traced = TableProgram(
+            body,
+            self.mesh,
+            (_RUNS_AGENTS, _AGENTS, _REPLICATED, _REPLICATED, _REPLICATED),
+            jax.P(None, None, AGENT_AXIS),
         )
         args = (replicate(key, self.mesh), self._hyper, replicate(np.int32(epoch), self.mesh))
         return traced(state, data, *args)

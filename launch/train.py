@@ -368,9 +368,6 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                         (log, bands_log), labels, runs_grid, run_histories, metric
                     )
                     band_lines.append(line)
-                else:
-                    for row in history:
-                        log.write(json.dumps({**labels, **row}) + "\n")
                 histories[(label, name)] = history
                 if not many_runs:  # Sweeps' rows went in through sweeps.record above.
                     tracker.log_history(label, name, history)
