@@ -1,7 +1,9 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
+from core.loss_inputs import Task, Variables
 from models.conv_lowering import conv_as_matmul, convs_as_matmuls
 from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
+from models.nnx_model import NnxModel, from_nnx
 from models.objectives import (
     Objective,
     least_squares,
@@ -15,13 +17,17 @@ from models.objectives import (
 __all__ = [
     "CNN",
     "MLP",
+    "NnxModel",
     "Linear",
     "Model",
     "Objective",
     "PatchConv",
+    "Task",
+    "Variables",
     "cnn",
     "conv_as_matmul",
     "convs_as_matmuls",
+    "from_nnx",
     "least_squares",
     "linear",
     "logistic_regression",
