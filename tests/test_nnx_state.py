@@ -76,7 +76,7 @@ def _setup(make, state_mixing, n_devices, sampler, dropout=0.5, lr=0.1):
     agent_mesh = mesh.make_agent_mesh(N, n_devices)
     data = mesh.shard_agents(_data(), agent_mesh)
     keys = jax.random.split(jax.random.key(0), N)
-    variables = jax.device_get(jax.vmap(model.init)(keys))
+    variables = jax.device_get(jax.jit(jax.vmap(model.init))(keys))
     evaluate = metrics.make_evaluator(task.eval_loss, op, accuracy_fn=task.accuracy)
     runner = loop.Runner(algorithm, sampler, agent_mesh, evaluate)
     state = runner.init(
@@ -102,7 +102,7 @@ def _expected_local_state(model, v0):
         return model.apply(params, state, x, key, True)[1]
 
     keys = _agent_loss_keys(_step_key(), N)
-    return jax.device_get(jax.vmap(one)(v0.params, v0.state, _data()["x"], keys))
+    return jax.device_get(jax.jit(jax.vmap(one))(v0.params, v0.state, _data()["x"], keys))
 
 
 def _agent_loss_keys(step_key, n):
@@ -119,7 +119,7 @@ def _step_key():
 
 def test_from_nnx_gives_per_agent_params_and_batch_stats():
     model, _ = _task()
-    v = jax.vmap(model.init)(jax.random.split(jax.random.key(0), N))
+    v = jax.jit(jax.vmap(model.init))(jax.random.split(jax.random.key(0), N))
     assert isinstance(v, Variables)
     assert v.params["dense"]["kernel"].shape == (N, D, 6)
     assert v.params["norm"]["scale"].shape == (N, 6)
@@ -146,25 +146,22 @@ def test_gossip_state_is_mixed_with_w():
         np.testing.assert_allclose(after.state["norm"][leaf], mixed, rtol=RTOL, atol=RTOL)
 
 
+def _per_agent_grads(loss, params, batch, keys, state):
+    """Gradients of agents with the same params, batch and state, one key each."""
+    inputs = LossInputs(batch, keys, state)
+    grad = jax.vmap(jax.grad(loss), in_axes=(None, LossInputs(None, 0, None)))
+    return jax.jit(grad)(params, inputs)["out"]["kernel"]
+
+
 def test_dropout_gives_agents_with_equal_params_and_data_different_gradients():
     _, task = _task()
-    v = _task()[0].init(jax.random.key(0))
+    v = jax.jit(_task()[0].init)(jax.random.key(0))
     batch = jax.tree.map(lambda a: a[0], _data())
-
-    def grads(block_keys):
-        inputs = LossInputs(batch, block_keys, v.state)
-        return jax.vmap(jax.grad(task.loss), in_axes=(None, LossInputs(None, 0, None)))(
-            v.params, inputs
-        )
-
     keys = _agent_loss_keys(jax.random.key(5), 2)
-    g = grads(keys)["out"]["kernel"]
+    g = _per_agent_grads(task.loss, v.params, batch, keys, v.state)
     assert not np.allclose(g[0], g[1]), "two agents drew the same dropout mask"
     # Without dropout the two gradients are equal: the difference is the key alone.
-    _, plain = _task(dropout=0.0)
-    g = jax.vmap(jax.grad(plain.loss), in_axes=(None, LossInputs(None, 0, None)))(
-        v.params, LossInputs(batch, keys, v.state)
-    )["out"]["kernel"]
+    g = _per_agent_grads(_task(dropout=0.0)[1].loss, v.params, batch, keys, v.state)
     np.testing.assert_array_equal(g[0], g[1])
 
 
