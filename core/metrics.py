@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from core.comm import Gossip
+from core.mesh import as_varying
 
 PyTree = Any
 Evaluator = Callable[[PyTree, PyTree, PyTree | None], dict[str, jax.Array]]
@@ -72,7 +73,12 @@ def make_evaluator(
         x_bar = comm.mean(params)
         metrics = {
             "loss": comm.mean(local_loss(x_bar, data)),
-            "grad_norm_sq": optax.tree.norm(comm.mean(local_grad(x_bar, data)), squared=True),
+            # x̄ is typed device-invariant; its gradient inside shard_map would be summed
+            # over devices before comm.mean sums again (n_devices^2 too large on 8
+            # devices), so the gradient is taken at a device-varying copy.
+            "grad_norm_sq": optax.tree.norm(
+                comm.mean(local_grad(jax.tree.map(as_varying, x_bar), data)), squared=True
+            ),
             "consensus": comm.mean(_sq_norm_per_agent(_minus(params, x_bar))),
         }
         if x_star is not None:
