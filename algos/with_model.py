@@ -31,6 +31,7 @@ returns the factory's method as it is, bit for bit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from core import requirements
-from core.algorithm import Algorithm, Batch
+from core.algorithm import AgentMapped, Algorithm, Batch, map_over_agents
 from core.comm import Gossip
 from core.loss_inputs import LossInputs, Task, Variables, as_task, loss_keys
 from core.tree import block_size
@@ -57,6 +58,11 @@ class WithModelState(NamedTuple):
 
     inner: Any
     model_state: PyTree
+
+
+def _map_forward(fn: Callable, batch_size: int | None, params: PyTree, inputs: LossInputs):
+    """``fn`` agent by agent with ``lax.map`` (for losses marked by ``map_over_agents``)."""
+    return jax.lax.map(lambda args: fn(*args), (params, inputs), batch_size=batch_size)
 
 
 def _check_state_operator(comm: Any, method: str) -> None:
@@ -92,7 +98,9 @@ def with_model(
         methods, which take a task directly).
       loss: a :class:`~core.loss_inputs.Task` (stateful model: initial params are
         :class:`~core.loss_inputs.Variables`), a ``loss(params, batch, key)``, or a
-        plain ``loss(params, batch)``.
+        plain ``loss(params, batch)``; any of them may be marked by
+        :func:`core.algorithm.map_over_agents` (per-agent gradients and the state's
+        forward pass then run agent by agent with ``lax.map``).
       comm: the method's communication operator; ``"gossip"`` state mixes with it.
       *args: further arguments of ``factory``.
       **kwargs: keyword arguments of ``factory`` (``learning_rate=``, ...).
@@ -111,13 +119,18 @@ def with_model(
         row-stochastic :class:`~core.comm.Gossip` (push, compressed, time-varying);
         otherwise whatever ``factory`` raises. Before compiling.
     """
-    task = as_task(loss)
+    mapped = loss if isinstance(loss, AgentMapped) else None
+    task = as_task(loss if mapped is None else loss.loss_fn)
     if task is None:
         return factory(loss, comm, *args, **kwargs)
-    inner = factory(task.loss, comm, *args, **kwargs)
+    if mapped is None:
+        inner = factory(task.loss, comm, *args, **kwargs)
+        forward = jax.vmap(task.value_and_state)
+    else:
+        inner = factory(map_over_agents(task.loss, mapped.batch_size), comm, *args, **kwargs)
+        forward = functools.partial(_map_forward, task.value_and_state, mapped.batch_size)
     if task.stateful and task.state_mixing == "gossip":
         _check_state_operator(comm, inner.name)
-    forward = jax.vmap(task.value_and_state)
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> WithModelState:
         if task.stateful:

@@ -94,6 +94,10 @@ class Task(NamedTuple):
         """The training loss alone: what a method differentiates."""
         return self.value_and_state(params, inputs)[0]
 
+    def __call__(self, params: PyTree, inputs: LossInputs) -> jax.Array:
+        """The training loss (so a task can be marked by ``map_over_agents``)."""
+        return self.loss(params, inputs)
+
 
 def loss_arity(loss_fn: Callable) -> int:
     """How many positional arguments a loss takes: 2 ``(params, batch)`` or 3 ``(.., key)``.

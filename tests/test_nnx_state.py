@@ -29,6 +29,7 @@ from core import (
     topology,
     weights,
 )
+from core.algorithm import map_over_agents
 from core.loss_inputs import LOSS_STREAM, LossInputs, as_task
 from models import Variables, from_nnx, objectives
 
@@ -69,10 +70,11 @@ def _op():
     return comm.gossip(weights.lazy(weights.metropolis_hastings(topology.ring(N))))
 
 
-def _setup(make, state_mixing, n_devices, sampler, dropout=0.5, lr=0.1):
+def _setup(make, state_mixing, n_devices, sampler, dropout=0.5, lr=0.1, mapped=False):
     model, task = _task(state_mixing, dropout)
     op = _op()
-    algorithm = algos.with_model(make, task, op, learning_rate=lr)
+    loss = map_over_agents(task, batch_size=2) if mapped else task
+    algorithm = algos.with_model(make, loss, op, learning_rate=lr)
     agent_mesh = mesh.make_agent_mesh(N, n_devices)
     data = mesh.shard_agents(_data(), agent_mesh)
     keys = jax.random.split(jax.random.key(0), N)
@@ -85,10 +87,10 @@ def _setup(make, state_mixing, n_devices, sampler, dropout=0.5, lr=0.1):
     return model, task, algorithm, runner, state, data, variables
 
 
-def _first_step(state_mixing, n_devices=8):
+def _first_step(state_mixing, n_devices=8, mapped=False):
     """Variables after the first full-batch DSGD step, and the initial variables."""
     model, _, algorithm, runner, state, data, v0 = _setup(
-        algos.dsgd, state_mixing, n_devices, sampling.full_batch(M)
+        algos.dsgd, state_mixing, n_devices, sampling.full_batch(M), mapped=mapped
     )
     trace = runner.trace_epoch(state, data, jax.random.key(2), 0)
     after = jax.tree.map(lambda a: a[0], algorithm.params(trace))
@@ -144,6 +146,9 @@ def test_gossip_state_is_mixed_with_w():
     for leaf in ("mean", "var"):
         mixed = w @ expected["norm"][leaf]
         np.testing.assert_allclose(after.state["norm"][leaf], mixed, rtol=RTOL, atol=RTOL)
+    # The same step with gradients and state updates agent by agent (lax.map, 2 at a time).
+    _, mapped, _ = _first_step("gossip", mapped=True)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=RTOL), mapped, after)
 
 
 def _per_agent_grads(loss, params, batch, keys, state):
