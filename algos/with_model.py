@@ -21,9 +21,10 @@ push methods it is the state of the very forward pass that gave the gradient (XL
 usually shares the two forward passes). For :func:`algos.fedavg` and
 :func:`algos.scaffold` that iterate is the server model, so each client's
 statistics follow the server model on its own minibatches rather than its local
-iterate between aggregations (a deviation from training BatchNorm inside the
+iterate between aggregations, and with ``participation < 1`` the clients not
+sampled update their statistics too (deviations from training BatchNorm inside the
 local steps; the cohort methods, :func:`algos.cohort_fedavg`, update the state at
-the local iterate).
+the local iterate, for the cohort only).
 
 A plain ``loss(params, batch)`` needs none of this: :func:`with_model` then
 returns the factory's method as it is, bit for bit.
