@@ -58,7 +58,7 @@ from algos._cohort_plan import StepSize, _at, _check_step, _Plan
 from core import cohort
 from core.algorithm import agent_grad
 from core.comm import _bytes_per_agent
-from core.loss_inputs import LossInputs, Variables, as_task
+from core.loss_inputs import LossInputs, Variables, as_task, split_variables
 from core.mesh import AGENT_AXIS, as_varying
 from core.rounds import CohortState, RoundAlgorithm
 from core.tree import per_agent, scale, select
@@ -115,7 +115,8 @@ def _round_algorithm(
         block, _ = plan.check_store(store)
         model_state = ()
         if stateful:  # The server holds the model state beside the model: server[2].
-            params, model_state = params.params, (params.state,)
+            params, state0 = split_variables(params, name)
+            model_state = (state0,)
         rows = jax.tree.map(lambda p: jnp.broadcast_to(p, (block, *p.shape)), params)
         if scaffold:
             server = (params, jax.tree.map(jnp.zeros_like, params), *model_state)

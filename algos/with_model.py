@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from core import requirements
 from core.algorithm import AgentMapped, Algorithm, Batch, map_over_agents
 from core.comm import Gossip
-from core.loss_inputs import LossInputs, Task, Variables, as_task, loss_keys
+from core.loss_inputs import LossInputs, Task, Variables, as_task, loss_keys, split_variables
 from core.tree import block_size
 
 PyTree = Any
@@ -135,7 +135,8 @@ def with_model(
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> WithModelState:
         if task.stateful:
-            return WithModelState(inner.init(params.params, data, key), params.state)
+            params, model_state = split_variables(params, inner.name)
+            return WithModelState(inner.init(params, data, key), model_state)
         return WithModelState(inner.init(params, data, key), {})
 
     def step(state: WithModelState, batch: Batch, key: jax.Array):

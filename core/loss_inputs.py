@@ -161,6 +161,20 @@ def as_task(loss: Callable | Task) -> Task | None:
     )
 
 
+def split_variables(variables: Any, method: str) -> tuple[PyTree, PyTree]:
+    """``(params, state)`` of the initial :class:`Variables` of a stateful model.
+
+    Raises:
+      ValueError: if ``variables`` is not a :class:`Variables` (e.g. bare params).
+    """
+    if not isinstance(variables, Variables):
+        raise ValueError(
+            f"{method}: a model with state starts from Variables(params, state), e.g. "
+            f"jax.vmap(model.init)(keys); got {type(variables).__name__}."
+        )
+    return variables.params, variables.state
+
+
 def loss_keys(key: jax.Array, block: int) -> jax.Array:
     """The per-agent loss keys of a step (local view): see the module docstring."""
     return agent_keys(jax.random.fold_in(key, LOSS_STREAM), block)

@@ -168,6 +168,14 @@ def test_dropout_gives_agents_with_equal_params_and_data_different_gradients():
     # Without dropout the two gradients are equal: the difference is the key alone.
     g = _per_agent_grads(_task(dropout=0.0)[1].loss, v.params, batch, keys, v.state)
     np.testing.assert_array_equal(g[0], g[1])
+    # Evaluation: dropout off (equal to the model without dropout) and BatchNorm on the
+    # running statistics it is given.
+    loss_at = jax.jit(task.eval_loss)
+    np.testing.assert_array_equal(
+        loss_at(v, batch), jax.jit(_task(dropout=0.0)[1].eval_loss)(v, batch)
+    )
+    shifted = Variables(v.params, jax.tree.map(lambda a: a + 1.0, v.state))
+    assert loss_at(shifted, batch) != loss_at(v, batch)
 
 
 def test_same_run_on_one_and_eight_devices():
@@ -297,3 +305,7 @@ def test_bad_input_is_rejected_before_compiling():
     _, local_task = _task("local")
     with pytest.raises(ValueError, match="state_mixing='gossip'"):
         algos.cohort_fedavg(local_task, N, 4, 0.1, batch_size=B, local_steps=1)
+    # Bare params where a stateful model needs Variables: named, at trace time.
+    algorithm = algos.with_model(algos.dsgd, local_task, _op(), learning_rate=0.1)
+    with pytest.raises(ValueError, match="starts from Variables"):
+        jax.eval_shape(algorithm.init, {"w": jnp.zeros((N, 2))}, _data(), jax.random.key(0))
