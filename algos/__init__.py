@@ -11,6 +11,7 @@ from algos.push_compressed import CppState, b_cpp, cpp
 from algos.push_sum import PushSumState, push_sum_sgp
 from algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
 from algos.tracking import TrackingState, gradient_tracking, gt_rr
+from algos.with_model import WithModelState, with_model
 
 __all__ = [
     "ApdState",
@@ -33,6 +34,7 @@ __all__ = [
     "LeadState",
     "ScaffoldState",
     "TrackingState",
+    "WithModelState",
     "cedas",
     "cohort_fedavg",
     "cohort_scaffold",
@@ -51,4 +53,5 @@ __all__ = [
     "lead",
     "nids",
     "scaffold",
+    "with_model",
 ]

@@ -46,142 +46,25 @@ References:
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from algos._cohort_plan import StepSize, _at, _check_step, _Plan
 from core import cohort
 from core.algorithm import agent_grad
 from core.comm import _bytes_per_agent
+from core.loss_inputs import LossInputs, Variables, as_task, split_variables
 from core.mesh import AGENT_AXIS, as_varying
 from core.rounds import CohortState, RoundAlgorithm
 from core.tree import per_agent, scale, select
 
 PyTree = Any
-StepSize = float | optax.Schedule
 Aggregation = Literal["unbiased", "self_normalized"]
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
-def _check_step(value: Any, name: str) -> StepSize:
-    if callable(value):
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a positive number or an optax schedule, got {value!r}.")
-    return float(value)
-
-
-def _at(step: StepSize, index: jax.Array) -> jax.Array | float:
-    return step(index) if callable(step) else step
-
-
-class _Plan:
-    """Host-side checks and the static shapes of a round, shared by the methods."""
-
-    def __init__(
-        self,
-        n_clients: int,
-        cohort_size: Any,
-        batch_size: Any,
-        local_steps: Any,
-        local_epochs: Any,
-        weights: Any,
-        aggregation: Any,
-    ):
-        self.n = _check_positive_int(n_clients, "n_clients")
-        self.size = _check_positive_int(cohort_size, "cohort_size")
-        if self.size > self.n:
-            raise ValueError(
-                f"cohort_size={self.size} is larger than the number of clients n_clients="
-                f"{self.n}; a cohort is drawn without replacement."
-            )
-        self.batch = _check_positive_int(batch_size, "batch_size")
-        if (local_steps is None) == (local_epochs is None):
-            raise ValueError(
-                "give exactly one of local_steps (K steps of batch_size) or local_epochs (E "
-                f"passes over each client's data); got local_steps={local_steps!r}, "
-                f"local_epochs={local_epochs!r}."
-            )
-        self.local_steps = (
-            None if local_steps is None else _check_positive_int(local_steps, "local_steps")
-        )
-        self.local_epochs = (
-            None if local_epochs is None else _check_positive_int(local_epochs, "local_epochs")
-        )
-        if aggregation not in ("unbiased", "self_normalized"):
-            raise ValueError(
-                f"aggregation must be 'unbiased' or 'self_normalized', got {aggregation!r}."
-            )
-        self.aggregation = aggregation
-        if isinstance(weights, str):
-            if weights not in ("samples", "uniform"):
-                raise ValueError(
-                    f"weights must be 'samples', 'uniform' or {self.n} positive numbers, got "
-                    f"{weights!r}."
-                )
-            self.weights = weights
-        else:
-            w = np.asarray(weights, np.float64)
-            if w.shape != (self.n,) or not np.all(np.isfinite(w)) or not np.all(w > 0):
-                raise ValueError(
-                    f"weights must be {self.n} finite positive numbers (one per client), got "
-                    f"shape {w.shape}"
-                    + (f" with minimum {w.min()!r}." if w.size and w.ndim == 1 else ".")
-                )
-            self.weights = w / w.sum()
-
-    def steps(self, m_max: int) -> int:
-        """Local steps per round (the most any client takes)."""
-        if self.local_steps is not None:
-            return self.local_steps
-        return self.local_epochs * math.ceil(m_max / self.batch)
-
-    def check_store(self, store: cohort.ClientStore) -> tuple[int, int]:
-        """``(block, m_max)`` of this device's store; errors on a wrong client count."""
-        block, m_max = jax.tree.leaves(store.data)[0].shape[:2]
-        n = block * jax.lax.axis_size(AGENT_AXIS)
-        if n != self.n:
-            raise ValueError(
-                f"the method was built for n_clients={self.n} but the store holds {n} clients."
-            )
-        return block, m_max
-
-    def probabilities(
-        self, store: cohort.ClientStore, members: jax.Array, mine: jax.Array, dtype
-    ) -> jax.Array:
-        """:math:`p_i` of this device's cohort members ``mine`` (0 for dummy members);
-        ``members`` is the whole cohort (for the gather of the counts)."""
-        live = mine >= 0
-        if isinstance(self.weights, np.ndarray):
-            p = jnp.asarray(self.weights, dtype)[jnp.where(live, mine, 0)]
-        elif self.weights == "uniform":
-            p = jnp.full(mine.shape, 1.0 / self.n, dtype)
-        else:
-            total = jax.lax.psum(jnp.sum(store.counts), AGENT_AXIS).astype(dtype)
-            counts = cohort.gather(store.counts, members)  # cheap: |S| ints
-            return counts.astype(dtype) / total  # dummies have count 0
-        return jnp.where(live, p, jnp.zeros_like(p))
-
-    def aggregate(self, deltas: PyTree, p: jax.Array) -> PyTree:
-        """The server's :math:`\\Delta^r` from this device's members (replicated)."""
-        scaled = scale(p, deltas)
-        total = cohort.cohort_sum(scaled)
-        if self.aggregation == "unbiased":
-            factor = self.n / self.size
-            return jax.tree.map(lambda t: t * jnp.asarray(factor, t.dtype), total)
-        mass = cohort.cohort_sum(p)
-        return jax.tree.map(lambda t: t / mass.astype(t.dtype), total)
 
 
 def _masked_loss(loss_fn: Callable) -> Callable:
@@ -213,19 +96,34 @@ def _round_algorithm(
     name: str,
 ) -> RoundAlgorithm:
     """The round shared by FedAvg/FedOpt, FedProx and SCAFFOLD."""
-    full_grad = agent_grad(loss_fn)
-    masked_grad = agent_grad(_masked_loss(loss_fn))
+    task = as_task(loss_fn)
+    stateful = task is not None and task.stateful
+    if stateful and task.state_mixing == "local":
+        raise ValueError(
+            f"{name}: the cohort methods hold one server model, so per-client model state "
+            "(state_mixing='local') has nowhere to live between a client's rounds; build the "
+            "model with state_mixing='gossip' (the server averages the members' state)."
+        )
+    if task is None:
+        full_grad = agent_grad(loss_fn)
+        masked_grad = agent_grad(_masked_loss(loss_fn))
+    else:
+        full_grad = agent_grad(task.value_and_state, has_aux=True)
 
     def init(params: PyTree, store: cohort.ClientStore, key: jax.Array) -> CohortState:
         del key
         block, _ = plan.check_store(store)
+        model_state = ()
+        if stateful:  # The server holds the model state beside the model: server[2].
+            params, state0 = split_variables(params, name)
+            model_state = (state0,)
         rows = jax.tree.map(lambda p: jnp.broadcast_to(p, (block, *p.shape)), params)
         if scaffold:
-            server = (params, jax.tree.map(jnp.zeros_like, params))
+            server = (params, jax.tree.map(jnp.zeros_like, params), *model_state)
             clients = jax.tree.map(jnp.zeros_like, rows)
         else:
             server_opt = () if server_optimizer is None else server_optimizer.init(params)
-            server = (params, server_opt)
+            server = (params, server_opt, *model_state)
             clients = () if optimizer is None else jax.vmap(optimizer.init)(rows)
         clients = jax.tree.map(as_varying, clients)
         return CohortState(server, clients, jnp.zeros((), jnp.int32))
@@ -237,6 +135,13 @@ def _round_algorithm(
         ragged = plan.local_epochs is not None and (
             store.min_count < m_max or m_max % plan.batch != 0
         )
+        if ragged and task is not None:
+            raise ValueError(
+                f"{name}: with local_epochs and clients of unequal sizes (or m_max not a "
+                "multiple of batch_size) the last batch is partial and its loss is taken per "
+                "sample, which a loss with a key or model state cannot be; use local_steps, "
+                "or equal client sizes that batch_size divides."
+            )
         grad_fn = masked_grad if ragged else full_grad
         n_devices = jax.lax.axis_size(AGENT_AXIS)
         padded = cohort.padded_cohort_size(plan.size, n_devices)
@@ -262,14 +167,26 @@ def _round_algorithm(
             )
         )(member_keys, counts)  # (local, steps, B)
         steps = plan.steps(m_max)
-        y0 = jax.tree.map(lambda p: as_varying(jnp.broadcast_to(p, (local, *p.shape))), x)
+
+        def per_member(tree: PyTree) -> PyTree:
+            return jax.tree.map(lambda p: as_varying(jnp.broadcast_to(p, (local, *p.shape))), tree)
+
+        y0 = per_member(x)
         control = state.server[1] if scaffold else None
+        # Loss keys (dropout): member i at local step s gets fold_in(fold_in(k_2, i), s).
+        loss_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            jax.random.fold_in(key, 2), jnp.where(mine >= 0, mine, plan.n)
+        )
 
         def local_step(carry, s):
-            y, opt_state, eta_sum = carry
+            y, opt_state, eta_sum, model_state = carry
             idx, live = order[:, s], mask[:, s]
             batch = jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
-            grads = grad_fn(y, (batch, live) if ragged else batch)
+            if task is None:
+                grads = grad_fn(y, (batch, live) if ragged else batch)
+            else:
+                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loss_keys, s)
+                grads, new_state = grad_fn(y, LossInputs(batch, keys, model_state))
             if mu:
                 grads = jax.tree.map(lambda g, yi, xs: g + mu * (yi - xs[None]), grads, y, x)
             if scaffold:
@@ -285,13 +202,16 @@ def _round_algorithm(
                 stepped = optax.apply_updates(y, updates)
                 new_opt = select(active, new_opt, opt_state)
             y = select(active, stepped, y)
-            return (y, new_opt, eta_sum), None
+            if task is not None:
+                model_state = select(active, new_state, model_state)
+            return (y, new_opt, eta_sum, model_state), None
 
         dtype = jax.tree.leaves(x)[0].dtype
         opt0 = () if (optimizer is None or scaffold) else clients
-        (y, opt_state, eta_sum), _ = jax.lax.scan(
+        state0 = per_member(state.server[2]) if stateful else ()
+        (y, opt_state, eta_sum, model_state), _ = jax.lax.scan(
             local_step,
-            (y0, opt0, as_varying(jnp.zeros((local,), dtype))),
+            (y0, opt0, as_varying(jnp.zeros((local,), dtype)), state0),
             jnp.arange(steps, dtype=jnp.int32),
         )
         deltas = jax.tree.map(lambda yi, xs: yi - xs[None], y, x)
@@ -340,13 +260,23 @@ def _round_algorithm(
                 if optimizer is None
                 else cohort.scatter(state.clients, members, opt_state)
             )
+        if stateful:
+            # The server's state is the plain mean of the members' (statistics, not
+            # updates: no weights, no N/|S| factor); each member uploads its state too.
+            live = (mine >= 0).astype(dtype)
+            members_state = cohort.cohort_sum(scale(live, model_state))
+            server = (*server, jax.tree.map(lambda t: t / plan.size, members_state))
+            upload = upload + _bytes_per_agent(model_state)
         metrics = {
             "bytes_sent": jnp.asarray(upload * plan.size / plan.n, jnp.result_type(float)),
             "cohort": members,
         }
         return CohortState(server, new_clients, state.round + 1), metrics
 
-    return RoundAlgorithm(init=init, round=round_fn, params=lambda s: s.server[0], name=name)
+    def params(state: CohortState) -> PyTree:
+        return Variables(state.server[0], state.server[2]) if stateful else state.server[0]
+
+    return RoundAlgorithm(init=init, round=round_fn, params=params, name=name)
 
 
 def cohort_fedavg(
@@ -386,7 +316,12 @@ def cohort_fedavg(
 
     Args:
       loss_fn: per-client objective ``(params, batch) -> scalar``, a mean over the
-        batch.
+        batch; or ``(params, batch, key)`` (a per-member key at every local step); or a
+        :class:`core.loss_inputs.Task` of a model with state
+        (:meth:`models.nnx_model.NnxModel.objective`, ``state_mixing="gossip"``): the
+        server then holds the model state beside the model, each member updates it
+        in its local steps and the server takes the members' plain mean; ``params``
+        of ``init`` are then :class:`core.loss_inputs.Variables`.
       n_clients: :math:`N`.
       cohort_size: :math:`|S|`, ``1 <= |S| <= N``.
       learning_rate: local step :math:`\eta_l` (float or schedule of the global
@@ -407,7 +342,9 @@ def cohort_fedavg(
       A :class:`~core.rounds.RoundAlgorithm`; run it with :class:`core.rounds.RoundRunner`.
 
     Raises:
-      ValueError: bad sizes (cohort larger than :math:`N`, non-positive counts),
+      ValueError: a task with ``state_mixing="local"`` (no per-client state is kept), a
+        loss with a key or state together with ``local_epochs`` on ragged clients (at
+        trace time), bad sizes (cohort larger than :math:`N`, non-positive counts),
         both or neither of ``local_steps``/``local_epochs`` or of
         ``learning_rate``/``optimizer``, bad weights or aggregation, a negative
         ``mu``, or ``server_learning_rate != 1`` with ``server_optimizer``.

@@ -142,18 +142,20 @@ def map_over_agents(
 
 
 def agent_grad(
-    loss_fn: Callable[[Params, PyTree], jax.Array],
+    loss_fn: Callable[[Params, PyTree], jax.Array], *, has_aux: bool = False
 ) -> Callable[[Params, PyTree], Params]:
     """Per-agent gradients over a device block: ``(params, data) -> grads`` (local view).
 
     ``params`` and ``data`` have a leading block axis of ``b`` agents; the result has
     the leaves of ``params``. Agent ``i`` gets ``grad(loss_fn)(params[i], data[i])``,
     computed with ``jax.vmap`` unless ``loss_fn`` came from :func:`map_over_agents`,
-    in which case with ``jax.lax.map``.
+    in which case with ``jax.lax.map``. With ``has_aux`` the loss returns
+    ``(value, aux)`` and the result is ``(grads, aux)``, both per agent (e.g. the model
+    state a forward pass leaves, :mod:`core.loss_inputs`).
     """
     if isinstance(loss_fn, AgentMapped):
-        grad = jax.grad(loss_fn.loss_fn)
+        grad = jax.grad(loss_fn.loss_fn, has_aux=has_aux)
         return lambda params, data: jax.lax.map(
             lambda args: grad(*args), (params, data), batch_size=loss_fn.batch_size
         )
-    return jax.vmap(jax.grad(loss_fn))
+    return jax.vmap(jax.grad(loss_fn, has_aux=has_aux))

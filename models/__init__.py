@@ -1,8 +1,10 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
 from core import python_version  # noqa: F401 - checks the Python version first.
+from core.loss_inputs import Task, Variables
 from models.conv_lowering import conv_as_matmul, convs_as_matmuls
 from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
+from models.nnx_model import NnxModel, from_nnx
 from models.objectives import (
     Objective,
     least_squares,
@@ -16,13 +18,17 @@ from models.objectives import (
 __all__ = [
     "CNN",
     "MLP",
+    "NnxModel",
     "Linear",
     "Model",
     "Objective",
     "PatchConv",
+    "Task",
+    "Variables",
     "cnn",
     "conv_as_matmul",
     "convs_as_matmuls",
+    "from_nnx",
     "least_squares",
     "linear",
     "logistic_regression",

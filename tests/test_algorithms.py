@@ -96,6 +96,9 @@ def test_same_run_on_one_and_eight_devices():
     h8, x8 = run(make, sampling.reshuffle(M, batch_size=2), 6, n_devices=8, log_every=3)
     np.testing.assert_allclose(x1, x8, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(errors(h1), errors(h8), rtol=1e-10)
+    # The gradient norm at x̄ too (it was n_devices^2 too large on 8 devices).
+    grad_norms = [[row["grad_norm_sq"] for row in h] for h in (h1, h8)]
+    np.testing.assert_allclose(*grad_norms, rtol=1e-10)
     # DSGD with i.i.d. sampling and the dense path too.
     make = functools.partial(dsgd, learning_rate=0.05, variant="cta")
     _, x1 = run(make, sampling.iid(M), 3, n_devices=1)
