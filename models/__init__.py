@@ -1,6 +1,8 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
+from models.augment import random_crop_flip
 from models.conv_lowering import conv_as_matmul, convs_as_matmuls
+from models.lenet import LeNet5, lenet5
 from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
 from models.objectives import (
     Objective,
@@ -11,22 +13,28 @@ from models.objectives import (
     smoothness_logistic,
     softmax_cross_entropy,
 )
+from models.resnet import ResNet, resnet20
 
 __all__ = [
     "CNN",
+    "LeNet5",
     "MLP",
     "Linear",
     "Model",
     "Objective",
     "PatchConv",
+    "ResNet",
     "cnn",
     "conv_as_matmul",
     "convs_as_matmuls",
     "least_squares",
+    "lenet5",
     "linear",
     "logistic_regression",
     "mlp",
     "nonconvex_logistic_regression",
+    "random_crop_flip",
+    "resnet20",
     "smoothness_least_squares",
     "smoothness_logistic",
     "softmax_cross_entropy",
