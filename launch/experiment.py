@@ -18,7 +18,17 @@ import optax
 
 import algos
 from core import algorithm as algorithm_lib
-from core import comm, compression, datasets, directed, partition, schedules, topology, weights
+from core import (
+    comm,
+    compression,
+    datasets,
+    directed,
+    image_datasets,
+    partition,
+    schedules,
+    topology,
+    weights,
+)
 from launch import registry
 from launch.registry import AlgorithmSpec
 from models import nets, objectives
@@ -248,7 +258,10 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.Dataset, str]
     """The pooled dataset named by ``config.data`` and a description of it.
 
     ``config.data.source`` is ``"sklearn:<name>"``, ``"svmlight:<path>"``,
-    ``"tfds:<name>"`` or ``"synthetic_logistic"`` / ``"synthetic_linear"``;
+    ``"tfds:<name>"``, ``"images:<name>"`` (an image dataset of
+    :data:`core.image_datasets.IMAGE_DATASETS` through TFDS, kept as ``(N, H, W, C)``,
+    CIFAR normalised per channel), ``"stand_in:<name>"`` (its synthetic stand-in, with
+    ``num_samples``) or ``"synthetic_logistic"`` / ``"synthetic_linear"``;
     optional fields: ``binary_classes`` (keep two classes, the first labelled 1),
     ``positive_classes`` (binarise), ``normalize`` (unit-norm samples), ``bias``
     (append a constant feature), ``max_examples`` (TFDS). When a TFDS dataset is
@@ -259,7 +272,7 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.Dataset, str]
     try:
         return _load_source(config, cfg)
     except FileNotFoundError as error:
-        if not (cfg.source.startswith("tfds:") and cfg.get("fallback")):
+        if not (cfg.source.startswith(("tfds:", "images:")) and cfg.get("fallback")):
             raise
         data, description = _load_source(config, cfg.fallback)
         del error  # Its long message is in the traceback of a direct load_tfds call.
@@ -276,6 +289,10 @@ def _load_source(
         data = datasets.load_svmlight(name)
     elif kind == "tfds":
         data = datasets.load_tfds(name, split="train", max_examples=cfg.get("max_examples"))
+    elif kind == "images":
+        data = image_datasets.load_images(name, split="train", max_examples=cfg.get("max_examples"))
+    elif kind == "stand_in":
+        data = image_datasets.stand_in(name, cfg.num_samples, seed=config.seed)
     elif kind == "synthetic_logistic":
         data, _ = datasets.synthetic_logistic_regression(cfg.num_samples, cfg.dim, seed=config.seed)
     elif kind == "synthetic_linear":
@@ -285,10 +302,11 @@ def _load_source(
     else:
         raise ValueError(
             f"unknown data source {cfg.source!r}; use 'sklearn:<name>', 'svmlight:<path>', "
-            "'tfds:<name>', 'synthetic_logistic', 'synthetic_linear' "
-            f"({registry.describe('dataset')})."
+            "'tfds:<name>', 'images:<name>', 'stand_in:<name>', 'synthetic_logistic', "
+            f"'synthetic_linear' ({registry.describe('dataset')})."
         )
-    data = datasets.flatten(data)
+    if kind not in ("images", "stand_in"):  # Image datasets keep their (H, W, C) shape.
+        data = datasets.flatten(data)
     what = ""
     if cfg.get("binary_classes"):
         positive, negative = cfg.binary_classes
@@ -307,6 +325,8 @@ def _load_source(
         data = {**data, "x": data["x"].reshape((-1, *cfg.image_shape))}
     n = data["x"].shape[0]
     shape = "x".join(str(k) for k in data["x"].shape[1:])
+    if kind == "stand_in":
+        what += f" (synthetic stand-in, not {name})"
     return data, f"{cfg.source}{what} ({n} samples of {shape})"
 
 

@@ -2,7 +2,9 @@
 
 from core import python_version  # noqa: F401 - checks the Python version first.
 from core.loss_inputs import Task, Variables
+from models.augment import random_crop_flip
 from models.conv_lowering import conv_as_matmul, convs_as_matmuls
+from models.lenet import LeNet5, lenet5
 from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
 from models.nnx_model import NnxModel, from_nnx
 from models.objectives import (
@@ -14,9 +16,11 @@ from models.objectives import (
     smoothness_logistic,
     softmax_cross_entropy,
 )
+from models.resnet import ResNet, resnet20
 
 __all__ = [
     "CNN",
+    "LeNet5",
     "MLP",
     "NnxModel",
     "Linear",
@@ -25,15 +29,19 @@ __all__ = [
     "PatchConv",
     "Task",
     "Variables",
+    "ResNet",
     "cnn",
     "conv_as_matmul",
     "convs_as_matmuls",
     "from_nnx",
     "least_squares",
+    "lenet5",
     "linear",
     "logistic_regression",
     "mlp",
     "nonconvex_logistic_regression",
+    "random_crop_flip",
+    "resnet20",
     "smoothness_least_squares",
     "smoothness_logistic",
     "softmax_cross_entropy",
