@@ -1,17 +1,24 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
-from algos.centralized import CentralizedState, centralized
-from algos.cohort import cohort_fedavg, cohort_scaffold
-from algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
-from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
-from algos.dsgd import DsgdState, d_rr, dsgd
-from algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
-from algos.push_accelerated import ApdState, apd, apd_sc
-from algos.push_compressed import CppState, b_cpp, cpp
-from algos.push_sum import PushSumState, push_sum_sgp
-from algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
-from algos.tracking import TrackingState, gradient_tracking, gt_rr
-from algos.with_model import WithModelState, with_model
+from decentjax.algos.centralized import CentralizedState, centralized
+from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
+from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
+from decentjax.algos.diffusion import (
+    DiffusionState,
+    ExtraState,
+    ed_rr,
+    exact_diffusion,
+    extra,
+    nids,
+)
+from decentjax.algos.dsgd import DsgdState, d_rr, dsgd
+from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
+from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
+from decentjax.algos.push_compressed import CppState, b_cpp, cpp
+from decentjax.algos.push_sum import PushSumState, push_sum_sgp
+from decentjax.algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
+from decentjax.algos.tracking import TrackingState, gradient_tracking, gt_rr
+from decentjax.algos.with_model import WithModelState, with_model
 
 __all__ = [
     "ApdState",

@@ -10,10 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from core import cohort
-from core.mesh import AGENT_AXIS
-from core.tree import scale
+from decentjax.core import cohort
+from decentjax.core.mesh import AGENT_AXIS
+from decentjax.core.tree import scale
 
 PyTree = Any
 StepSize = float | optax.Schedule

@@ -28,9 +28,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
-
-from core import directed, requirements
-from core.comm import Gossip
+from decentjax.core import directed, requirements
+from decentjax.core.comm import Gossip
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]

@@ -18,9 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-
-from core.mesh import as_varying, local_agent_ids
-from core.tree import select
+from decentjax.core.mesh import as_varying, local_agent_ids
+from decentjax.core.tree import select
 
 PyTree = Any
 

@@ -24,10 +24,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from core.algorithm import Algorithm, Batch, local_optimizer
-from core.comm import Gossip
-from core.mesh import as_varying
+from decentjax.core.algorithm import Algorithm, Batch, local_optimizer
+from decentjax.core.comm import Gossip
+from decentjax.core.mesh import as_varying
 
 PyTree = Any
 

@@ -53,15 +53,14 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos._cohort_plan import StepSize, _at, _check_step, _Plan
-from core import cohort
-from core.algorithm import agent_grad
-from core.comm import _bytes_per_agent
-from core.loss_inputs import LossInputs, Variables, as_task, split_variables
-from core.mesh import AGENT_AXIS, as_varying
-from core.rounds import CohortState, RoundAlgorithm
-from core.tree import per_agent, scale, select
+from decentjax.algos._cohort_plan import StepSize, _at, _check_step, _Plan
+from decentjax.core import cohort
+from decentjax.core.algorithm import agent_grad
+from decentjax.core.comm import _bytes_per_agent
+from decentjax.core.loss_inputs import LossInputs, Variables, as_task, split_variables
+from decentjax.core.mesh import AGENT_AXIS, as_varying
+from decentjax.core.rounds import CohortState, RoundAlgorithm
+from decentjax.core.tree import per_agent, scale, select
 
 PyTree = Any
 Aggregation = Literal["unbiased", "self_normalized"]

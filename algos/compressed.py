@@ -29,12 +29,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos.dsgd import dsgd
-from core import compressed_defaults, compression, requirements
-from core.algorithm import Algorithm, Batch, agent_grad
-from core.comm import Gossip
-from core.compressed_gossip import (
+from decentjax.algos.dsgd import dsgd
+from decentjax.core import compressed_defaults, compression, requirements
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad
+from decentjax.core.comm import Gossip
+from decentjax.core.compressed_gossip import (
     Mode,
     check_consensus_step,
     compress_communication,
@@ -42,7 +41,7 @@ from core.compressed_gossip import (
     message_bytes,
     reference_exchange,
 )
-from core.tree import block_size, scale
+from decentjax.core.tree import block_size, scale
 
 PyTree = Any
 

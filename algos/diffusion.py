@@ -28,11 +28,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from core import requirements
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
-from core.comm import Gossip
-from core.tree import block_size, select
+from decentjax.core import requirements
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.comm import Gossip
+from decentjax.core.tree import block_size, select
 
 PyTree = Any
 

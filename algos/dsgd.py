@@ -22,10 +22,9 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import optax
-
-from core import requirements
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
-from core.comm import Gossip
+from decentjax.core import requirements
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.comm import Gossip
 
 PyTree = Any
 

@@ -59,8 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from algos._federated_round import (
+from decentjax.algos._federated_round import (
     PyTree,
     StepSize,
     _at,
@@ -71,11 +70,11 @@ from algos._federated_round import (
     _per_agent_zeros,
     _round_boundary,
 )
-from algos.scaffold import ScaffoldState, scaffold
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
-from core.comm import Gossip
-from core.mesh import local_agent_ids
-from core.tree import block_size, debias, scale, select
+from decentjax.algos.scaffold import ScaffoldState, scaffold
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.comm import Gossip
+from decentjax.core.mesh import local_agent_ids
+from decentjax.core.tree import block_size, debias, scale, select
 
 __all__ = [
     "FedAvgState",

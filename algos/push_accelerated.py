@@ -22,12 +22,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos._directed import LossFn, PyTree, check_positive, check_push, check_unit_interval
-from algos.tracking import next_tracker
-from core.algorithm import Algorithm, Batch, agent_grad
-from core.comm import Gossip
-from core.tree import block_size, combine, debias, leaf_dtype, scale
+from decentjax.algos._directed import (
+    LossFn,
+    PyTree,
+    check_positive,
+    check_push,
+    check_unit_interval,
+)
+from decentjax.algos.tracking import next_tracker
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad
+from decentjax.core.comm import Gossip
+from decentjax.core.tree import block_size, combine, debias, leaf_dtype, scale
 
 
 class ApdState(NamedTuple):

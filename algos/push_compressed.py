@@ -19,15 +19,21 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos._directed import LossFn, PyTree, Variant, check_pair, check_unit_interval, check_variant
-from algos.tracking import next_tracker
-from core import compressed_defaults, compression
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
-from core.comm import Gossip
-from core.compressed_gossip import message_bytes, reference_exchange
-from core.mesh import agent_keys, as_varying
-from core.tree import block_size, combine
+from decentjax.algos._directed import (
+    LossFn,
+    PyTree,
+    Variant,
+    check_pair,
+    check_unit_interval,
+    check_variant,
+)
+from decentjax.algos.tracking import next_tracker
+from decentjax.core import compressed_defaults, compression
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.comm import Gossip
+from decentjax.core.compressed_gossip import message_bytes, reference_exchange
+from decentjax.core.mesh import agent_keys, as_varying
+from decentjax.core.tree import block_size, combine
 
 # Folds of the step key: the two compressed channels and the activation draw get
 # independent streams, and CPP and B-CPP use the same folds for the same messages, so

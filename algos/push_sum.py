@@ -17,11 +17,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos._directed import LossFn, PyTree, check_push
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
-from core.comm import Gossip
-from core.tree import block_size, debias, leaf_dtype
+from decentjax.algos._directed import LossFn, PyTree, check_push
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.comm import Gossip
+from decentjax.core.tree import block_size, debias, leaf_dtype
 
 
 class PushSumState(NamedTuple):

@@ -23,12 +23,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos._directed import LossFn, PyTree, Variant, check_pair, check_push, check_variant
-from algos.tracking import next_tracker
-from core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
-from core.comm import Gossip
-from core.tree import block_size, debias, leaf_dtype
+from decentjax.algos._directed import LossFn, PyTree, Variant, check_pair, check_push, check_variant
+from decentjax.algos.tracking import next_tracker
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.comm import Gossip
+from decentjax.core.tree import block_size, debias, leaf_dtype
 
 
 class PushPullState(NamedTuple):

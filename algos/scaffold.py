@@ -21,8 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from algos._federated_round import (
+from decentjax.algos._federated_round import (
     PyTree,
     StepSize,
     _at,
@@ -33,9 +32,9 @@ from algos._federated_round import (
     _per_agent_zeros,
     _round_boundary,
 )
-from core.algorithm import Algorithm, Batch, agent_grad
-from core.comm import Gossip
-from core.tree import block_size, select
+from decentjax.core.algorithm import Algorithm, Batch, agent_grad
+from decentjax.core.comm import Gossip
+from decentjax.core.tree import block_size, select
 
 
 class ScaffoldState(NamedTuple):

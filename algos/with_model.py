@@ -38,12 +38,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-from core import requirements
-from core.algorithm import AgentMapped, Algorithm, Batch, map_over_agents
-from core.comm import Gossip
-from core.loss_inputs import LossInputs, Task, Variables, as_task, loss_keys, split_variables
-from core.tree import block_size
+from decentjax.core import requirements
+from decentjax.core.algorithm import AgentMapped, Algorithm, Batch, map_over_agents
+from decentjax.core.comm import Gossip
+from decentjax.core.loss_inputs import (
+    LossInputs,
+    Task,
+    Variables,
+    as_task,
+    loss_keys,
+    split_variables,
+)
+from decentjax.core.tree import block_size
 
 PyTree = Any
 

@@ -1,3 +1,3 @@
 """Shared machinery of decentjax: graphs, weights, communication, loops, metrics."""
 
-from core import python_version  # noqa: F401 - checks the Python version first.
+from decentjax.core import python_version  # noqa: F401 - checks the Python version first.

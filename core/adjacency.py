@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from decentjax.core import sparse as sparse_lib
 from scipy.sparse import csgraph
-
-from core import sparse as sparse_lib
 
 BoolMatrix = npt.NDArray[np.bool_]
 """A dense bool adjacency; sparse adjacencies are ``scipy.sparse.csr_array`` of bool."""
@@ -111,7 +110,7 @@ def check_adjacency(A: Any) -> Any:
         the offending shape, value or position.
     """
     if _is_networkx(A):
-        from core.topology import from_networkx
+        from decentjax.core.topology import from_networkx
 
         return from_networkx(A)
     a = as_bool_adjacency(A, "adjacency matrix")

@@ -25,10 +25,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from core.comm import Gossip
-from core.mesh import AGENT_AXIS
-from core.metrics import Evaluator
+from decentjax.core.comm import Gossip
+from decentjax.core.mesh import AGENT_AXIS
+from decentjax.core.metrics import Evaluator
 
 PyTree = Any
 

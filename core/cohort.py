@@ -40,8 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core.mesh import AGENT_AXIS
+from decentjax.core.mesh import AGENT_AXIS
 
 PyTree = Any
 

@@ -50,11 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
-
-from core import gossip_kernels, relabel
-from core import weights as weights_lib
-from core.mesh import AGENT_AXIS, as_varying
-from core.operator_tables import AgentTable
+from decentjax.core import gossip_kernels, relabel
+from decentjax.core import weights as weights_lib
+from decentjax.core.mesh import AGENT_AXIS, as_varying
+from decentjax.core.operator_tables import AgentTable
 
 PyTree = Any
 Path = Literal["auto", "shift", "dense", "halo"]

@@ -71,8 +71,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from core import weights
+from decentjax.core import weights
 
 
 def spread(*matrices: np.ndarray) -> float:
@@ -118,7 +117,7 @@ def operator_spread(*ops: Any) -> float:
     Returns:
       The spread, in ``[0, 2]`` for stochastic matrices.
     """
-    from core import requirements  # requirements imports the operators' modules.
+    from decentjax.core import requirements  # requirements imports the operators' modules.
 
     out = 0.0
     for op in ops:

@@ -52,13 +52,12 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from core import comm as comm_lib
-from core import compressed_defaults, compression, operator_context
-from core.algorithm import Algorithm, Batch
-from core.comm import Gossip
-from core.mesh import as_varying
-from core.tree import combine, select
+from decentjax.core import comm as comm_lib
+from decentjax.core import compressed_defaults, compression, operator_context
+from decentjax.core.algorithm import Algorithm, Batch
+from decentjax.core.comm import Gossip
+from decentjax.core.mesh import as_varying
+from decentjax.core.tree import combine, select
 
 PyTree = Any
 Mode = Literal["ef21", "ef"]

@@ -45,8 +45,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from core.compressor import (
+from decentjax.core.compressor import (
     Compressor,
     PyTree,
     _check_d,
@@ -54,8 +53,8 @@ from core.compressor import (
     compress_block,
     message_bits,
 )
-from core.quantizers import natural, qsgd, scaled_sign
-from core.sparsifiers import rand_k, top_k
+from decentjax.core.quantizers import natural, qsgd, scaled_sign
+from decentjax.core.sparsifiers import rand_k, top_k
 
 __all__ = [
     "COMPRESSORS",

@@ -11,8 +11,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-
-from core.dataset_checks import (
+from decentjax.core.dataset_checks import (
     Dataset,
     _check_features,
     _check_seed,

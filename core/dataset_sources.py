@@ -11,8 +11,7 @@ import os
 from typing import Any
 
 import numpy as np
-
-from core.dataset_checks import (
+from decentjax.core.dataset_checks import (
     Dataset,
     _check_int,
     _check_seed,

@@ -36,8 +36,8 @@ importable from here.
 
 from __future__ import annotations
 
-from core.dataset_checks import Dataset, check_labels, validate_dataset
-from core.dataset_preprocessing import (
+from decentjax.core.dataset_checks import Dataset, check_labels, validate_dataset
+from decentjax.core.dataset_preprocessing import (
     append_bias,
     binarize_labels,
     binary_subset,
@@ -46,7 +46,7 @@ from core.dataset_preprocessing import (
     standardize,
     train_test_split,
 )
-from core.dataset_sources import (
+from decentjax.core.dataset_sources import (
     SKLEARN_DATASETS,
     load_sklearn,
     load_svmlight,

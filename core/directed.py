@@ -50,11 +50,9 @@ import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.sparse import linalg as spla
-
-from core import digraph
-from core import sparse as sparse_lib
-from core.digraph import (
+from decentjax.core import digraph
+from decentjax.core import sparse as sparse_lib
+from decentjax.core.digraph import (
     check_directed_adjacency,
     check_strongly_connected,
     directed_exponential,
@@ -67,7 +65,7 @@ from core.digraph import (
     random_strongly_connected,
     unbalanced_example,
 )
-from core.directed_weights import (
+from decentjax.core.directed_weights import (
     FloatMatrix,
     check_column_stochastic,
     check_row_stochastic,
@@ -75,7 +73,8 @@ from core.directed_weights import (
     one_peer_exponential,
     row_stochastic,
 )
-from core.spectral import DENSE_SPECTRUM_MAX_N
+from decentjax.core.spectral import DENSE_SPECTRUM_MAX_N
+from scipy.sparse import linalg as spla
 
 __all__ = [
     "check_column_stochastic",

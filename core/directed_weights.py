@@ -24,15 +24,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.sparse import csgraph
-
-from core import sparse as sparse_lib
-from core import weights
-from core.digraph import (
+from decentjax.core import sparse as sparse_lib
+from decentjax.core import weights
+from decentjax.core.digraph import (
     _check_int,
     check_directed_adjacency,
     check_strongly_connected,
 )
+from scipy.sparse import csgraph
 
 FloatMatrix = weights.FloatMatrix
 

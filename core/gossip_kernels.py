@@ -19,9 +19,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from core.mesh import AGENT_AXIS
-from core.tree import per_agent
+from decentjax.core.mesh import AGENT_AXIS
+from decentjax.core.tree import per_agent
 
 
 def _from_device_ahead(x: jax.Array, q: int, n_devices: int) -> jax.Array:

@@ -27,9 +27,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core import optimum
-from core.mesh import num_agents
+from decentjax.core import optimum
+from decentjax.core.mesh import num_agents
 
 PyTree = Any
 

@@ -15,7 +15,7 @@ r"""Image classification datasets through TFDS: MNIST, Fashion-MNIST, EMNIST, CI
 
 Preparing the data needs internet and, for these builders, TensorFlow (TFDS encodes
 the images with ``tf.image``): ``pip install -e ".[tfds-build]"`` then
-``python -m launch.prepare_data --datasets=mnist,cifar10``. Reading never downloads.
+``python -m decentjax.launch.prepare_data --datasets=mnist,cifar10``. Reading never downloads.
 
 Without the data, :func:`stand_in` gives a clearly named synthetic replacement of
 the same shape, classes and scale (class-dependent Gaussian images), so a config
@@ -28,9 +28,8 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-
-from core.dataset_checks import Dataset, _check_int, _check_seed
-from core.dataset_sources import load_tfds
+from decentjax.core.dataset_checks import Dataset, _check_int, _check_seed
+from decentjax.core.dataset_sources import load_tfds
 
 
 class ImageDataset(NamedTuple):

@@ -29,12 +29,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core.algorithm import Algorithm, Batch
-from core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate, user_agent_ids
-from core.metrics import Evaluator
-from core.operator_tables import AgentTable, TableProgram
-from core.sampling import Sampler
+from decentjax.core.algorithm import Algorithm, Batch
+from decentjax.core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate, user_agent_ids
+from decentjax.core.metrics import Evaluator
+from decentjax.core.operator_tables import AgentTable, TableProgram
+from decentjax.core.sampling import Sampler
 
 PyTree = Any
 _AGENTS = jax.P(AGENT_AXIS)

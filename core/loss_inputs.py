@@ -28,8 +28,7 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
-
-from core.mesh import agent_keys
+from decentjax.core.mesh import agent_keys
 
 PyTree = Any
 StateMixing = Literal["local", "gossip"]

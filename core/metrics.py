@@ -23,9 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-
-from core.comm import Gossip
-from core.mesh import as_varying
+from decentjax.core.comm import Gossip
+from decentjax.core.mesh import as_varying
 
 PyTree = Any
 Evaluator = Callable[[PyTree, PyTree, PyTree | None], dict[str, jax.Array]]

@@ -34,8 +34,7 @@ from typing import Any
 
 import jax
 import numpy as np
-
-from core.mesh import AGENT_AXIS, agent_sharding, put
+from decentjax.core.mesh import AGENT_AXIS, agent_sharding, put
 
 _BOUND: contextvars.ContextVar[Mapping[Any, jax.Array]] = contextvars.ContextVar(
     "decentjax_agent_tables", default=types.MappingProxyType({})

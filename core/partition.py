@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from core.datasets import Dataset, check_labels, validate_dataset
+from decentjax.core.datasets import Dataset, check_labels, validate_dataset
 
 
 def _check_n_agents(n_agents: Any, n: int) -> int:

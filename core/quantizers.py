@@ -14,8 +14,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core.compressor import (
+from decentjax.core.compressor import (
     Compressor,
     _check_d,
     _check_dtype_bits,

@@ -33,10 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-
-from core import comm, directed, weights
-from core.compressed_gossip import CompressedGossip
-from core.time_varying import TimeVaryingGossip
+from decentjax.core import comm, directed, weights
+from decentjax.core.compressed_gossip import CompressedGossip
+from decentjax.core.time_varying import TimeVaryingGossip
 
 Need = Literal["doubly_stochastic", "symmetric", "psd", "pull", "push"]
 _NEEDS = ("doubly_stochastic", "symmetric", "psd", "pull", "push")

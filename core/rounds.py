@@ -24,9 +24,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core import cohort
-from core.mesh import AGENT_AXIS, replicate, shard_agents
+from decentjax.core import cohort
+from decentjax.core.mesh import AGENT_AXIS, replicate, shard_agents
 
 PyTree = Any
 _AGENTS = jax.P(AGENT_AXIS)

@@ -30,13 +30,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core import loop
-from core.algorithm import Algorithm
-from core.mesh import AGENT_AXIS, agent_block, as_varying, replicate
-from core.metrics import Evaluator
-from core.operator_tables import TableProgram
-from core.sampling import Sampler
+from decentjax.core import loop
+from decentjax.core.algorithm import Algorithm
+from decentjax.core.mesh import AGENT_AXIS, agent_block, as_varying, replicate
+from decentjax.core.metrics import Evaluator
+from decentjax.core.operator_tables import TableProgram
+from decentjax.core.sampling import Sampler
 
 PyTree = Any
 Hyper = dict[str, Any]

@@ -40,9 +40,8 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from decentjax.core import sparse as sparse_lib
 from scipy.sparse import linalg as spla
-
-from core import sparse as sparse_lib
 
 DENSE_SPECTRUM_MAX_N = 1024
 """Above this many agents spectra are computed sparsely, and
@@ -107,7 +106,7 @@ def spectral_gap(W: Any, *, method: Method = "auto") -> float:
 
 
 def _rate_and_gap(W: Any, method: Method) -> tuple[float, float]:
-    from core.weights import _as_square_float, largest_asymmetry
+    from decentjax.core.weights import _as_square_float, largest_asymmetry
 
     if method not in ("auto", "dense", "iterative"):
         raise ValueError(f"method must be 'auto', 'dense' or 'iterative', got {method!r}.")

@@ -96,13 +96,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
-
-from core import comm, directed, weights
-from core import sparse as sparse_lib
-from core.algorithm import Algorithm, Batch
-from core.comm import Gossip
-from core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
-from core.tree import block_size
+from decentjax.core import comm, directed, weights
+from decentjax.core import sparse as sparse_lib
+from decentjax.core.algorithm import Algorithm, Batch
+from decentjax.core.comm import Gossip
+from decentjax.core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
+from decentjax.core.tree import block_size
 
 __all__ = [
     "TimeVaryingGossip",

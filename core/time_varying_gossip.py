@@ -19,11 +19,10 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from core import comm, gossip_kernels, operator_context
-from core.comm import Gossip
-from core.mesh import AGENT_AXIS, local_positions
-from core.operator_tables import AgentTable
+from decentjax.core import comm, gossip_kernels, operator_context
+from decentjax.core.comm import Gossip
+from decentjax.core.mesh import AGENT_AXIS, local_positions
+from decentjax.core.operator_tables import AgentTable
 
 PyTree = Any
 Kind = Literal["symmetric", "pull", "push", "sequence"]

@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-
-from core import adjacency, topology
-from core import sparse as sparse_lib
-from core.spectral import (
+from decentjax.core import adjacency, topology
+from decentjax.core import sparse as sparse_lib
+from decentjax.core.spectral import (
     _CONNECTED_TOL,
     DENSE_SPECTRUM_MAX_N,
     mixing_rate,

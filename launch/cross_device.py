@@ -33,10 +33,9 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
-
-from algos.cohort import cohort_fedavg, cohort_scaffold
-from core import cohort, datasets, mesh, partition, rounds
-from launch import experiment, plotting
+from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
+from decentjax.core import cohort, datasets, mesh, partition, rounds
+from decentjax.launch import experiment, plotting
 
 COHORT_ALGORITHMS = ("fedavg", "fedavg_selfnorm", "fedprox", "fedadam", "scaffold")
 

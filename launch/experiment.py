@@ -15,10 +15,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 import optax
-
-import algos
-from core import algorithm as algorithm_lib
-from core import (
+from decentjax.core import algorithm as algorithm_lib
+from decentjax.core import (
     comm,
     compression,
     datasets,
@@ -29,9 +27,11 @@ from core import (
     topology,
     weights,
 )
-from launch import registry
-from launch.registry import AlgorithmSpec
-from models import nets, objectives
+from decentjax.launch import registry
+from decentjax.launch.registry import AlgorithmSpec
+from decentjax.models import nets, objectives
+
+from decentjax import algos
 
 PyTree = Any
 

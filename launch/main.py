@@ -1,4 +1,4 @@
-"""Entry point: ``python -m launch.main --config=launch/configs/<name>.py --workdir=DIR``.
+"""Entry point: ``python -m decentjax.launch.main --config=launch/configs/<name>.py --workdir=DIR``.
 
 Kept short on purpose (as flax's examples do): it parses flags, starts JAX's
 distributed runtime when asked, reports the process layout and hands over to
@@ -67,7 +67,7 @@ def main(argv):
             num_processes=FLAGS.num_processes,
             process_id=FLAGS.process_id,
         )
-    from launch import train, workdir
+    from decentjax.launch import train, workdir
 
     logging.info(
         "process %d of %d, %d local of %d devices",

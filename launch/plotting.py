@@ -16,7 +16,7 @@ Axes are named by what they measure (``plot_styles.METRIC_LABELS``, e.g.
 :math:`\\frac1n\\sum_i\\|x_i - x^\\star\\|^2` for ``dist_to_opt``), bytes on a log axis,
 each method in its own colour and marker with its family's line style, the legend
 beside the panels (never over the data), and titles wrapped to the figure's width.
-``python -m launch.replot WORKDIR`` redraws a finished run's plots from its
+``python -m decentjax.launch.replot WORKDIR`` redraws a finished run's plots from its
 ``metrics.jsonl`` (:func:`load_histories`).
 
 Figures saved to a path are plain :class:`matplotlib.figure.Figure` objects, drawn by
@@ -36,12 +36,11 @@ from typing import Any
 import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
+from decentjax.core import weights
+from decentjax.launch import plot_styles
 from etils import epath
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
-from core import weights
-from launch import plot_styles
 
 History = list[dict[str, Any]]
 Runs = History | list[History]

@@ -1,6 +1,6 @@
 """Downloads and prepares TFDS image datasets for random access (run once, with internet).
 
-``python -m launch.prepare_data --datasets=mnist,cifar10 [--data_dir=DIR]``
+``python -m decentjax.launch.prepare_data --datasets=mnist,cifar10 [--data_dir=DIR]``
 
 Names are keys of :data:`core.image_datasets.IMAGE_DATASETS` (``mnist``,
 ``fashion_mnist``, ``emnist`` / ``emnist/<config>``, ``cifar10``, ``cifar100``). Each is
@@ -19,8 +19,7 @@ import os
 from collections.abc import Sequence
 
 from absl import app, flags, logging
-
-from core.image_datasets import IMAGE_DATASETS
+from decentjax.core.image_datasets import IMAGE_DATASETS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", None, f"Datasets to prepare, among {list(IMAGE_DATASETS)}.")

@@ -11,7 +11,7 @@ nonconvex with a tuned constant step :math:`\mathcal O(T^{-2/3})` in
 
 Command (rates of every run of a finished experiment)::
 
-  python -m launch.rates /tmp/quickstart/metrics.jsonl --metric dist_to_opt
+  python -m decentjax.launch.rates /tmp/quickstart/metrics.jsonl --metric dist_to_opt
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ A config names a built-in (``"dsgd"``, ``"ring"``, ``"sklearn:digits"``, ``"mlp"
 a name registered here, or a function by import path, ``"package.module:function"``::
 
     # mypkg/methods.py
-    from launch import registry
-    import algos
-
+    from decentjax.launch import registry
+    from decentjax import algos
     def heavy_ball_dsgd(loss_fn, comm_op, learning_rate):
         return algos.dsgd(loss_fn, comm_op, optimizer=optax.sgd(learning_rate, momentum=0.9))
 

@@ -2,13 +2,14 @@
 
 Command::
 
-  python -m launch.replot --workdir=/tmp/compressed [--metric=dist_to_opt] [--out=DIR]
+  python -m decentjax.launch.replot --workdir=/tmp/compressed [--metric=dist_to_opt] [--out=DIR]
 
 writes ``<metric>_vs_epochs.png`` and ``<metric>_vs_bytes.png`` to ``--out`` (default:
 the workdir) with :mod:`launch.plotting`, from ``metrics.jsonl`` or, where there is none,
 ``plot_data.jsonl.gz``: the plotted columns that ``--save_data`` writes and
-``launch/results/*/`` keep (``python -m launch.replot --workdir=launch/results/compressed``
-redraws the committed plots without rerunning). The metric defaults to the one the run's
+``launch/results/*/`` keep (``python -m decentjax.launch.replot
+--workdir=launch/results/compressed`` redraws the committed plots without rerunning).
+The metric defaults to the one the run's
 ``summary.txt`` table leads with (its third column), the title to the data description
 on the ``data:`` line of ``setup.txt``.
 """
@@ -16,9 +17,8 @@ on the ``data:`` line of ``setup.txt``.
 from __future__ import annotations
 
 from absl import app, flags
+from decentjax.launch import plotting
 from etils import epath
-
-from launch import plotting
 
 PLOT_DATA = "plot_data.jsonl.gz"
 FLAGS = flags.FLAGS

@@ -33,8 +33,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-
-from core import runs, schedules
+from decentjax.core import runs, schedules
 
 SCALE_FIELD = {"constant": "constant", "inverse_epoch": "a", "piecewise": "levels"}
 """The field of ``config.step`` a swept learning rate replaces, per schedule."""

@@ -23,9 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
-from etils import epath
-
-from core import (
+from decentjax.core import (
     agent_metrics,
     checkpointing,
     datasets,
@@ -37,9 +35,10 @@ from core import (
     partition,
     sampling,
 )
-from launch import experiment, plotting, rates, sweeps, tracking
-from launch import workdir as workdir_lib
-from models import nets, objectives
+from decentjax.launch import experiment, plotting, rates, sweeps, tracking
+from decentjax.launch import workdir as workdir_lib
+from decentjax.models import nets, objectives
+from etils import epath
 
 
 class RunKeys(NamedTuple):
@@ -124,7 +123,7 @@ def train_and_evaluate(
       federated learning) runs :func:`launch.cross_device.train_and_evaluate` instead.
     """
     if config.get("cohort"):
-        from launch import cross_device
+        from decentjax.launch import cross_device
 
         return cross_device.train_and_evaluate(config, workdir)
     experiment.validate(config)

@@ -1,13 +1,13 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
-from core import python_version  # noqa: F401 - checks the Python version first.
-from core.loss_inputs import Task, Variables
-from models.augment import random_crop_flip
-from models.conv_lowering import conv_as_matmul, convs_as_matmuls
-from models.lenet import LeNet5, lenet5
-from models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
-from models.nnx_model import NnxModel, from_nnx
-from models.objectives import (
+from decentjax.core import python_version  # noqa: F401 - checks the Python version first.
+from decentjax.core.loss_inputs import Task, Variables
+from decentjax.models.augment import random_crop_flip
+from decentjax.models.conv_lowering import conv_as_matmul, convs_as_matmuls
+from decentjax.models.lenet import LeNet5, lenet5
+from decentjax.models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
+from decentjax.models.nnx_model import NnxModel, from_nnx
+from decentjax.models.objectives import (
     Objective,
     least_squares,
     logistic_regression,
@@ -16,7 +16,7 @@ from models.objectives import (
     smoothness_logistic,
     softmax_cross_entropy,
 )
-from models.resnet import ResNet, resnet20
+from decentjax.models.resnet import ResNet, resnet20
 
 __all__ = [
     "CNN",

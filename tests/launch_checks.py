@@ -18,9 +18,8 @@ import math
 import jax
 import numpy as np
 import pytest
-
-from core import sampling
-from launch import experiment, train
+from decentjax.core import sampling
+from decentjax.launch import experiment, train
 
 # The reference's schedule, bound at import: a test that breaks the run's step size
 # (monkeypatching experiment.learning_rate) must not move the reference with it.
@@ -209,8 +208,7 @@ def federated_gd_losses(config, epochs_by_method):
       ``(initial loss, {name: loss after that many GD steps})``.
     """
     import jax.numpy as jnp
-
-    from core import datasets
+    from decentjax.core import datasets
 
     data, _ = experiment.load_data(config)
     if config.data.get("test_fraction"):

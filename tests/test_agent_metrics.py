@@ -3,9 +3,17 @@
 import jax
 import numpy as np
 import pytest
-
-from core import agent_metrics, comm, datasets, mesh, metrics, partition, topology, weights
-from models import objectives
+from decentjax.core import (
+    agent_metrics,
+    comm,
+    datasets,
+    mesh,
+    metrics,
+    partition,
+    topology,
+    weights,
+)
+from decentjax.models import objectives
 
 N, M, D = 8, 12, 5
 REG = 0.1

@@ -5,9 +5,8 @@ import functools
 import jax
 import numpy as np
 import pytest
-
-from algos import centralized, d_rr, dsgd
-from core import (
+from decentjax.algos import centralized, d_rr, dsgd
+from decentjax.core import (
     comm,
     datasets,
     loop,
@@ -20,7 +19,7 @@ from core import (
     topology,
     weights,
 )
-from models import objectives
+from decentjax.models import objectives
 
 N, M, D = 8, 16, 5
 REG = 0.2
@@ -229,7 +228,7 @@ def test_bad_inputs_are_clear_errors():
 def test_map_over_agents_gives_the_vmapped_run(batch_size):
     # lax.map over the agents (optionally 3 at a time: 8 agents leave a remainder) only
     # changes the schedule, on one device and on eight.
-    from core.algorithm import map_over_agents
+    from decentjax.core.algorithm import map_over_agents
 
     def mapped(loss_fn, op, **kw):
         return d_rr(map_over_agents(loss_fn, batch_size), op, **kw)

@@ -1,6 +1,6 @@
 """The benchmark suite's quick mode runs end to end and writes what the README promises.
 
-Runs ``python -m launch.benchmarks --quick`` in a subprocess (the benchmark uses the real
+Runs ``python -m decentjax.launch.benchmarks --quick`` in a subprocess (the benchmark uses the real
 device count and default JAX settings, not this test session's 8 fake devices and x64),
 with an empty peers folder so the run is the same on every machine: the peers are
 reported as absent, with the command that installs them. Only the plumbing is asserted
@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from launch.benchmarks import COMPARISONS
+from decentjax.launch.benchmarks import COMPARISONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def _quick_run(tmp_path):
     peers.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     proc = subprocess.run(
-        [sys.executable, "-m", "launch.benchmarks", "--quick", "--out", str(out)]
+        [sys.executable, "-m", "decentjax.launch.benchmarks", "--quick", "--out", str(out)]
         + ["--peers-dir", str(peers)],
         cwd=REPO,
         env=env,

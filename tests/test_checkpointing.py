@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import optax
 import pytest
+from decentjax.core import checkpointing, comm, loop, mesh, metrics, sampling, topology, weights
+from decentjax.models import objectives
 
-import algos
-from core import checkpointing, comm, loop, mesh, metrics, sampling, topology, weights
-from models import objectives
+from decentjax import algos
 
 N, M, D = 8, 10, 4
 LS = objectives.least_squares()
@@ -40,7 +40,11 @@ METHODS = {
     ),
     "gt_rr": functools.partial(algos.gt_rr, learning_rate=0.05),
     "cedas": lambda loss, op: algos.cedas(
-        loss, op, __import__("core.compression").compression.qsgd(4), 0.05, consensus_step=0.2
+        loss,
+        op,
+        __import__("decentjax.core.compression").core.compression.qsgd(4),
+        0.05,
+        consensus_step=0.2,
     ),
 }
 

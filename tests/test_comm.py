@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 import pytest
-
-from core import comm, mesh, topology, weights
+from decentjax.core import comm, mesh, topology, weights
 
 GRAPHS = {
     "ring": lambda n: topology.ring(n),

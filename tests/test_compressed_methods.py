@@ -5,9 +5,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-
-import algos
-from core import (
+from decentjax.core import (
     comm,
     compressed_defaults,
     compression,
@@ -20,9 +18,11 @@ from core import (
     topology,
     weights,
 )
-from core import time_varying as tv
-from core.compressed_gossip import compressed_gossip
-from models import objectives
+from decentjax.core import time_varying as tv
+from decentjax.core.compressed_gossip import compressed_gossip
+from decentjax.models import objectives
+
+from decentjax import algos
 
 N, D, M = 8, 5, 10
 LS = objectives.least_squares()
@@ -191,7 +191,7 @@ def test_lead_family_rejects_biased_compressors_and_bad_steps():
 
 
 def test_ef21_mode_rejects_time_varying_graphs():
-    from core import time_varying
+    from decentjax.core import time_varying
 
     op = time_varying.link_failures(comm.gossip(ring()), 0.2)
     with pytest.raises(ValueError, match="mode='ef21' needs a fixed mixing matrix"):

@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from core import compression, mesh
+from decentjax.core import compression, mesh
 
 N_DRAWS = 20_000
 # Each statistical check allows Z_SCORE standard errors: with a few hundred such

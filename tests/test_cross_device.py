@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
-from launch import train
-from launch.configs import cross_device
+from decentjax.launch import train
+from decentjax.launch.configs import cross_device
 
 
 def _config(**cohort):

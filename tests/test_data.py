@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from core import datasets, partition
+from decentjax.core import datasets, partition
 
 # ---------------------------------------------------------------------------------------
 # Sources
@@ -302,7 +301,7 @@ def test_partition_dirichlet_bad_alpha():
 
 
 def test_pathological_partition_gives_each_agent_few_classes():
-    from core import partition
+    from decentjax.core import partition
 
     rng = np.random.default_rng(0)
     data = {"x": rng.normal(size=(1000, 3)), "y": np.repeat(np.arange(10), 100)}

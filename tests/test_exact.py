@@ -5,9 +5,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-
-import algos
-from core import (
+from decentjax.core import (
     comm,
     datasets,
     loop,
@@ -19,7 +17,9 @@ from core import (
     topology,
     weights,
 )
-from models import objectives
+from decentjax.models import objectives
+
+from decentjax import algos
 
 N, D = 8, 5
 

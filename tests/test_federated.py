@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-from algos import centralized
-from algos.federated import fedavg, fedprox, scaffold
-from core import (
+from decentjax.algos import centralized
+from decentjax.algos.federated import fedavg, fedprox, scaffold
+from decentjax.core import (
     comm,
     datasets,
     heterogeneity,
@@ -23,8 +22,8 @@ from core import (
     sampling,
     weights,
 )
-from core.algorithm import Batch
-from models import objectives
+from decentjax.core.algorithm import Batch
+from decentjax.models import objectives
 
 N, D, M = 8, 5, 10
 LS = objectives.least_squares()

@@ -6,10 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
-from core import datasets, image_datasets
-from core.image_datasets import IMAGE_DATASETS, load_images, stand_in
-from launch import experiment, prepare_data
+from decentjax.core import datasets, image_datasets
+from decentjax.core.image_datasets import IMAGE_DATASETS, load_images, stand_in
+from decentjax.launch import experiment, prepare_data
 
 # tfds.testing.mock_data needs no TensorFlow: it fakes tfds.data_source's records
 # (random uint8 images and labels from each dataset's feature spec).

@@ -9,14 +9,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from decentjax.launch import experiment, rates, train
+from decentjax.launch.configs import quickstart
 from launch_checks import (
     assert_consistent_with_optimum,
     assert_federated_tracks_gradient_descent,
     assert_tracks_gradient_descent,
 )
-
-from launch import experiment, rates, train
-from launch.configs import quickstart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +84,7 @@ def test_main_rejects_unknown_config_key(tmp_path):
         [
             sys.executable,
             "-m",
-            "launch.main",
+            "decentjax.launch.main",
             "--config=launch/configs/quickstart.py:runlocal",
             f"--workdir={tmp_path}",
             "--config.learning_rat=0.1",
@@ -101,7 +100,7 @@ def test_main_rejects_unknown_config_key(tmp_path):
 
 @pytest.mark.parametrize("name", ["rr_logistic", "rr_nonconvex"])
 def test_reproduction_configs_run_and_fall_back_to_embedded_data(name, tmp_path, monkeypatch):
-    module = importlib.import_module(f"launch.configs.{name}")
+    module = importlib.import_module(f"decentjax.launch.configs.{name}")
     config = module.get_config("runlocal")
     config.topologies = ("ring",)  # One graph keeps the test short; all methods run.
     config.n_devices = 1  # 1 vs 8 devices is tested elsewhere; fake devices are slow here.
@@ -116,7 +115,7 @@ def test_reproduction_configs_run_and_fall_back_to_embedded_data(name, tmp_path,
 
 
 def test_tfds_source_is_used_when_prepared(tmp_path):
-    config = importlib.import_module("launch.configs.rr_logistic").get_config("runlocal")
+    config = importlib.import_module("decentjax.launch.configs.rr_logistic").get_config("runlocal")
     config.data.max_examples = 400
     with tfds.testing.mock_data(num_examples=400):
         data, description = experiment.load_data(config)
@@ -137,7 +136,7 @@ def test_fit_rate_recovers_power_laws():
 
 
 def test_compressed_config_counts_bits_and_reports_bytes_to_target(tmp_path):
-    config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
+    config = importlib.import_module("decentjax.launch.configs.compressed").get_config("runlocal")
     config.topologies = ("ring",)
     config.algorithms = ("dsgd", "cedas@qsgd2", "choco_sgd@rand30")
     config.n_devices = 1
@@ -153,14 +152,16 @@ def test_compressed_config_counts_bits_and_reports_bytes_to_target(tmp_path):
 
 
 def test_compressed_config_rejects_unknown_compressor(tmp_path):
-    config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
+    config = importlib.import_module("decentjax.launch.configs.compressed").get_config("runlocal")
     config.algorithms = ("cedas@zip",)
     with pytest.raises(ValueError, match="names compressor 'zip', which config.compressors"):
         train.train_and_evaluate(config, str(tmp_path))
 
 
 def test_federated_config_runs_with_models_test_split_and_round_budget(tmp_path):
-    config = importlib.import_module("launch.configs.federated").get_config("alpha=0.5,runlocal")
+    config = importlib.import_module("decentjax.launch.configs.federated").get_config(
+        "alpha=0.5,runlocal"
+    )
     config.model.name = "mlp"
     config.model.hidden = (16,)
     config.report_heterogeneity = False  # core.heterogeneity has its own tests.
@@ -181,7 +182,7 @@ def test_federated_config_runs_with_models_test_split_and_round_budget(tmp_path)
 
 @pytest.mark.parametrize("experiment_name", ["apd", "cpp"])
 def test_directed_config_runs(experiment_name, tmp_path):
-    config = importlib.import_module("launch.configs.directed").get_config(
+    config = importlib.import_module("decentjax.launch.configs.directed").get_config(
         f"{experiment_name},runlocal"
     )
     config.topologies = ("random_digraph",)
@@ -197,7 +198,7 @@ def test_directed_config_runs(experiment_name, tmp_path):
 
 
 def test_gt_rr_ring_analysis_shows_the_tracker_restart():
-    from launch.analysis import gt_rr_ring
+    from decentjax.launch.analysis import gt_rr_ring
 
     errors = gt_rr_ring.tracker_errors(epochs=2)
     spread = errors[-1][0]  # ||grad f_i(x*) - grad f(x*)||_F, 2.58 on this split.

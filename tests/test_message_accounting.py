@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from decentjax.core import comm, compression, directed, mesh, topology, weights
+from decentjax.core.algorithm import Batch
+from decentjax.models import objectives
 
-import algos
-from core import comm, compression, directed, mesh, topology, weights
-from core.algorithm import Batch
-from models import objectives
+from decentjax import algos
 
 N, M, D = 8, 4, 3
 LS = objectives.least_squares()

@@ -12,10 +12,7 @@ import optax
 import pytest
 import scipy.optimize
 import scipy.special
-from flax import nnx
-from jax.flatten_util import ravel_pytree
-
-from models import (
+from decentjax.models import (
     Model,
     Objective,
     cnn,
@@ -29,6 +26,8 @@ from models import (
     smoothness_logistic,
     softmax_cross_entropy,
 )
+from flax import nnx
+from jax.flatten_util import ravel_pytree
 
 _N, _D = 12, 5
 

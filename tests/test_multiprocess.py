@@ -26,7 +26,7 @@ def _free_port():
 def _launch(workdir, *extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     return subprocess.Popen(
-        [sys.executable, "-m", "launch.main", *ARGS, f"--workdir={workdir}", *extra],
+        [sys.executable, "-m", "decentjax.launch.main", *ARGS, f"--workdir={workdir}", *extra],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,10 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-
-import algos
-from core import (
+from decentjax.core import (
     cohort,
     comm,
     digraph,
@@ -29,9 +26,12 @@ from core import (
     topology,
     weights,
 )
-from core.algorithm import map_over_agents
-from core.loss_inputs import LOSS_STREAM, LossInputs, as_task
-from models import Variables, from_nnx, objectives
+from decentjax.core.algorithm import map_over_agents
+from decentjax.core.loss_inputs import LOSS_STREAM, LossInputs, as_task
+from decentjax.models import Variables, from_nnx, objectives
+from flax import nnx
+
+from decentjax import algos
 
 N, M, B, D, C = 8, 8, 4, 3, 2
 EPOCHS = 8  # of 2 steps each (B = 4 of M = 8)

@@ -10,7 +10,7 @@ Executing the notebooks at full size takes minutes, too slow for CI, so the comm
 ``.py`` and the sha256 of the ``.py`` it was executed from, every code cell ran once in
 order in one kernel, none raised, and the file stays small. The set-up cell and the
 Colab badges (here and in the README) must be the ones ``launch.notebooks`` generates
-from ``pyproject.toml``'s repository URL. To regenerate: ``python -m launch.notebooks``.
+from ``pyproject.toml``'s repository URL. To regenerate: ``python -m decentjax.launch.notebooks``.
 """
 
 import glob
@@ -25,15 +25,14 @@ from pathlib import Path
 
 import jupytext
 import pytest
-
-from launch import notebooks
+from decentjax.launch import notebooks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "[0-9][0-9]_*.py")))
 NAMES = [os.path.basename(path)[:-3] for path in NOTEBOOKS]
 QUICK_TIMEOUT_S = 300  # A notebook takes 10-30 s in quick mode on 2 CPU cores.
 MAX_IPYNB_BYTES = 300_000  # outputs kept small: a few figures at the inline backend's dpi
-REGENERATE = "regenerate with `python -m launch.notebooks`"
+REGENERATE = "regenerate with `python -m decentjax.launch.notebooks`"
 
 
 def _script_cells(path: str) -> list[tuple[str, str]]:

@@ -3,11 +3,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from core import optimum
-from launch import experiment, train
-from launch.configs import quickstart
-from models import objectives
+from decentjax.core import optimum
+from decentjax.launch import experiment, train
+from decentjax.launch.configs import quickstart
+from decentjax.models import objectives
 
 EPS = np.finfo(np.float64).eps
 

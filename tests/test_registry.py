@@ -11,9 +11,8 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-
-from launch import experiment, registry
-from launch.configs import quickstart
+from decentjax.launch import experiment, registry
+from decentjax.launch.configs import quickstart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,10 +20,10 @@ USER_MODULE = '''
 """A researcher's own methods, outside the library."""
 import numpy as np
 
-import algos
-from core import topology
-from launch import registry
-from models import nets
+from decentjax import algos
+from decentjax.core import topology
+from decentjax.launch import registry
+from decentjax.models import nets
 
 
 def plain_dsgd(loss_fn, comm_op, learning_rate):
@@ -127,7 +126,7 @@ def test_registered_and_imported_methods_run_from_the_cli(user_package, tmp_path
     config_file.write_text(
         textwrap.dedent(f"""
         import {user_package}.methods  # registers my_dsgd and my_ring
-        from launch.configs import quickstart
+        from decentjax.launch.configs import quickstart
 
 
         def get_config(arg=None):
@@ -141,7 +140,13 @@ def test_registered_and_imported_methods_run_from_the_cli(user_package, tmp_path
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), REPO])}
     run = subprocess.run(
-        [sys.executable, "-m", "launch.main", f"--config={config_file}", f"--workdir={tmp_path}/w"],
+        [
+            sys.executable,
+            "-m",
+            "decentjax.launch.main",
+            f"--config={config_file}",
+            f"--workdir={tmp_path}/w",
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,

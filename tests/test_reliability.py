@@ -12,9 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-
-import algos
-from core import (
+from decentjax.core import (
     checkpointing,
     comm,
     compression,
@@ -27,10 +25,12 @@ from core import (
     topology,
     weights,
 )
-from core.algorithm import map_over_agents
-from launch import experiment, train
-from launch.configs import quickstart
-from models import nets, objectives
+from decentjax.core.algorithm import map_over_agents
+from decentjax.launch import experiment, train
+from decentjax.launch.configs import quickstart
+from decentjax.models import nets, objectives
+
+from decentjax import algos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = [
@@ -45,7 +45,7 @@ RUN = [
 
 def _main(workdir, *extra):
     return subprocess.run(
-        [sys.executable, "-m", "launch.main", *RUN, f"--workdir={workdir}", *extra],
+        [sys.executable, "-m", "decentjax.launch.main", *RUN, f"--workdir={workdir}", *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -71,7 +71,7 @@ def _kill_at_checkpoint(workdir, run, epoch, timeout=600.0):
     os.makedirs(workdir)
     with open(os.path.join(workdir, "log.txt"), "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "launch.main", *RUN, f"--workdir={workdir}"],
+            [sys.executable, "-m", "decentjax.launch.main", *RUN, f"--workdir={workdir}"],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -382,7 +382,7 @@ def test_bad_library_inputs_name_the_value(call, message):
 
 
 def test_directed_matrix_rejected_by_a_method_needing_doubly_stochastic_w():
-    from core import directed
+    from decentjax.core import directed
 
     r = directed.row_stochastic(directed.directed_ring(6))
     with pytest.raises(ValueError, match="column 0 of W sums to|not symmetric|sums to"):

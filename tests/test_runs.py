@@ -6,9 +6,8 @@ import math
 import jax
 import numpy as np
 import pytest
-
-from algos import d_rr, dsgd
-from core import (
+from decentjax.algos import d_rr, dsgd
+from decentjax.core import (
     comm,
     datasets,
     loop,
@@ -21,7 +20,7 @@ from core import (
     topology,
     weights,
 )
-from models import objectives
+from decentjax.models import objectives
 
 N, M, D = 8, 8, 4
 EPOCHS = 2  # one chunk of log_every = 2: one compilation per program

@@ -4,8 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from core import sampling, schedules
+from decentjax.core import sampling, schedules
 
 
 def test_reshuffle_visits_every_sample_once_per_epoch():

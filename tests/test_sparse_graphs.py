@@ -14,10 +14,9 @@ import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-from core import comm, directed, spectral, topology, weights
-from core import sparse as sparse_lib
-from core import time_varying as tv
+from decentjax.core import comm, directed, spectral, topology, weights
+from decentjax.core import sparse as sparse_lib
+from decentjax.core import time_varying as tv
 
 EPS = float(np.finfo(np.float64).eps)
 

@@ -6,9 +6,8 @@ import os
 
 import numpy as np
 import pytest
-
-from launch import sweeps, train
-from launch.configs import quickstart
+from decentjax.launch import sweeps, train
+from decentjax.launch.configs import quickstart
 
 
 def tiny_config():
@@ -99,7 +98,7 @@ def test_a_method_with_a_constant_step_only_is_refused_before_compiling(tmp_path
 def test_consensus_step_sweep_equals_separate_runs(tmp_path):
     # CEDAS with QSGD: the swept gamma enters as a traced per-run value; DSGD has no
     # consensus step and runs once.
-    config = importlib.import_module("launch.configs.compressed").get_config("runlocal")
+    config = importlib.import_module("decentjax.launch.configs.compressed").get_config("runlocal")
     config.topologies, config.num_epochs, config.checkpoint_every = ("exponential",), 1, 0
     config.algorithms, config.dtype = ("cedas@qsgd2", "dsgd"), "float64"
     config.sweep.consensus_step = (0.05, 0.2)

@@ -13,8 +13,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
-
-from core import topology, weights
+from decentjax.core import topology, weights
 
 # name -> adjacency; every graph here must be connected.
 GRAPHS = {

@@ -9,12 +9,11 @@ import sys
 
 import fsspec
 import pytest
+from decentjax.core import loop
+from decentjax.launch import train, workdir
+from decentjax.launch.configs import quickstart
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
-
-from core import loop
-from launch import train, workdir
-from launch.configs import quickstart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,7 +142,7 @@ def test_main_is_quiet_and_refuses_a_changed_config(tmp_path):
     args = [
         sys.executable,
         "-m",
-        "launch.main",
+        "decentjax.launch.main",
         "--config=launch/configs/quickstart.py:runlocal",
         f"--workdir={tmp_path}",
         "--config.num_epochs=2",

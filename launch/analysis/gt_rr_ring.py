@@ -2,8 +2,8 @@ r"""Why GT-RR ends above DSGT on the ring in ``launch/configs/rr_logistic.py``.
 
 Commands (about a minute each on a 2-core CPU)::
 
-  python -m launch.analysis.gt_rr_ring
-  python -m launch.analysis.gt_rr_ring --decreasing --epochs 200
+  python -m decentjax.launch.analysis.gt_rr_ring
+  python -m decentjax.launch.analysis.gt_rr_ring --decreasing --epochs 200
 
 Setting: the config's embedded data (scikit-learn digits, n = 16, m = 112), ring
 graph with lazy Metropolis weights (spectral gap 0.025), float64.
@@ -34,11 +34,11 @@ import tempfile
 import jax
 import ml_collections
 import numpy as np
+from decentjax.core import optimum
+from decentjax.launch import experiment, train
+from decentjax.launch.configs import rr_logistic
 
-import algos
-from core import optimum
-from launch import experiment, train
-from launch.configs import rr_logistic
+from decentjax import algos
 
 NO_RESTART = "gt_rr_norestart"
 

@@ -3,7 +3,7 @@
 Command (the full mode; add ``--quick`` for the small, one-repetition mode CI runs)::
 
   bash launch/benchmarks/setup_peers.sh        # once: the peers' venvs (PyTorch, pfl, FedJAX)
-  python -m launch.benchmarks [--quick] [--only NAME,...] [--reps N] [--out DIR]
+  python -m decentjax.launch.benchmarks [--quick] [--only NAME,...] [--reps N] [--out DIR]
 
 It prints a table of ratios (medians of ``--reps`` repetitions), and writes
 ``results.json`` and one PNG per comparison to ``--out``. The comparisons, one module each:

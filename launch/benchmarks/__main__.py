@@ -1,4 +1,4 @@
-"""Runs the benchmark suite: ``python -m launch.benchmarks [--quick] [--only ...]``.
+"""Runs the benchmark suite: ``python -m decentjax.launch.benchmarks [--quick] [--only ...]``.
 
 See :mod:`launch.benchmarks` for what each comparison measures. Flags:
 
@@ -31,10 +31,10 @@ DEFAULT_PEERS_DIR = os.environ.get(
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from launch.benchmarks import ALIASES, COMPARISONS
+    from decentjax.launch.benchmarks import ALIASES, COMPARISONS
 
     parser = argparse.ArgumentParser(
-        prog="python -m launch.benchmarks", description="decentjax benchmark suite."
+        prog="python -m decentjax.launch.benchmarks", description="decentjax benchmark suite."
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {COMPARISONS}")
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.devices > 1:  # Must be set before JAX starts its CPU backend.
         os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(args.devices))
     import jax
-
-    from launch.benchmarks import report
+    from decentjax.launch.benchmarks import report
 
     os.makedirs(args.out, exist_ok=True)
     settings = report.Settings(
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out,
     )
     meta = {
-        "command": "python -m launch.benchmarks "
+        "command": "python -m decentjax.launch.benchmarks "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results, failed = [], False
     for name in args.names:
-        module = importlib.import_module(f"launch.benchmarks.{name}")
+        module = importlib.import_module(f"decentjax.launch.benchmarks.{name}")
         print(f"== {name}: {module.TITLE}", flush=True)
         start = time.perf_counter()
         try:

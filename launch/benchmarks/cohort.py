@@ -2,7 +2,7 @@
 
 Command (after ``bash launch/benchmarks/setup_peers.sh pfl fedjax``)::
 
-  python -m launch.benchmarks --only cohort [--reps 3]
+  python -m decentjax.launch.benchmarks --only cohort [--reps 3]
 
 The workload pfl and FedJAX are built for (W3 of the federated cohort issue): 100 clients
 of 64 samples (28x28x1, 10 classes), 10 clients per round, one local epoch each = 4 SGD
@@ -34,12 +34,11 @@ import time
 import jax
 import numpy as np
 import optax
+from decentjax.algos.cohort import cohort_fedavg
+from decentjax.core import cohort, mesh, rounds
+from decentjax.launch.benchmarks import report, timing
+from decentjax.models import convs_as_matmuls, nets, objectives
 from flax import nnx
-
-from algos.cohort import cohort_fedavg
-from core import cohort, mesh, rounds
-from launch.benchmarks import report, timing
-from models import convs_as_matmuls, nets, objectives
 
 TITLE = "Cross-device FedAvg (cohort of 10 of 100 clients) vs pfl and FedJAX; scaling in N"
 PEERS = {"pfl": ("pfl_worker.py", ">= 1.5"), "fedjax": ("fedjax_worker.py", ">= 4")}

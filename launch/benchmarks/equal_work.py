@@ -2,7 +2,7 @@
 
 Command::
 
-  python -m launch.benchmarks --only equal_work [--reps 5]
+  python -m decentjax.launch.benchmarks --only equal_work [--reps 5]
 
 One DSGD step and one gradient-tracking (DSGT) step of 64 agents, each with its own MLP
 784-256-10 (softmax cross-entropy) and a batch of 32, over the ring and the exponential
@@ -33,8 +33,8 @@ The compile time of the chunk (target < 20 s for the MLP) is a row of its own.
 
 from __future__ import annotations
 
-from core import comm
-from launch.benchmarks import report, timing, workloads
+from decentjax.core import comm
+from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Equal-work limit: decentralized MLP step vs one centralized step on the same batch"
 

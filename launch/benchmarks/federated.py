@@ -2,7 +2,7 @@
 
 Command (after ``bash launch/benchmarks/setup_peers.sh pfl fedjax``)::
 
-  python -m launch.benchmarks --only federated [--reps 5]
+  python -m decentjax.launch.benchmarks --only federated [--reps 5]
 
 The same small CNN in all three (:func:`models.nets.cnn`: two 3x3 "SAME" convolutions with
 16 and 32 channels, ReLU, 2x2 average pooling, a dense layer to 10 classes; 28x28x1
@@ -23,7 +23,7 @@ A peer whose venv is absent or failed to install is reported with the reason
 
 from __future__ import annotations
 
-from launch.benchmarks import report, timing, workloads
+from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "FedAvg rounds/s on a small CNN vs pfl (PyTorch) and FedJAX"
 PEERS = {"pfl": ("pfl_worker.py", ">= 5"), "fedjax": ("fedjax_worker.py", ">= 10")}

@@ -2,7 +2,7 @@
 
 Command::
 
-  python -m launch.benchmarks --only graphs [--reps 3]
+  python -m decentjax.launch.benchmarks --only graphs [--reps 3]
 
 D-RR on ℓ2 logistic regression (d = 100, m = 32 samples per agent, batch 1, lazy
 Metropolis–Hastings weights) through ``core.loop.Runner`` on one CPU device:
@@ -35,10 +35,9 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from decentjax.launch.benchmarks import report, timing, workloads
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
-
-from launch.benchmarks import report, timing, workloads
 
 TITLE = "Graphs at scale: D-RR with 100,000 agents, a 1,000,000-agent ring, halo bytes"
 
@@ -152,8 +151,7 @@ def _key():
 def halo_bytes(n: int, d: int) -> dict:
     """Bytes each of 8 devices sends per gossip of the relabelled RGG (run in a subprocess)."""
     import jax
-
-    from core import comm, mesh
+    from decentjax.core import comm, mesh
 
     op = comm.gossip(lazy_metropolis(random_geometric(n)), order="rcm")
     agent_mesh = mesh.make_agent_mesh(n, 8)

@@ -2,7 +2,7 @@
 
 Command::
 
-  python -m launch.benchmarks --only numpy_drr [--reps 5]
+  python -m decentjax.launch.benchmarks --only numpy_drr [--reps 5]
 
 ℓ2-regularised logistic regression (λ = 0.2, d = 785: 784 features and a bias, unit-norm
 rows, as in the D-RR MNIST experiment; synthetic values, since timings do not depend on
@@ -29,7 +29,7 @@ the NumPy runs) and the ratio is the median of the paired ratios NumPy / decentj
 per inner step, so load from elsewhere on a shared machine hits both sides alike;
 targets: ≥ 10 at n = 256, growing with n (ratio at 1024 over ratio at 256 > 1).
 
-``python -m launch.bench_drr`` (the earlier, single-size script) now runs this.
+``python -m decentjax.launch.bench_drr`` (the earlier, single-size script) now runs this.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ import time
 
 import jax
 import numpy as np
-
-from launch.benchmarks import report, timing, workloads
+from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Authors'-style NumPy (stacked arrays, dense W @ X) vs decentjax: D-RR / DSGD"
 ALPHA, REG, SAMPLES = 0.01, 0.2, 16

@@ -2,7 +2,7 @@
 
 Command::
 
-  python -m launch.benchmarks --only scaling [--reps 3]
+  python -m decentjax.launch.benchmarks --only scaling [--reps 3]
 
 D-RR on ℓ2 logistic regression (d = 785, m = 8 samples per agent, batch 1, lazy
 Metropolis weights) through ``core.loop.Runner`` (no-op evaluator), for three kinds of
@@ -27,8 +27,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
-from launch.benchmarks import report, timing, workloads
+from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Scaling of D-RR (logistic regression) with n_agents: time, memory, compile"
 KINDS = {

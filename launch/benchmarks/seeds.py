@@ -2,7 +2,7 @@
 
 Command::
 
-  python -m launch.benchmarks --only seeds [--reps 5]
+  python -m decentjax.launch.benchmarks --only seeds [--reps 5]
 
 D-RR on l2 logistic regression (the quickstart's shape: 16 agents, 112 samples each,
 d = 65, batch 1, exponential graph) run for 8 seeds, two ways:
@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from decentjax.core import comm, loop, mesh, metrics, runs, sampling
+from decentjax.launch.benchmarks import report, timing, workloads
+from decentjax.models import objectives
 
-import algos
-from core import comm, loop, mesh, metrics, runs, sampling
-from launch.benchmarks import report, timing, workloads
-from models import objectives
+from decentjax import algos
 
 TITLE = "Seeds in one program: 8 seeds vmapped in one jit(shard_map(scan)) vs 8 sequential runs"
 SEEDS = 8

@@ -5,7 +5,7 @@
 #
 # Where: $DECENTJAX_PEERS_DIR (default ~/.cache/decentjax-peers), outside the repository,
 # one venv per peer: torch/ (the per-agent PyTorch loop), pfl/ (pfl, PyTorch backend),
-# fedjax/ (FedJAX with the older JAX it needs). `python -m launch.benchmarks` finds them
+# fedjax/ (FedJAX with the older JAX it needs). `python -m decentjax.launch.benchmarks` finds them
 # there (same variable). Each peer writes <peer>.log (the full pip output) and
 # <peer>.status: "ok <versions>" or "failed: <the key line of the error>", which the
 # benchmark report quotes when a peer cannot run. A peer counts as installed only when its

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-
-from launch.benchmarks.workloads import Workload
+from decentjax.launch.benchmarks.workloads import Workload
 
 
 def median(values: Sequence[float]) -> float:

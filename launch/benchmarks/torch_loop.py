@@ -2,7 +2,7 @@
 
 Command (after ``bash launch/benchmarks/setup_peers.sh torch``)::
 
-  python -m launch.benchmarks --only torch_loop [--reps 5]
+  python -m decentjax.launch.benchmarks --only torch_loop [--reps 5]
 
 The DSGD MLP workload of the equal-work comparison (MLP 784-256-10, batch 32 per agent,
 SGD step 0.05, Metropolis–Hastings ring and exponential graphs), n = 16 and 64 agents,
@@ -24,8 +24,7 @@ reason ``setup_peers.sh`` recorded.
 from __future__ import annotations
 
 import numpy as np
-
-from launch.benchmarks import report, timing, workloads
+from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Per-agent PyTorch loop (list of n models) vs decentjax: DSGD on the MLP"
 

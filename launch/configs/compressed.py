@@ -2,8 +2,8 @@ r"""CEDAS paper: compressed methods against bits sent, two compressors, two grap
 
 Command (a few minutes on a 2-core CPU)::
 
-  python -m launch.main --config=launch/configs/compressed.py --workdir=/tmp/compressed
-  python -m launch.main --config=launch/configs/compressed.py:nonconvex \
+  python -m decentjax.launch.main --config=launch/configs/compressed.py --workdir=/tmp/compressed
+  python -m decentjax.launch.main --config=launch/configs/compressed.py:nonconvex \
       --workdir=/tmp/compressed_nc
 
 Setting (Huang & Pu, "CEDAS: A Compressed Decentralized Stochastic Gradient Method
@@ -43,8 +43,7 @@ Arguments (comma separated): ``nonconvex``, ``runlocal`` (2 epochs).
 """
 
 import ml_collections
-
-from launch.configs import rr_logistic
+from decentjax.launch.configs import rr_logistic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -2,8 +2,8 @@ r"""Cross-device federated learning: a cohort of 10 of 100 clients of unequal si
 
 Commands (a few minutes on a 2-core CPU)::
 
-  python -m launch.main --config=launch/configs/cross_device.py --workdir=/tmp/xdev
-  python -m launch.main --config=launch/configs/cross_device.py:alpha=0.1,clients=1000 \
+  python -m decentjax.launch.main --config=launch/configs/cross_device.py --workdir=/tmp/xdev
+  python -m decentjax.launch.main --config=launch/configs/cross_device.py:alpha=0.1,clients=1000 \
       --workdir=/tmp/xdev_1000
 
 Setting (the cross-device regime of McMahan et al. 2017 and of Li, Huang, Yang,

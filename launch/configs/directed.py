@@ -2,9 +2,9 @@ r"""Directed graphs: APD / APD-SC vs Push-DIGing vs Push-Pull, and CPP / B-CPP a
 
 Commands (each a minute or two on a 2-core CPU)::
 
-  python -m launch.main --config=launch/configs/directed.py:apd --workdir=/tmp/apd
-  python -m launch.main --config=launch/configs/directed.py:apd_sc --workdir=/tmp/apd_sc
-  python -m launch.main --config=launch/configs/directed.py:cpp --workdir=/tmp/cpp
+  python -m decentjax.launch.main --config=launch/configs/directed.py:apd --workdir=/tmp/apd
+  python -m decentjax.launch.main --config=launch/configs/directed.py:apd_sc --workdir=/tmp/apd_sc
+  python -m decentjax.launch.main --config=launch/configs/directed.py:cpp --workdir=/tmp/cpp
 
 Setting: the embedded digits (0-4 vs 5-9, unit norm plus bias, d = 65),
 label-sorted over 16 agents, exact local gradients (one full-batch step per
@@ -39,8 +39,7 @@ Arguments: ``apd`` (default), ``apd_sc`` or ``cpp``, optionally ``,runlocal``.
 """
 
 import ml_collections
-
-from launch.configs import rr_logistic
+from decentjax.launch.configs import rr_logistic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

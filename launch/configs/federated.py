@@ -3,9 +3,11 @@ r"""FedAvg under a general variance condition: federated methods on non-i.i.d. c
 Commands (each a few minutes on a 2-core CPU; ``alpha`` is the Dirichlet
 concentration of the label skew)::
 
-  python -m launch.main --config=launch/configs/federated.py:alpha=0.1 --workdir=/tmp/fl_0.1
-  python -m launch.main --config=launch/configs/federated.py:alpha=1 --workdir=/tmp/fl_1
-  python -m launch.main --config=launch/configs/federated.py:alpha=100 --workdir=/tmp/fl_100
+  python -m decentjax.launch.main --config=launch/configs/federated.py:alpha=0.1 \
+      --workdir=/tmp/fl_0.1
+  python -m decentjax.launch.main --config=launch/configs/federated.py:alpha=1 --workdir=/tmp/fl_1
+  python -m decentjax.launch.main --config=launch/configs/federated.py:alpha=100 \
+      --workdir=/tmp/fl_100
 
 Setting (Huang, Li, Pu, "Distributed Stochastic Optimization under a General
 Variance Condition", arXiv 2301.12677, which analyses FedAvg and SCAFFOLD; its
@@ -41,8 +43,7 @@ Arguments (comma separated): ``alpha=<float>`` (default 1), ``runlocal``.
 """
 
 import ml_collections
-
-from launch import tracking
+from decentjax.launch import tracking
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

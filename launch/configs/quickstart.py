@@ -2,7 +2,7 @@ r"""Quickstart: D-RR vs DSGD vs centralized RR, 16 agents, label-sorted digits.
 
 Command (about a minute on a 2-core laptop CPU)::
 
-  python -m launch.main --config=launch/configs/quickstart.py --workdir=/tmp/quickstart
+  python -m decentjax.launch.main --config=launch/configs/quickstart.py --workdir=/tmp/quickstart
 
 Problem: l2-regularised logistic regression (reg 0.2, as in the D-RR paper) on
 scikit-learn's bundled handwritten digits (1797 samples of 8x8 pixels; label 1
@@ -25,8 +25,7 @@ Outputs: ``metrics.jsonl``, ``summary.txt`` and ``dist_to_opt_vs_epochs.png``.
 """
 
 import ml_collections
-
-from launch import tracking
+from decentjax.launch import tracking
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

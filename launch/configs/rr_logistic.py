@@ -2,8 +2,8 @@ r"""GT-RR / ED-RR paper, strongly convex experiment: l2 logistic regression, 16 
 
 Commands (a few minutes each on a 2-core CPU)::
 
-  python -m launch.main --config=launch/configs/rr_logistic.py --workdir=/tmp/rr_sc_const
-  python -m launch.main --config=launch/configs/rr_logistic.py:decreasing \
+  python -m decentjax.launch.main --config=launch/configs/rr_logistic.py --workdir=/tmp/rr_sc_const
+  python -m decentjax.launch.main --config=launch/configs/rr_logistic.py:decreasing \
       --workdir=/tmp/rr_sc_decr
 
 Reproduces the setting of Huang, Zhou & Pu, "Distributed Random Reshuffling
@@ -33,7 +33,7 @@ epoch^-1.7 to epoch^-6.1 (the summary's ``rate`` column; D-RR -1.5 to -2.1)
 against -1.3 for DSGT / ED, whose error over epochs 50..100 wanders at their
 i.i.d.-sampling noise level (1e-5 to 7e-5 on the ring), so that slope is noisy
 rather than a rate. On the ring ED-RR still ends lowest of the decentralized
-methods, but GT-RR does not beat DSGT. ``python -m launch.analysis.gt_rr_ring``
+methods, but GT-RR does not beat DSGT. ``python -m decentjax.launch.analysis.gt_rr_ring``
 (about a minute; ``--decreasing --epochs 200`` for the decreasing step) recomputes
 every figure below on the embedded data, 100 epochs on the ring: GT-RR 6.3e-3
 against DSGT 2.2e-4 (constant step) and 4.8e-5 against 2.6e-5 (decreasing; 1.4e-5
@@ -59,8 +59,7 @@ Arguments (comma separated): ``decreasing``, ``runlocal`` (3 epochs).
 """
 
 import ml_collections
-
-from launch import tracking
+from decentjax.launch import tracking
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

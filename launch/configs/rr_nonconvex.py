@@ -2,7 +2,7 @@ r"""GT-RR / ED-RR paper, nonconvex experiment: logistic regression with a noncon
 
 Command (a few minutes on a 2-core CPU)::
 
-  python -m launch.main --config=launch/configs/rr_nonconvex.py --workdir=/tmp/rr_nc
+  python -m decentjax.launch.main --config=launch/configs/rr_nonconvex.py --workdir=/tmp/rr_nc
 
 The (NC) task of Huang, Zhou & Pu (arXiv 2306.12037, as on the authors' poster,
 ALGORITHMS.md §2.2) and of D-RR (§2.1): binary logistic loss plus the nonconvex
@@ -31,8 +31,7 @@ Arguments: ``runlocal`` (3 epochs).
 """
 
 import ml_collections
-
-from launch.configs import rr_logistic
+from decentjax.launch.configs import rr_logistic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

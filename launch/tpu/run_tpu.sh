@@ -4,7 +4,7 @@
 #   launch/tpu/run_tpu.sh TPU_NAME ZONE CONFIG WORKDIR [extra launch.main flags...]
 #
 # Copies this checkout to every worker, bootstraps it there (launch/tpu/bootstrap.sh:
-# a venv with decentjax and jax[tpu]) and runs the same `python -m launch.main
+# a venv with decentjax and jax[tpu]) and runs the same `python -m decentjax.launch.main
 # --distributed` on all workers at once; jax.distributed.initialize() finds the pod's
 # layout by itself, and the agent axis is sharded over every chip of the slice.
 # WORKDIR should be a bucket path (gs://...) or a disk every worker can write:
@@ -20,5 +20,5 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 gcloud compute tpus tpu-vm scp --recurse --zone="$zone" --worker=all "$repo" "$tpu":~/decentjax
 gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command="\
   bash ~/decentjax/launch/tpu/bootstrap.sh && cd ~/decentjax && \
-  ~/decentjax-venv/bin/python -m launch.main --distributed \
+  ~/decentjax-venv/bin/python -m decentjax.launch.main --distributed \
     --config=$config --workdir=$workdir $*"

@@ -1,0 +1,1 @@
+"""The reproduction configs (``--config=launch/configs/<name>.py``)."""
