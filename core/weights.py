@@ -313,19 +313,27 @@ def _check_entries(m: Any, name: str, kind: str, atol: float) -> None:
     for a canonical csr_array (unstored entries are zeros, which pass).
     """
     if sparse_lib.issparse(m):
-        values, (rows, cols) = m.data, sparse_lib.coo_indices(m)
+        values = m.data
+        coords = sparse_lib.coo_indices(m)
+
+        def first(mask: np.ndarray) -> tuple[int, int]:
+            return sparse_lib.first_true(mask, *coords)
     else:
-        values = m.ravel()
-        rows, cols = np.divmod(np.arange(values.size), m.shape[1])
+        values = m
+
+        def first(mask: np.ndarray) -> tuple[int, int]:
+            i, j = np.argwhere(mask)[0]
+            return int(i), int(j)
+
     nonfinite = ~np.isfinite(values)
     if nonfinite.any():
-        i, j = sparse_lib.first_true(nonfinite, rows, cols)
+        i, j = first(nonfinite)
         raise ValueError(
             f"{name}[{i}, {j}] = {m[i, j]}; a {kind} needs finite entries "
             f"({int(nonfinite.sum())} non-finite entries in {name} of shape {m.shape})."
         )
     if values.size and values.min() < -atol:
-        i, j = sparse_lib.first_true(values == values.min(), rows, cols)
+        i, j = first(values == values.min())
         raise ValueError(
             f"{name}[{i}, {j}] = {m[i, j]:.6g} is negative; a {kind} needs nonnegative "
             f"entries (atol={atol})."
