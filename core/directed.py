@@ -252,7 +252,7 @@ def check_push_pull_pair(
       atol: absolute tolerance for both matrices' sign and sum checks.
 
     Returns:
-      ``(R, C)`` as float64 ndarrays (copies).
+      ``(R, C)`` as float64 copies, each in its input's format (ndarray or csr_array).
 
     Raises:
       ValueError: if the shapes differ, either matrix is invalid, or

@@ -104,7 +104,7 @@ def _fill_diagonal(n: int, rows: Any, cols: Any, vals: Any, like: Any, diag: Any
     return sparse_lib.like(w, sparse_lib.issparse(like))
 
 
-def metropolis_hastings(A: npt.ArrayLike) -> FloatMatrix:
+def metropolis_hastings(A: Any) -> Any:
     r"""Textbook Metropolis–Hastings weights.
 
     .. math::
@@ -128,7 +128,7 @@ def metropolis_hastings(A: npt.ArrayLike) -> FloatMatrix:
     return _edge_rule(A, lambda di, dj: 1.0 / (1.0 + np.maximum(di, dj)))
 
 
-def metropolis_drr(A: npt.ArrayLike, *, self_loop_in_degree: bool) -> FloatMatrix:
+def metropolis_drr(A: Any, *, self_loop_in_degree: bool) -> Any:
     r"""Metropolis variant of Kun Huang's D-RR/DSMT code (``Weight_matrix.metroplis``).
 
     .. math::
@@ -163,7 +163,7 @@ def metropolis_drr(A: npt.ArrayLike, *, self_loop_in_degree: bool) -> FloatMatri
     return _edge_rule(A, lambda di, dj: 1.0 / (2.0 * (np.maximum(di, dj) + loop)))
 
 
-def lazy(W: npt.ArrayLike) -> FloatMatrix:
+def lazy(W: Any) -> Any:
     r"""Lazy version :math:`\bar W = (I + W) / 2` of a mixing matrix.
 
     Moves every eigenvalue :math:`\mu` to :math:`(1 + \mu)/2 \ge 0` for symmetric
@@ -185,7 +185,7 @@ def lazy(W: npt.ArrayLike) -> FloatMatrix:
     return 0.5 * (np.eye(w.shape[0]) + w)
 
 
-def uniform(A: npt.ArrayLike) -> FloatMatrix:
+def uniform(A: Any) -> Any:
     r"""Uniform weights: each node weights itself and each neighbour :math:`1/(d + 1)`.
 
     These are the ChocoSGD ring (1/3) and torus (1/5) weights. They are doubly stochastic
@@ -212,11 +212,13 @@ def uniform(A: npt.ArrayLike) -> FloatMatrix:
         )
     uniform_weight = 1.0 / (d[0] + 1.0)
     return _edge_rule(
-        a, lambda di, dj: np.full(di.shape, uniform_weight), lambda deg: deg * 0 + uniform_weight
+        a,
+        lambda di, dj: np.full(di.shape, uniform_weight),
+        lambda deg: np.full(deg.shape, uniform_weight),
     )
 
 
-def laplacian(A: npt.ArrayLike, *, alpha: float | None = None) -> FloatMatrix:
+def laplacian(A: Any, *, alpha: float | None = None) -> Any:
     r"""Laplacian weights :math:`W = I - \alpha L`, with :math:`L = D - A`.
 
     Every edge gets weight :math:`\alpha` and node :math:`i` keeps
