@@ -54,7 +54,7 @@ def _normalised(A: Any, axis: int) -> Any:
     return sparse_lib.like(m, sparse_lib.issparse(a))
 
 
-def row_stochastic(A: npt.ArrayLike) -> FloatMatrix:
+def row_stochastic(A: Any) -> Any:
     r"""Row-stochastic pull weights :math:`R` with self-loops.
 
     .. math::
@@ -79,7 +79,7 @@ def row_stochastic(A: npt.ArrayLike) -> FloatMatrix:
     return _normalised(A, axis=1)
 
 
-def column_stochastic(A: npt.ArrayLike) -> FloatMatrix:
+def column_stochastic(A: Any) -> Any:
     r"""Column-stochastic push weights :math:`C` with self-loops.
 
     .. math::
@@ -163,7 +163,7 @@ def check_row_stochastic(R: npt.ArrayLike, atol: float = 1e-10) -> FloatMatrix:
       atol: absolute tolerance for the sign and sum checks.
 
     Returns:
-      ``R`` as a float64 ndarray (a copy).
+      ``R`` as a float64 copy in its format (dense ndarray or ``csr_array``).
 
     Raises:
       ValueError: on the first failed check; the message names the offending entry,
@@ -186,7 +186,7 @@ def check_column_stochastic(C: npt.ArrayLike, atol: float = 1e-10) -> FloatMatri
       atol: absolute tolerance for the sign and sum checks.
 
     Returns:
-      ``C`` as a float64 ndarray (a copy).
+      ``C`` as a float64 copy in its format (dense ndarray or ``csr_array``).
 
     Raises:
       ValueError: on the first failed check; the message names the offending entry,

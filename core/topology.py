@@ -238,7 +238,10 @@ def complete(n: int, *, sparse: bool | None = None) -> Any:
         ``n > 4096``, ``True`` / ``False`` force sparse / dense (module docstring).
 
     Returns:
-      The ``(n, n)`` bool adjacency matrix; every node has degree ``n - 1``.
+      The ``(n, n)`` bool adjacency matrix; every node has degree ``n - 1``. It has
+      ``n (n - 1)`` entries in either format, so a sparse one saves nothing: the
+      complete graph at huge ``n`` is inherently dense (use the server's
+      :func:`core.weights.averaging` / ``comm.gossip(...).mean`` instead).
 
     Raises:
       ValueError: if ``n`` is not an integer >= 1.

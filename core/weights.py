@@ -103,7 +103,7 @@ def _fill_diagonal(n: int, rows: Any, cols: Any, vals: Any, like: Any, diag: Any
     return sparse_lib.like(w, sparse_lib.issparse(like))
 
 
-def metropolis_hastings(A: npt.ArrayLike) -> FloatMatrix:
+def metropolis_hastings(A: Any) -> Any:
     r"""Textbook Metropolis–Hastings weights.
 
     .. math::
@@ -127,7 +127,7 @@ def metropolis_hastings(A: npt.ArrayLike) -> FloatMatrix:
     return _edge_rule(A, lambda di, dj: 1.0 / (1.0 + np.maximum(di, dj)))
 
 
-def metropolis_drr(A: npt.ArrayLike, *, self_loop_in_degree: bool) -> FloatMatrix:
+def metropolis_drr(A: Any, *, self_loop_in_degree: bool) -> Any:
     r"""Metropolis variant of Kun Huang's D-RR/DSMT code (``Weight_matrix.metroplis``).
 
     .. math::
@@ -162,7 +162,7 @@ def metropolis_drr(A: npt.ArrayLike, *, self_loop_in_degree: bool) -> FloatMatri
     return _edge_rule(A, lambda di, dj: 1.0 / (2.0 * (np.maximum(di, dj) + loop)))
 
 
-def lazy(W: npt.ArrayLike) -> FloatMatrix:
+def lazy(W: Any) -> Any:
     r"""Lazy version :math:`\bar W = (I + W) / 2` of a mixing matrix.
 
     Moves every eigenvalue :math:`\mu` to :math:`(1 + \mu)/2 \ge 0` for symmetric
@@ -184,7 +184,7 @@ def lazy(W: npt.ArrayLike) -> FloatMatrix:
     return 0.5 * (np.eye(w.shape[0]) + w)
 
 
-def uniform(A: npt.ArrayLike) -> FloatMatrix:
+def uniform(A: Any) -> Any:
     r"""Uniform weights: each node weights itself and each neighbour :math:`1/(d + 1)`.
 
     These are the ChocoSGD ring (1/3) and torus (1/5) weights. They are doubly stochastic
@@ -211,11 +211,13 @@ def uniform(A: npt.ArrayLike) -> FloatMatrix:
         )
     uniform_weight = 1.0 / (d[0] + 1.0)
     return _edge_rule(
-        a, lambda di, dj: np.full(di.shape, uniform_weight), lambda deg: deg * 0 + uniform_weight
+        a,
+        lambda di, dj: np.full(di.shape, uniform_weight),
+        lambda deg: np.full(deg.shape, uniform_weight),
     )
 
 
-def laplacian(A: npt.ArrayLike, *, alpha: float | None = None) -> FloatMatrix:
+def laplacian(A: Any, *, alpha: float | None = None) -> Any:
     r"""Laplacian weights :math:`W = I - \alpha L`, with :math:`L = D - A`.
 
     Every edge gets weight :math:`\alpha` and node :math:`i` keeps
@@ -312,19 +314,27 @@ def _check_entries(m: Any, name: str, kind: str, atol: float) -> None:
     for a canonical csr_array (unstored entries are zeros, which pass).
     """
     if sparse_lib.issparse(m):
-        values, (rows, cols) = m.data, sparse_lib.coo_indices(m)
+        values = m.data
+        coords = sparse_lib.coo_indices(m)
+
+        def first(mask: np.ndarray) -> tuple[int, int]:
+            return sparse_lib.first_true(mask, *coords)
     else:
-        values = m.ravel()
-        rows, cols = np.divmod(np.arange(values.size), m.shape[1])
+        values = m
+
+        def first(mask: np.ndarray) -> tuple[int, int]:
+            i, j = np.argwhere(mask)[0]
+            return int(i), int(j)
+
     nonfinite = ~np.isfinite(values)
     if nonfinite.any():
-        i, j = sparse_lib.first_true(nonfinite, rows, cols)
+        i, j = first(nonfinite)
         raise ValueError(
             f"{name}[{i}, {j}] = {m[i, j]}; a {kind} needs finite entries "
             f"({int(nonfinite.sum())} non-finite entries in {name} of shape {m.shape})."
         )
     if values.size and values.min() < -atol:
-        i, j = sparse_lib.first_true(values == values.min(), rows, cols)
+        i, j = first(values == values.min())
         raise ValueError(
             f"{name}[{i}, {j}] = {m[i, j]:.6g} is negative; a {kind} needs nonnegative "
             f"entries (atol={atol})."

@@ -32,7 +32,16 @@ UNDIRECTED = {
     "networkx": lambda s: topology.from_networkx(nx.petersen_graph(), sparse=s),
 }
 
+
+def _ring_with_chord(sparse: bool):
+    """Directed ring of 40 plus 0 -> 20: unbalanced and slowly mixing (its LU stays sparse)."""
+    a = directed.directed_ring(40, sparse=False)
+    a[20, 0] = True
+    return sp.csr_array(a) if sparse else a
+
+
 DIRECTED = {
+    "ring_with_chord": _ring_with_chord,
     "directed_ring": lambda s: directed.directed_ring(9, sparse=s),
     "directed_exponential": lambda s: directed.directed_exponential(16, sparse=s),
     "unbalanced": lambda s: directed.unbalanced_example(8, sparse=s),
@@ -138,10 +147,11 @@ def test_stochastic_weights_and_perron_vectors_sparse_equal_dense(name):
     assert isinstance(r, sp.csr_array) and isinstance(c, sp.csr_array)
 
 
-@pytest.mark.parametrize("name", ["unbalanced", "random", "geometric"])
+@pytest.mark.parametrize("name", ["ring_with_chord", "unbalanced", "random", "geometric"])
 def test_sparse_perron_solve_equals_the_dense_one(name):
     # The method is picked by n (dense LU up to 1024 agents), so compare the sparse
-    # solver with the dense one directly on small graphs.
+    # solver with the dense one directly on small graphs: power iteration on the
+    # well-mixing ones, sparse LU on the slowly mixing ring with a chord.
     r = directed.row_stochastic(DIRECTED[name](True))
     m = sp.csr_array(r.T)
     dense = directed._stationary(m.toarray(), "R")
