@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
 from decentjax.core import cohort
 from decentjax.core.mesh import AGENT_AXIS
 from decentjax.core.tree import scale

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
+
 from decentjax.core import directed, requirements
 from decentjax.core.comm import Gossip
 

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.core.mesh import as_varying, local_agent_ids
 from decentjax.core.tree import select
 

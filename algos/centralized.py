@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.core.algorithm import Algorithm, Batch, local_optimizer
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import as_varying

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.algos._cohort_plan import StepSize, _at, _check_step, _Plan
 from decentjax.core import cohort
 from decentjax.core.algorithm import agent_grad

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.algos.dsgd import dsgd
 from decentjax.core import compressed_defaults, compression, requirements
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.core import requirements
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from decentjax.core.comm import Gossip

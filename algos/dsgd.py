@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import optax
+
 from decentjax.core import requirements
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from decentjax.core.comm import Gossip

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
 from decentjax.algos._federated_round import (
     PyTree,
     StepSize,

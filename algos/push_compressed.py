@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.algos._directed import (
     LossFn,
     PyTree,

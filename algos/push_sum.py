@@ -17,6 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.algos._directed import LossFn, PyTree, check_push
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from decentjax.core.comm import Gossip

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.algos._directed import LossFn, PyTree, Variant, check_pair, check_push, check_variant
 from decentjax.algos.tracking import next_tracker
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.algos._federated_round import (
     PyTree,
     StepSize,

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
 from decentjax.core import requirements
 from decentjax.core.algorithm import AgentMapped, Algorithm, Batch, map_over_agents
 from decentjax.core.comm import Gossip

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from decentjax.core import sparse as sparse_lib
 from scipy.sparse import csgraph
+
+from decentjax.core import sparse as sparse_lib
 
 BoolMatrix = npt.NDArray[np.bool_]
 """A dense bool adjacency; sparse adjacencies are ``scipy.sparse.csr_array`` of bool."""

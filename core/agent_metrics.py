@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import AGENT_AXIS
 from decentjax.core.metrics import Evaluator

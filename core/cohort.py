@@ -40,6 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core.mesh import AGENT_AXIS
 
 PyTree = Any

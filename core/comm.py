@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+
 from decentjax.core import gossip_kernels, relabel
 from decentjax.core import weights as weights_lib
 from decentjax.core.mesh import AGENT_AXIS, as_varying

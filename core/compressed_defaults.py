@@ -71,6 +71,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from decentjax.core import weights
 
 

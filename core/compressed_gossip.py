@@ -52,6 +52,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.core import comm as comm_lib
 from decentjax.core import compressed_defaults, compression, operator_context
 from decentjax.core.algorithm import Algorithm, Batch

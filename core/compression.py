@@ -45,6 +45,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from decentjax.core.compressor import (
     Compressor,
     PyTree,

@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from decentjax.core import mesh as mesh_lib
 from jax.flatten_util import ravel_pytree
+
+from decentjax.core import mesh as mesh_lib
 
 PyTree = Any
 

@@ -11,6 +11,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
 from decentjax.core.dataset_checks import (
     Dataset,
     _check_features,

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import numpy as np
+
 from decentjax.core.dataset_checks import (
     Dataset,
     _check_int,

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.sparse import csgraph
+
 from decentjax.core import adjacency, topology
 from decentjax.core import sparse as sparse_lib
-from scipy.sparse import csgraph
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -50,6 +50,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 import scipy.sparse as sp
+from scipy.sparse import linalg as spla
+
 from decentjax.core import digraph
 from decentjax.core import sparse as sparse_lib
 from decentjax.core.digraph import (
@@ -74,7 +76,6 @@ from decentjax.core.directed_weights import (
     row_stochastic,
 )
 from decentjax.core.spectral import DENSE_SPECTRUM_MAX_N
-from scipy.sparse import linalg as spla
 
 __all__ = [
     "check_column_stochastic",

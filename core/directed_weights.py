@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.sparse import csgraph
+
 from decentjax.core import sparse as sparse_lib
 from decentjax.core import weights
 from decentjax.core.digraph import (
@@ -31,7 +33,6 @@ from decentjax.core.digraph import (
     check_directed_adjacency,
     check_strongly_connected,
 )
-from scipy.sparse import csgraph
 
 FloatMatrix = weights.FloatMatrix
 

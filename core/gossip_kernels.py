@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from decentjax.core.mesh import AGENT_AXIS
 from decentjax.core.tree import per_agent
 

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core import optimum
 from decentjax.core.mesh import num_agents
 

@@ -28,6 +28,7 @@ import os
 from typing import NamedTuple
 
 import numpy as np
+
 from decentjax.core.dataset_checks import Dataset, _check_int, _check_seed
 from decentjax.core.dataset_sources import load_tfds
 

@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core.algorithm import Algorithm, Batch
 from decentjax.core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate, user_agent_ids
 from decentjax.core.metrics import Evaluator

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
+
 from decentjax.core.mesh import agent_keys
 
 PyTree = Any

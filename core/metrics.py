@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import as_varying
 

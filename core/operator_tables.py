@@ -34,6 +34,7 @@ from typing import Any
 
 import jax
 import numpy as np
+
 from decentjax.core.mesh import AGENT_AXIS, agent_sharding, put
 
 _BOUND: contextvars.ContextVar[Mapping[Any, jax.Array]] = contextvars.ContextVar(

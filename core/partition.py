@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from decentjax.core.datasets import Dataset, check_labels, validate_dataset
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core.compressor import (
     Compressor,
     _check_d,

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+
 from decentjax.core import comm, directed, weights
 from decentjax.core.compressed_gossip import CompressedGossip
 from decentjax.core.time_varying import TimeVaryingGossip

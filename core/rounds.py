@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core import cohort
 from decentjax.core.mesh import AGENT_AXIS, replicate, shard_agents
 

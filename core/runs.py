@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core import loop
 from decentjax.core.algorithm import Algorithm
 from decentjax.core.mesh import AGENT_AXIS, agent_block, as_varying, replicate

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core.compressor import (
     Compressor,
     _check_d,

@@ -40,8 +40,9 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from decentjax.core import sparse as sparse_lib
 from scipy.sparse import linalg as spla
+
+from decentjax.core import sparse as sparse_lib
 
 DENSE_SPECTRUM_MAX_N = 1024
 """Above this many agents spectra are computed sparsely, and

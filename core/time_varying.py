@@ -96,6 +96,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
+
 from decentjax.core import comm, directed, weights
 from decentjax.core import sparse as sparse_lib
 from decentjax.core.algorithm import Algorithm, Batch

@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from decentjax.core import comm, gossip_kernels, operator_context
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import AGENT_AXIS, local_positions

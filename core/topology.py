@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial import cKDTree
+
 from decentjax.core import sparse as sparse_lib
 from decentjax.core.adjacency import (
     BoolMatrix,  # noqa: F401 (public, kept importable from here)
@@ -39,7 +41,6 @@ from decentjax.core.adjacency import (
     degrees,
     is_connected,
 )
-from scipy.spatial import cKDTree
 
 if TYPE_CHECKING:
     import networkx as nx

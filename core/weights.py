@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+
 from decentjax.core import adjacency, topology
 from decentjax.core import sparse as sparse_lib
 from decentjax.core.spectral import (

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
+
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.core import cohort, datasets, mesh, partition, rounds
 from decentjax.launch import experiment, plotting

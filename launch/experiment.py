@@ -15,6 +15,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 import optax
+
+from decentjax import algos
 from decentjax.core import algorithm as algorithm_lib
 from decentjax.core import (
     comm,
@@ -30,8 +32,6 @@ from decentjax.core import (
 from decentjax.launch import registry
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
-
-from decentjax import algos
 
 PyTree = Any
 

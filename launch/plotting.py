@@ -36,11 +36,12 @@ from typing import Any
 import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
-from decentjax.core import weights
-from decentjax.launch import plot_styles
 from etils import epath
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from decentjax.core import weights
+from decentjax.launch import plot_styles
 
 History = list[dict[str, Any]]
 Runs = History | list[History]

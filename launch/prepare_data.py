@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 
 from absl import app, flags, logging
+
 from decentjax.core.image_datasets import IMAGE_DATASETS
 
 FLAGS = flags.FLAGS

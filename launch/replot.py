@@ -17,8 +17,9 @@ on the ``data:`` line of ``setup.txt``.
 from __future__ import annotations
 
 from absl import app, flags
-from decentjax.launch import plotting
 from etils import epath
+
+from decentjax.launch import plotting
 
 PLOT_DATA = "plot_data.jsonl.gz"
 FLAGS = flags.FLAGS

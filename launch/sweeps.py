@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+
 from decentjax.core import runs, schedules
 
 SCALE_FIELD = {"constant": "constant", "inverse_epoch": "a", "piecewise": "levels"}

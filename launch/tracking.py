@@ -25,8 +25,9 @@ import time
 from typing import Any
 
 import ml_collections
-from decentjax.launch import workdir as workdir_lib
 from etils import epath
+
+from decentjax.launch import workdir as workdir_lib
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -23,6 +23,8 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
+from etils import epath
+
 from decentjax.core import (
     agent_metrics,
     checkpointing,
@@ -38,7 +40,6 @@ from decentjax.core import (
 from decentjax.launch import experiment, plotting, rates, sweeps, tracking
 from decentjax.launch import workdir as workdir_lib
 from decentjax.models import nets, objectives
-from etils import epath
 
 
 class RunKeys(NamedTuple):

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from decentjax.models.nets import Model, _as_model, _avg_pool_2x2, _check_positive
 from flax import nnx
 from jax.typing import DTypeLike
+
+from decentjax.models.nets import Model, _as_model, _avg_pool_2x2, _check_positive
 
 
 class LeNet5(nnx.Module):

@@ -47,8 +47,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from decentjax.core.loss_inputs import LossInputs, StateMixing, Task, Variables, check_state_mixing
 from flax import nnx
+
+from decentjax.core.loss_inputs import LossInputs, StateMixing, Task, Variables, check_state_mixing
 
 PyTree = Any
 _MODE_FLAGS = ("deterministic", "use_running_average")

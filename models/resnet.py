@@ -40,9 +40,10 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from decentjax.models.nets import Model, _as_model, _check_positive
 from flax import nnx
 from jax.typing import DTypeLike
+
+from decentjax.models.nets import Model, _as_model, _check_positive
 
 NORMS = ("group", "batch")
 SHORTCUTS = ("A", "projection")

@@ -73,6 +73,7 @@ QUICK = os.environ.get("DECENTJAX_NOTEBOOK_QUICK", "0") not in ("", "0")
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+
 from decentjax.algos import centralized, d_rr, dsgd
 from decentjax.core import (
     comm,

@@ -81,6 +81,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+
 from decentjax.algos import compressed, dsgd
 from decentjax.core import (
     comm,

@@ -83,6 +83,8 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     datasets,
@@ -98,8 +100,6 @@ from decentjax.core import (
 )
 from decentjax.launch import rates
 from decentjax.models import logistic_regression, smoothness_logistic
-
-from decentjax import algos
 
 # %%
 data = datasets.load_sklearn("digits")

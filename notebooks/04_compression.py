@@ -80,6 +80,8 @@ jax.config.update("jax_enable_x64", True)  # As the CEDAS config: long exact-dif
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     compression,
@@ -96,8 +98,6 @@ from decentjax.core import (
 )
 from decentjax.launch import rates
 from decentjax.models import logistic_regression
-
-from decentjax import algos
 
 # %% [markdown]
 # ## Compressors and their bit costs

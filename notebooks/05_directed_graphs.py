@@ -81,6 +81,8 @@ jax.config.update("jax_enable_x64", True)  # Linear rates down to 1e-15 need flo
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     datasets,
@@ -94,8 +96,6 @@ from decentjax.core import (
 )
 from decentjax.launch import rates
 from decentjax.models import logistic_regression
-
-from decentjax import algos
 
 n = 16
 agent_mesh = mesh.make_agent_mesh(n)

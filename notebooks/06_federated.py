@@ -86,6 +86,8 @@ jax.config.update("jax_enable_x64", True)  # As the f* solves, so f(x_s) - f* is
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     datasets,
@@ -98,8 +100,6 @@ from decentjax.core import (
     weights,
 )
 from decentjax.models import linear, softmax_cross_entropy
-
-from decentjax import algos
 
 # %%
 n = 4 if QUICK else 16  # clients; each heterogeneity report solves n + 1 problems

@@ -18,6 +18,7 @@ import math
 import jax
 import numpy as np
 import pytest
+
 from decentjax.core import sampling
 from decentjax.launch import experiment, train
 
@@ -208,6 +209,7 @@ def federated_gd_losses(config, epochs_by_method):
       ``(initial loss, {name: loss after that many GD steps})``.
     """
     import jax.numpy as jnp
+
     from decentjax.core import datasets
 
     data, _ = experiment.load_data(config)

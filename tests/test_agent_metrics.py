@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+
 from decentjax.core import (
     agent_metrics,
     comm,

@@ -5,6 +5,7 @@ import functools
 import jax
 import numpy as np
 import pytest
+
 from decentjax.algos import centralized, d_rr, dsgd
 from decentjax.core import (
     comm,

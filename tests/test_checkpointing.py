@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import optax
 import pytest
-from decentjax.core import checkpointing, comm, loop, mesh, metrics, sampling, topology, weights
-from decentjax.models import objectives
 
 from decentjax import algos
+from decentjax.core import checkpointing, comm, loop, mesh, metrics, sampling, topology, weights
+from decentjax.models import objectives
 
 N, M, D = 8, 10, 4
 LS = objectives.least_squares()

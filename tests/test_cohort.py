@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+from decentjax import algos
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.core import cohort, comm, loop, mesh, metrics, partition, rounds, sampling, weights
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, M, D = 16, 6, 3
 K, ROUNDS = 3, 4

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 import pytest
+
 from decentjax.core import comm, mesh, topology, weights
 
 GRAPHS = {

@@ -5,6 +5,8 @@ import functools
 import jax
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     compressed_defaults,
@@ -21,8 +23,6 @@ from decentjax.core import (
 from decentjax.core import time_varying as tv
 from decentjax.core.compressed_gossip import compressed_gossip
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, D, M = 8, 5, 10
 LS = objectives.least_squares()

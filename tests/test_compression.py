@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from decentjax.core import compression, mesh
 
 N_DRAWS = 20_000

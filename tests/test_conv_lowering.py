@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from decentjax.models.conv_lowering import conv_as_matmul, convs_as_matmuls
 from flax import nnx
+
+from decentjax.models.conv_lowering import conv_as_matmul, convs_as_matmuls
 
 CASES = {
     "nhwc_same": dict(dn=("NHWC", "HWIO", "NHWC"), k=(3, 3), strides=(1, 1), pad="SAME"),

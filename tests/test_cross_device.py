@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from decentjax.launch import train
 from decentjax.launch.configs import cross_device
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
+
 from decentjax.core import directed, topology
 
 # name -> directed adjacency; every graph here must be strongly connected.

@@ -5,6 +5,8 @@ import functools
 import jax
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     datasets,
@@ -18,8 +20,6 @@ from decentjax.core import (
     weights,
 )
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, D = 8, 5
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
 from decentjax.algos import centralized
 from decentjax.algos.federated import fedavg, fedprox, scaffold
 from decentjax.core import (

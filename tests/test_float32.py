@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import (
     comm,
     compression,
@@ -42,8 +44,6 @@ from decentjax.core import (
 )
 from decentjax.core.time_varying import link_failures, time_varying
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, M, D = 8, 6, 5
 EPS32 = float(np.finfo(np.float32).eps)
@@ -157,9 +157,10 @@ def test_method_runs_in_float32_and_tracks_its_float64_run(name):
 
 
 def test_quickstart_runs_with_float64_off(tmp_path):
+    from launch_checks import assert_tracks_gradient_descent
+
     from decentjax.launch import train
     from decentjax.launch.configs import quickstart
-    from launch_checks import assert_tracks_gradient_descent
 
     config = quickstart.get_config("runlocal")
     config.topologies = ("ring",)

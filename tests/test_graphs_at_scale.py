@@ -6,12 +6,12 @@ import jax
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from decentjax.core import comm, directed, loop, mesh, metrics, relabel, sampling, topology, weights
-from decentjax.core.time_varying import link_failures, time_varying
-from decentjax.models import objectives
 from scipy.spatial import cKDTree
 
 from decentjax import algos
+from decentjax.core import comm, directed, loop, mesh, metrics, relabel, sampling, topology, weights
+from decentjax.core.time_varying import link_failures, time_varying
+from decentjax.models import objectives
 
 M, D = 4, 3  # samples per agent, features
 

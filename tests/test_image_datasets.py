@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
 from decentjax.core import datasets, image_datasets
 from decentjax.core.image_datasets import IMAGE_DATASETS, load_images, stand_in
 from decentjax.launch import experiment, prepare_data

@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from decentjax.launch import experiment, rates, train
-from decentjax.launch.configs import quickstart
 from launch_checks import (
     assert_consistent_with_optimum,
     assert_federated_tracks_gradient_descent,
     assert_tracks_gradient_descent,
 )
+
+from decentjax.launch import experiment, rates, train
+from decentjax.launch.configs import quickstart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

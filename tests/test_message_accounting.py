@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import comm, compression, directed, mesh, topology, weights
 from decentjax.core.algorithm import Batch
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, M, D = 8, 4, 3
 LS = objectives.least_squares()

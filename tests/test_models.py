@@ -12,6 +12,9 @@ import optax
 import pytest
 import scipy.optimize
 import scipy.special
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
 from decentjax.models import (
     Model,
     Objective,
@@ -26,8 +29,6 @@ from decentjax.models import (
     smoothness_logistic,
     softmax_cross_entropy,
 )
-from flax import nnx
-from jax.flatten_util import ravel_pytree
 
 _N, _D = 12, 5
 

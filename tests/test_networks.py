@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+
 from decentjax.algos import dsgd
 from decentjax.core import comm, loop, mesh, metrics, sampling, topology, weights
 from decentjax.models import convs_as_matmuls, objectives
@@ -13,7 +15,6 @@ from decentjax.models.augment import random_crop_flip
 from decentjax.models.lenet import LeNet5, lenet5
 from decentjax.models.nets import _as_model
 from decentjax.models.resnet import ResNet, resnet20
-from flax import nnx
 
 
 def _n_params(module):

@@ -13,6 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+
+from decentjax import algos
 from decentjax.core import (
     cohort,
     comm,
@@ -29,9 +32,6 @@ from decentjax.core import (
 from decentjax.core.algorithm import map_over_agents
 from decentjax.core.loss_inputs import LOSS_STREAM, LossInputs, as_task
 from decentjax.models import Variables, from_nnx, objectives
-from flax import nnx
-
-from decentjax import algos
 
 N, M, B, D, C = 8, 8, 4, 3, 2
 EPOCHS = 8  # of 2 steps each (B = 4 of M = 8)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import jupytext
 import pytest
+
 from decentjax.launch import notebooks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import comm, compression, directed, mesh, operator_context, topology, weights
 from decentjax.core import compressed_gossip as cg
 from decentjax.core import time_varying as tv
 from decentjax.core.algorithm import Algorithm, Batch
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, M, D = 8, 6, 3
 LS = objectives.least_squares()

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from decentjax.core import optimum
 from decentjax.launch import experiment, train
 from decentjax.launch.configs import quickstart

@@ -15,9 +15,10 @@ matplotlib.use("Agg")  # headless, as CI runs
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+
 from decentjax.core import digraph, topology, weights  # noqa: E402
 from decentjax.launch import plot_styles, plotting, replot  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
 
 EPOCHS = 12
 

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from decentjax.core import comm, compression, directed, loop, mesh, metrics, sampling
-from decentjax.models import objectives
 
 from decentjax import algos
+from decentjax.core import comm, compression, directed, loop, mesh, metrics, sampling
+from decentjax.models import objectives
 
 N, D, M = 8, 5, 10
 LS = objectives.least_squares()

@@ -5,6 +5,7 @@ import sys
 import tomllib
 
 import pytest
+
 from decentjax.core import python_version
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

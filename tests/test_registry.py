@@ -11,6 +11,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+
 from decentjax.launch import experiment, registry
 from decentjax.launch.configs import quickstart
 

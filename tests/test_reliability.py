@@ -12,6 +12,8 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import (
     checkpointing,
     comm,
@@ -29,8 +31,6 @@ from decentjax.core.algorithm import map_over_agents
 from decentjax.launch import experiment, train
 from decentjax.launch.configs import quickstart
 from decentjax.models import nets, objectives
-
-from decentjax import algos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = [

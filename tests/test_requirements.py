@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import comm, compression, directed, requirements, topology, weights
 from decentjax.core import time_varying as tv
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N = 8
 LOSS = objectives.least_squares().loss

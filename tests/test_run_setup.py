@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import comm, loop, mesh, metrics, sampling, topology, weights
 from decentjax.launch import train
 from decentjax.launch.configs import quickstart
 from decentjax.models import nets, objectives
-
-from decentjax import algos
 
 
 def _key_data(key):

@@ -6,6 +6,7 @@ import math
 import jax
 import numpy as np
 import pytest
+
 from decentjax.algos import d_rr, dsgd
 from decentjax.core import (
     comm,

@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
 from decentjax.core import comm, directed, spectral, topology, weights
 from decentjax.core import sparse as sparse_lib
 from decentjax.core import time_varying as tv

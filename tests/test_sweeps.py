@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+
 from decentjax.launch import sweeps, train
 from decentjax.launch.configs import quickstart
 

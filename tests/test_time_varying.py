@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from decentjax import algos
 from decentjax.core import comm, directed, loop, mesh, metrics, sampling, topology, weights
 from decentjax.core import time_varying as tv
 from decentjax.core.algorithm import Algorithm
 from decentjax.models import objectives
-
-from decentjax import algos
 
 N, D, M = 8, 5, 10
 LS = objectives.least_squares()

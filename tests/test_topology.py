@@ -13,6 +13,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+
 from decentjax.core import topology, weights
 
 # name -> adjacency; every graph here must be connected.

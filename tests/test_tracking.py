@@ -8,10 +8,11 @@ import sys
 import types
 
 import pytest
-from decentjax.launch import tracking
-from decentjax.launch.configs import quickstart
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
+
+from decentjax.launch import tracking
+from decentjax.launch.configs import quickstart
 
 HISTORY = [
     {"epoch": 0, "loss": 0.7, "dist_to_opt": 0.5, "bytes_sent": 0},

@@ -9,11 +9,12 @@ import sys
 
 import fsspec
 import pytest
+from etils import epath
+from fsspec.implementations.memory import MemoryFileSystem
+
 from decentjax.core import loop
 from decentjax.launch import train, workdir
 from decentjax.launch.configs import quickstart
-from etils import epath
-from fsspec.implementations.memory import MemoryFileSystem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -34,11 +34,11 @@ import tempfile
 import jax
 import ml_collections
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import optimum
 from decentjax.launch import experiment, train
 from decentjax.launch.configs import rr_logistic
-
-from decentjax import algos
 
 NO_RESTART = "gt_rr_norestart"
 

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.devices > 1:  # Must be set before JAX starts its CPU backend.
         os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(args.devices))
     import jax
+
     from decentjax.launch.benchmarks import report
 
     os.makedirs(args.out, exist_ok=True)

@@ -34,11 +34,12 @@ import time
 import jax
 import numpy as np
 import optax
+from flax import nnx
+
 from decentjax.algos.cohort import cohort_fedavg
 from decentjax.core import cohort, mesh, rounds
 from decentjax.launch.benchmarks import report, timing
 from decentjax.models import convs_as_matmuls, nets, objectives
-from flax import nnx
 
 TITLE = "Cross-device FedAvg (cohort of 10 of 100 clients) vs pfl and FedJAX; scaling in N"
 PEERS = {"pfl": ("pfl_worker.py", ">= 1.5"), "fedjax": ("fedjax_worker.py", ">= 4")}

@@ -35,9 +35,10 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from decentjax.launch.benchmarks import report, timing, workloads
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
+
+from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Graphs at scale: D-RR with 100,000 agents, a 1,000,000-agent ring, halo bytes"
 
@@ -151,6 +152,7 @@ def _key():
 def halo_bytes(n: int, d: int) -> dict:
     """Bytes each of 8 devices sends per gossip of the relabelled RGG (run in a subprocess)."""
     import jax
+
     from decentjax.core import comm, mesh
 
     op = comm.gossip(lazy_metropolis(random_geometric(n)), order="rcm")

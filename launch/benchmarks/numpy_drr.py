@@ -38,6 +38,7 @@ import time
 
 import jax
 import numpy as np
+
 from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Authors'-style NumPy (stacked arrays, dense W @ X) vs decentjax: D-RR / DSGD"

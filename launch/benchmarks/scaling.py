@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Scaling of D-RR (logistic regression) with n_agents: time, memory, compile"

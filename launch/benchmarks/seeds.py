@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import comm, loop, mesh, metrics, runs, sampling
 from decentjax.launch.benchmarks import report, timing, workloads
 from decentjax.models import objectives
-
-from decentjax import algos
 
 TITLE = "Seeds in one program: 8 seeds vmapped in one jit(shard_map(scan)) vs 8 sequential runs"
 SEEDS = 8

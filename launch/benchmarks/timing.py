@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+
 from decentjax.launch.benchmarks.workloads import Workload
 
 

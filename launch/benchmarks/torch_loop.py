@@ -24,6 +24,7 @@ reason ``setup_peers.sh`` recorded.
 from __future__ import annotations
 
 import numpy as np
+
 from decentjax.launch.benchmarks import report, timing, workloads
 
 TITLE = "Per-agent PyTorch loop (list of n models) vs decentjax: DSGD on the MLP"

@@ -23,11 +23,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from decentjax import algos
 from decentjax.core import algorithm as algorithm_lib
 from decentjax.core import comm, loop, mesh, relabel, sampling, topology, weights
 from decentjax.models import nets, objectives
-
-from decentjax import algos
 
 PyTree = Any
 GRAPHS = ("ring", "exponential")

@@ -43,6 +43,7 @@ Arguments (comma separated): ``nonconvex``, ``runlocal`` (2 epochs).
 """
 
 import ml_collections
+
 from decentjax.launch.configs import rr_logistic
 
 

@@ -39,6 +39,7 @@ Arguments: ``apd`` (default), ``apd_sc`` or ``cpp``, optionally ``,runlocal``.
 """
 
 import ml_collections
+
 from decentjax.launch.configs import rr_logistic
 
 

@@ -43,6 +43,7 @@ Arguments (comma separated): ``alpha=<float>`` (default 1), ``runlocal``.
 """
 
 import ml_collections
+
 from decentjax.launch import tracking
 
 

@@ -25,6 +25,7 @@ Outputs: ``metrics.jsonl``, ``summary.txt`` and ``dist_to_opt_vs_epochs.png``.
 """
 
 import ml_collections
+
 from decentjax.launch import tracking
 
 

@@ -59,6 +59,7 @@ Arguments (comma separated): ``decreasing``, ``runlocal`` (3 epochs).
 """
 
 import ml_collections
+
 from decentjax.launch import tracking
 
 

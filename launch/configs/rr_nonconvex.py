@@ -31,6 +31,7 @@ Arguments: ``runlocal`` (3 epochs).
 """
 
 import ml_collections
+
 from decentjax.launch.configs import rr_logistic
 
 
