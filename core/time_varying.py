@@ -95,7 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
-from core import comm, directed, weights
+from core import comm, directed, gossip_tables, weights
 from core.algorithm import Algorithm, Batch
 from core.comm import Gossip
 from core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
@@ -321,7 +321,7 @@ def sequence(
             f"is the union graph of the {len(mats)} rounds, fails its check: {err}"
         ) from None
     n = average.shape[0]
-    decomposed = [comm._shift_decomposition(m) for m in mats]
+    decomposed = [gossip_tables.shift_decomposition(m) for m in mats]
     offsets = tuple(sorted({0}.union(*(set(offs) for offs, _ in decomposed))))
     coeffs = np.zeros((len(mats), len(offsets), n))
     for k, (offs, c) in enumerate(decomposed):
