@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from decentjax.core import gossip_kernels, relabel
+from decentjax.core import gossip_kernels, gossip_tables, relabel
 from decentjax.core import weights as weights_lib
 from decentjax.core.mesh import AGENT_AXIS, as_varying
 from decentjax.core.operator_tables import AgentTable
@@ -65,42 +65,6 @@ def _bytes_per_agent(tree: PyTree) -> int:
     return sum(
         math.prod(leaf.shape[1:]) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)
     )
-
-
-def _shift_decomposition(w: Any) -> tuple[tuple[int, ...], np.ndarray]:
-    """Offsets ``s`` and coefficient rows ``c_s`` with ``W = sum_s diag(c_s) P_s``.
-
-    Read off the nonzeros of ``W`` (dense or sparse) in COO form (offset
-    ``(j - i) mod n`` of entry ``(i, j)``): one pass plus ``O(|S| n)``.
-    """
-    coo = sp.coo_array(w)
-    n = coo.shape[0]
-    keep = coo.data != 0.0
-    rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
-    shifts = (cols.astype(np.int64) - rows) % n
-    offsets = np.unique(shifts)
-    coeffs = np.zeros((len(offsets), n))
-    coeffs[np.searchsorted(offsets, shifts), rows] = vals
-    return tuple(int(s) for s in offsets), coeffs
-
-
-def _neighbour_lists(coo: sp.coo_array) -> tuple[np.ndarray, np.ndarray]:
-    """``(cols, vals)``, each ``(n, K)``: row ``i``'s nonzeros padded to the largest row.
-
-    Padding points at ``i`` itself with weight 0 (an index every kernel can read).
-    """
-    n = coo.shape[0]
-    csr = sp.csr_array(coo)
-    csr.sum_duplicates()
-    counts = np.diff(csr.indptr)
-    width = max(int(counts.max(initial=0)), 1)
-    slot = np.arange(csr.nnz) - np.repeat(csr.indptr[:-1], counts)
-    row = np.repeat(np.arange(n), counts)
-    cols = np.repeat(np.arange(n, dtype=np.int32)[:, None], width, axis=1)
-    vals = np.zeros((n, width))
-    cols[row, slot] = csr.indices
-    vals[row, slot] = csr.data
-    return cols, vals
 
 
 SINGLE_DEVICE_DENSE_RATIO = 8
@@ -174,7 +138,7 @@ class Gossip:
     @property
     def coeffs(self) -> np.ndarray:
         """``(len(offsets), n)`` coefficients ``c_s`` (host, built on each access)."""
-        return _shift_decomposition(self.matrix)[1]
+        return gossip_tables.shift_decomposition(self.matrix)[1]
 
     @property
     def max_out_degree(self) -> int:
@@ -392,43 +356,6 @@ def auto_path(
     return "shift" if n_offsets <= max(AUTO_SHIFT_MIN_OFFSETS, n_agents // 4) else "dense"
 
 
-def _check_sparse(w: Any, symmetric: bool, doubly_stochastic: bool) -> sp.csr_array:
-    """Validates a ``scipy.sparse`` ``W`` in O(nnz), with the messages of the dense checks."""
-    w = sp.csr_array(w, dtype=np.float64)
-    w.sum_duplicates()
-    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 1:
-        raise ValueError("W must be a 2-D square array of shape (n, n), got shape {w.shape}.")
-    if not np.all(np.isfinite(w.data)):
-        raise ValueError("W must be a finite square (n, n) matrix; it holds non-finite entries.")
-    if not doubly_stochastic:
-        return w
-    if w.data.size and w.data.min() < -1e-10:
-        k = int(np.argmin(w.data))
-        i = int(np.searchsorted(w.indptr, k, side="right") - 1)
-        raise ValueError(
-            f"W[{i}, {w.indices[k]}] = {w.data[k]:.6g} is negative; a mixing matrix needs "
-            "nonnegative entries (atol=1e-10)."
-        )
-    for axis, what in ((1, "row"), (0, "column")):
-        sums = np.asarray(w.sum(axis=axis)).ravel()
-        k = int(np.argmax(np.abs(sums - 1.0)))
-        if abs(sums[k] - 1.0) > 1e-10:
-            raise ValueError(
-                f"{what} {k} of W sums to {sums[k]:.12g}; a mixing matrix needs every {what} "
-                "to sum to 1 (atol=1e-10)."
-            )
-    if symmetric:
-        asym = abs(w - w.T)
-        if asym.nnz and asym.max() > 1e-10:
-            raise ValueError(
-                f"W is not symmetric: the largest asymmetry |W - W^T| is {asym.max():.6g}; "
-                "symmetrise W, or pass symmetric=False for a non-symmetric doubly stochastic "
-                "matrix (atol=1e-10)."
-            )
-    weights_lib._check_mixes_by_graph(w, symmetric)
-    return w
-
-
 def gossip(
     w: Any,
     *,
@@ -469,7 +396,7 @@ def gossip(
     if path not in ("auto", "shift", "dense", "halo"):
         raise ValueError(f"path must be 'auto', 'shift', 'dense' or 'halo', got {path!r}.")
     if sp.issparse(w):
-        w = _check_sparse(w, symmetric, doubly_stochastic)
+        w = gossip_tables.check_sparse(w, symmetric, doubly_stochastic)
     elif doubly_stochastic:
         w = weights_lib.check_mixing_matrix(w, symmetric=symmetric)
     else:
@@ -492,7 +419,7 @@ def gossip(
         path = auto_path(len(offsets), n, band)
     fields: dict[str, Any] = {}
     if path == "shift":
-        _, coeffs = _shift_decomposition(coo)
+        _, coeffs = gossip_tables.shift_decomposition(coo)
         uniform = [bool(np.all(row == row[0])) for row in coeffs]
         fields["shift_uniform"] = tuple(
             float(row[0]) if u else None for row, u in zip(coeffs, uniform, strict=True)
@@ -501,7 +428,7 @@ def gossip(
         if len(varying):
             table = np.ascontiguousarray(varying.T)
             fields["shift_table"] = AgentTable(table, "shift coefficients")
-    nbr_cols, nbr_vals = _neighbour_lists(coo)
+    nbr_cols, nbr_vals = gossip_tables.neighbour_lists(coo)
     fields["neighbours"] = (
         AgentTable(nbr_cols, "neighbour columns"),
         AgentTable(nbr_vals, "neighbour weights"),

@@ -152,8 +152,10 @@ def halo_mix(
     if hi:
         parts.append(_from_device_ahead(x[:hi], 1, n_devices))
     extended = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-    # Row p of `extended` is agent (start - lo + p) mod n, so column j sits at
-    # (j - start + lo) mod n (see the docstring of core.comm for why mod n is exact).
+    # Row p of `extended` is agent (start - lo + p) mod n for every p, so any p with
+    # p = j - start + lo (mod n) inside it holds agent j; the neighbour at signed offset
+    # -lo..hi from a row of this block has one at p = (j - start + lo) mod n, exactly
+    # (with one device the halos are the block's own ends, and this still holds).
     start = jax.lax.axis_index(AGENT_AXIS) * block
     local = jnp.remainder(cols - start + lo, n_agents)
     return _gather_rows(extended, local, vals)

@@ -186,7 +186,8 @@ def logistic_workload(
     Args:
       method: ``"d_rr"`` or ``"dsgd"``.
       data: from :func:`logistic_data`, leaves ``(n, m, ...)``.
-      w: the ``(n, n)`` mixing matrix, dense or ``scipy.sparse``.
+      w: the ``(n, n)`` mixing matrix, dense or ``scipy.sparse``, or a built
+        :class:`core.comm.Gossip` (then ``path`` and ``order`` are its own).
       path: gossip path.
       alpha: constant step size.
       reg: the ℓ2 weight λ.
@@ -197,7 +198,7 @@ def logistic_workload(
     n, m, d = data["x"].shape
     loss = objectives.logistic_regression(reg=reg).loss
     # Validated at every size: the mixing check is O(nnz) above 1024 agents.
-    op = comm.gossip(w, path=path, order=order)
+    op = w if isinstance(w, comm.Gossip) else comm.gossip(w, path=path, order=order)
     if method == "d_rr":
         algorithm, sampler = algos.d_rr(loss, op, alpha), sampling.reshuffle(m)
     elif method == "dsgd":
