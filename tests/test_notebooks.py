@@ -114,7 +114,9 @@ def _run_setup_cell(monkeypatch, tmp_path, *, colab: bool, pip_returncodes=(0,))
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: None if n == "algos" else real_find_spec(n, *a)
+        importlib.util,
+        "find_spec",
+        lambda n, *a: None if n == "decentjax" else real_find_spec(n, *a),
     )
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.chdir(tmp_path)  # not a clone
