@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from decentjax import algos
 from decentjax.core import comm, directed, loop, mesh, metrics, relabel, sampling, topology, weights
 from decentjax.core.time_varying import link_failures, time_varying
+from decentjax.core.time_varying import sequence as time_varying_sequence
 from decentjax.models import objectives
 
 M, D = 4, 3  # samples per agent, features
@@ -160,10 +161,54 @@ def test_link_failures_host_side_is_linear_in_nnz(kind):
     assert peak < 64 * 8 * n, peak
 
 
+def test_directed_operators_and_their_failures_build_without_an_n_by_n_array():
+    n = 20_000  # one dense float64 matrix is 3.2 GB; the dense host path makes several
+    tracemalloc.start()
+    try:
+        a = directed.directed_exponential(n, sparse=True)
+        pull = comm.gossip(directed.row_stochastic(a), doubly_stochastic=False)
+        push = comm.gossip(directed.column_stochastic(a), doubly_stochastic=False)
+        algos.push_pull(objectives.least_squares().loss, pull, push, 0.05)  # its host checks
+        failing = [link_failures(op, 0.2, kind=k) for op, k in ((pull, "pull"), (push, "push"))]
+        rounds = time_varying_sequence(directed.one_peer_exponential(n, sparse=True))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pull.path == push.path == "shift" and len(pull.offsets) == 16
+    assert [f.max_out_degree for f in failing] == [15, 15] and rounds.max_out_degree == 1
+    assert peak < 8 * n * n / 16, peak
+
+
 def test_link_failures_refuse_a_relabelled_base():
     op = comm.gossip(weights.metropolis_hastings(_shuffled_grid(16)), order="rcm")
     with pytest.raises(ValueError, match="link_failures needs a base in the user's labels"):
         link_failures(op, 0.2)
+
+
+def test_relabelled_push_pull_takes_the_halo_path_and_equals_the_plain_run():
+    n = 512
+    a = directed.geometric_directed(n, np.sqrt(8 / (np.pi * n)), 0.3, seed=0)
+    shuffle = np.random.default_rng(0).permutation(n)
+    a = np.asarray(a)[np.ix_(shuffle, shuffle)]  # labels that put edges far apart
+    r, c = directed.row_stochastic(a), directed.column_stochastic(a)
+    order = relabel.reverse_cuthill_mckee(r)  # one order for both operators
+    ops = [comm.gossip(m, doubly_stochastic=False, order=order) for m in (r, c)]
+    plain = [comm.gossip(m, doubly_stochastic=False, path="dense") for m in (r, c)]
+    assert [op.path_on(8) for op in ops] == ["halo", "halo"]
+
+    def push_pull(ops):
+        return lambda loss, op, lr: algos.push_pull(loss, *ops, lr)
+
+    got, _ = _run(push_pull(ops), ops[0], *_problem(n))
+    want, _ = _run(push_pull(plain), plain[0], *_problem(n))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert np.max(np.abs(got - _problem(n)[1])) > 1e-3  # the run moved
+    loss = objectives.least_squares().loss
+    runner, _ = _runner(algos.push_pull(loss, *ops, 0.05), n, ops[0])
+    data = runner.shard_agents(_problem(n)[0])
+    state = runner.init(runner.shard_agents(_problem(n)[1]), data, jax.random.key(0))
+    hlo = runner.lower_epochs(state, data, jax.random.key(1), 1).compile().as_text()
+    assert "collective-permute" in hlo and "all-gather" not in hlo
 
 
 def _mix(op, x, devices):
