@@ -29,7 +29,7 @@ from decentjax.core import (
     topology,
     weights,
 )
-from decentjax.launch import registry
+from decentjax.launch import registry, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -243,10 +243,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.get("relabel", "none") not in RELABEL:
         raise ValueError(f"relabel must be one of {list(RELABEL)}, got {config.relabel!r}.")
-    if config.get("relabel", "none") != "none" and (config.get("directed") or config.seeds > 1):
+    if config.get("relabel", "none") != "none" and (
+        config.get("directed") or sweeps.num_runs(config) > 1
+    ):
         raise ValueError(
-            f"relabel={config.relabel!r} needs an undirected graph and seeds=1 (directed "
-            "operators and seed sweeps run in the user's labels)."
+            f"relabel={config.relabel!r} needs an undirected graph and a single run per "
+            "method (no seeds / sweep): directed operators and runs axes stay in the "
+            "user's labels."
         )
     if config.get("agent_map", "auto") not in AGENT_MAPS:
         raise ValueError(

@@ -234,6 +234,9 @@ def test_relabelled_config_equals_the_plain_run_in_user_order(tmp_path):
         relabelled["histories"][("grid", "d_rr")][-1]["loss"]
         < plain["histories"][("grid", "d_rr")][0]["loss"]
     )  # the run moved
+    config.seeds = 2
+    with pytest.raises(ValueError, match="relabel='rcm' needs an undirected graph and a single"):
+        experiment.validate(config)
     config.relabel = "metis"
     with pytest.raises(ValueError, match=r"relabel must be one of \['none', 'rcm', 'auto'\]"):
         experiment.validate(config)
