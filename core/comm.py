@@ -143,9 +143,7 @@ class Gossip:
     @property
     def max_out_degree(self) -> int:
         """Largest number of other agents one agent sends to."""
-        coo = sp.coo_array(self.matrix)
-        off = (coo.data != 0.0) & (coo.row != coo.col)
-        return int(np.bincount(coo.col[off], minlength=self.n_agents).max(initial=0))
+        return gossip_tables.max_out_degree(self.matrix)
 
     def path_on(
         self, n_devices: int, leaf_bytes: int | None = None, block: int | None = None
@@ -226,6 +224,7 @@ class Gossip:
         return mix_if(self.mix, send, tree)
 
     def _mix_leaf(self, x: jax.Array) -> jax.Array:
+        relabel.check_layout(self.order)  # inside a Runner: its order must be this one
         block = x.shape[0]
         n_devices = jax.lax.axis_size(AGENT_AXIS)
         if block * n_devices != self.n_agents:
@@ -382,9 +381,10 @@ def gossip(
         checked for shape and finiteness.
       order: relabel the agents first (:mod:`core.relabel`): ``"rcm"`` (reverse
         Cuthill–McKee of ``W``'s support) or a permutation of ``0..n-1``. The operator then mixes
-        arrays laid out in that order: pass inputs through ``relabel.to_internal``,
-        read outputs with ``relabel.to_user``, and build the
-        :class:`core.loop.Runner` with ``order=op.order``.
+        arrays laid out in that order: build the :class:`core.loop.Runner` with
+        ``order=op.order`` and give it per-agent inputs in the user's order through
+        ``runner.shard_agents``; ``runner.params(state)`` / ``runner.to_user`` return
+        outputs in the user's order (a Runner of another order refuses the operator).
 
     Returns:
       A :class:`Gossip`.

@@ -33,6 +33,17 @@ def shift_decomposition(w: Any) -> tuple[tuple[int, ...], np.ndarray]:
     return tuple(int(s) for s in offsets), coeffs
 
 
+def max_out_degree(w: Any) -> int:
+    """Largest number of other agents one agent sends to, in O(nnz).
+
+    Counts the nonzero off-diagonal entries of each column of ``w`` (dense or
+    ``scipy.sparse``): column ``j`` holds what agent ``j`` sends.
+    """
+    coo = sp.coo_array(w)
+    off = (coo.data != 0.0) & (coo.row != coo.col)
+    return int(np.bincount(coo.col[off], minlength=coo.shape[1]).max(initial=0))
+
+
 def neighbour_lists(coo: sp.coo_array) -> tuple[np.ndarray, np.ndarray]:
     """``(cols, vals)``, each ``(n, K)``: row ``i``'s nonzeros padded to the largest row.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from decentjax.core import mesh as mesh_lib
+from decentjax.core import relabel
 from decentjax.core.algorithm import Algorithm, Batch
 from decentjax.core.mesh import AGENT_AXIS, agent_keys, num_agents, replicate, user_agent_ids
 from decentjax.core.metrics import Evaluator
@@ -65,6 +68,14 @@ class Runner:
       sampler: how agents walk through their local data each epoch.
       mesh: a 1-D agent mesh from :func:`core.mesh.make_agent_mesh`.
       evaluate: metrics function from :func:`core.metrics.make_evaluator`.
+      order: ``None``, or the order of a relabelled gossip operator (``op.order``, see
+        :mod:`core.relabel`): position ``k`` of the agent axis holds the user's agent
+        ``order[k]``. Then per-agent inputs (data, initial params, test data) must
+        come in the user's order through :meth:`shard_agents`, which permutes them on
+        the host before sharding (arrays placed otherwise are refused), and
+        :meth:`params` / :meth:`to_user` return per-agent outputs in the user's
+        order. Every gossip operator the program traces must have this order
+        (checked while tracing, before compiling).
     """
 
     def __init__(
@@ -83,7 +94,10 @@ class Runner:
         # Position k of the agent axis holds the user's agent order[k] (a relabelled
         # gossip operator, see core.relabel): per-agent keys fold in that id, so a run
         # is the same, in the user's order, with and without relabelling.
-        self._labels = None if order is None else AgentTable(np.asarray(order, np.int32), "order")
+        self.order = None if order is None else relabel.check_order(order, len(order))
+        self._labels = None if order is None else AgentTable(self.order.astype(np.int32), "order")
+        # The per-agent arrays shard_agents placed (by id), for a relabelled runner's check.
+        self._placed: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._init = TableProgram(
             self._labelled(algorithm.init), mesh, (_AGENTS, _AGENTS, _REPLICATED), _AGENTS
         )
@@ -97,17 +111,57 @@ class Runner:
         self._executables: dict[Any, jax.stages.Compiled] = {}
 
     def _labelled(self, fn: Callable) -> Callable:
-        """``fn`` (local view) with this runner's agent labels bound, if it has any."""
-        if self._labels is None:
-            return fn
-        labels = self._labels
+        """``fn`` (local view) with this runner's layout and agent labels bound."""
+        labels, order = self._labels, self.order
 
         def local(*args):
-            block = jax.tree.leaves(args[1])[0].shape[0]
-            with user_agent_ids(labels.local(block)):
-                return fn(*args)
+            with relabel.layout(order):
+                if labels is None:
+                    return fn(*args)
+                block = jax.tree.leaves(args[1])[0].shape[0]
+                with user_agent_ids(labels.local(block)):
+                    return fn(*args)
 
         return local
+
+    def shard_agents(self, tree: PyTree, *, what: str = "data") -> PyTree:
+        """Per-agent leaves ``(n, ...)`` given in the user's order, sharded in this runner's.
+
+        Permutes on the host (:func:`core.relabel.to_internal`) when the runner is
+        relabelled, then places as :func:`core.mesh.shard_agents` (finite check
+        included). Use it for data, initial params and test data.
+
+        Args:
+          tree: per-agent pytree in the user's agent order (host or device leaves).
+          what: what it holds, for error messages (``"data"``, ``"params"``).
+        """
+        if self.order is not None:
+            tree = relabel.to_internal(jax.device_get(tree), self.order)
+        placed = mesh_lib.shard_agents(tree, self.mesh, what=what)
+        for leaf in jax.tree.leaves(placed):
+            self._placed[id(leaf)] = leaf
+        return placed
+
+    def to_user(self, tree: PyTree) -> PyTree:
+        """Per-agent leaves ``(n, ...)`` of this runner's layout, on the host, in user order."""
+        return relabel.to_user(jax.device_get(tree), self.order)
+
+    def params(self, state: Any) -> PyTree:
+        """``algorithm.params(state)`` on the host, agents in the user's order."""
+        return self.to_user(self.algorithm.params(state))
+
+    def _check_placed(self, tree: PyTree, what: str) -> None:
+        """Raises if a relabelled runner gets arrays that :meth:`shard_agents` did not place."""
+        if self.order is None or tree is None:
+            return
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            if self._placed.get(id(leaf)) is not leaf:
+                raise ValueError(
+                    f"{what} leaf {jax.tree_util.keystr(path)!r} was not placed by this "
+                    "Runner, which is relabelled (order=...): its agents may be in the "
+                    "user's order rather than the runner's. Pass per-agent inputs in the "
+                    f"user's order through runner.shard_agents({what})."
+                )
 
     def _check_data(self, data: PyTree) -> None:
         m = jax.tree.leaves(data)[0].shape[1]
@@ -121,8 +175,9 @@ class Runner:
         """The algorithm's initial state, sharded on the agent axis.
 
         Args:
-          params: initial per-agent parameters, leaves ``(n_agents, ...)``, sharded.
-          data: per-agent datasets, leaves ``(n_agents, m, ...)``, sharded.
+          params: initial per-agent parameters, leaves ``(n_agents, ...)``, sharded
+            (by :meth:`shard_agents` when the runner is relabelled).
+          data: per-agent datasets, leaves ``(n_agents, m, ...)``, sharded (likewise).
           key: PRNG key.
         """
         if num_agents(params) != num_agents(data):
@@ -130,10 +185,14 @@ class Runner:
                 f"params hold {num_agents(params)} agents but data holds {num_agents(data)}."
             )
         self._check_data(data)
+        self._check_placed(params, "params")
+        self._check_placed(data, "data")
         return self._init(params, data, replicate(key, self.mesh))
 
     def evaluate(self, state: Any, data: PyTree, test_data: PyTree | None = None) -> dict:
         """Metrics of ``state`` (on device; see :mod:`core.metrics`)."""
+        self._check_placed(data, "data")
+        self._check_placed(test_data, "test_data")
         return self._eval(state, data, test_data)
 
     def _chunk_fn(self, num_epochs: int) -> TableProgram:
@@ -215,6 +274,7 @@ class Runner:
           ``(steps_per_epoch, n_agents, ...)``.
         """
         self._check_data(data)
+        self._check_placed(data, "data")
 
         def body(state, data, key, epoch):
             _, (_, states) = self._local_epoch(state, data, key, epoch, keep_states=True)
@@ -277,6 +337,8 @@ class Runner:
     def _chunk_call(self, state, data, key, num_epochs, test_data=None, first_epoch=0):
         """``(num_epochs, args)`` of a chunk, after checking the data."""
         self._check_data(data)
+        self._check_placed(data, "data")
+        self._check_placed(test_data, "test_data")
         return num_epochs, self._chunk_args(state, data, key, first_epoch, test_data)
 
     def _chunk_args(self, state, data, key, first_epoch, test_data) -> tuple:

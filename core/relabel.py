@@ -14,17 +14,29 @@ the agent axis holds the user's agent ``order[k]``. A relabelled operator
 (``comm.gossip(w, order="rcm")``) mixes arrays laid out in that order. What the user
 passes in and reads out stays in their own order:
 
-* per-agent inputs (data, initial params) go in through :func:`to_internal`;
-* per-agent outputs (final params, per-agent states) come back through
-  :func:`to_user`;
-* :class:`core.loop.Runner` built with ``order=op.order`` folds each agent's user id
-  (not its position) into its keys, so a relabelled run draws the same samples and
-  is the same run, in the user's order, as the unrelabelled one;
-* every metric of :mod:`core.metrics` is an average over agents and does not change.
+* :class:`core.loop.Runner` built with ``order=op.order`` does the permutation itself:
+  per-agent inputs (data, initial params) go in, in the user's order, through
+  ``runner.shard_agents`` (permuted on the host, then sharded), and per-agent outputs
+  come back in the user's order through ``runner.to_user`` / ``runner.params(state)``;
+  it folds each agent's user id (not its position) into its keys, so a relabelled run
+  draws the same samples and is the same run, in the user's order, as the
+  unrelabelled one;
+* orders cannot be mixed silently: a relabelled ``Runner`` refuses per-agent arrays
+  that its ``shard_agents`` did not place, and while a ``Runner`` traces its program
+  (:func:`layout`) a gossip operator whose order differs from the runner's raises
+  (:func:`check_layout`);
+* every metric of :mod:`core.metrics` and :mod:`core.agent_metrics` is an average (or
+  max / min / spread) over agents and does not change.
+
+Outside a ``Runner`` (a bare ``jax.shard_map`` of ``op.mix``) the layout is the
+caller's: use :func:`to_internal` and :func:`to_user`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -109,3 +121,49 @@ def to_internal(tree: PyTree, order: np.ndarray | None) -> PyTree:
 def to_user(tree: PyTree, order: np.ndarray | None) -> PyTree:
     """The inverse of :func:`to_internal`: per-agent leaves back in the user's order."""
     return tree if order is None else _take(tree, np.argsort(order))
+
+
+_NO_ORDER = np.zeros(0, np.int64)  # a runner without relabelling (the identity order)
+_LAYOUT: contextvars.ContextVar[np.ndarray | None] = contextvars.ContextVar(
+    "decentjax_agent_layout", default=None
+)
+
+
+@contextlib.contextmanager
+def layout(order: np.ndarray | None) -> Iterator[None]:
+    """Declares the agent axis laid out in ``order`` (``None``: the user's) while tracing.
+
+    Bound by :class:`core.loop.Runner` around everything it traces; gossip operators
+    check against it (:func:`check_layout`).
+    """
+    token = _LAYOUT.set(_NO_ORDER if order is None else np.asarray(order))
+    try:
+        yield
+    finally:
+        _LAYOUT.reset(token)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    a = None if a is None or a.size == 0 else a
+    b = None if b is None or b.size == 0 else b
+    if a is None or b is None:
+        return a is b
+    return a is b or np.array_equal(a, b)
+
+
+def check_layout(order: np.ndarray | None) -> None:
+    """Raises ``ValueError`` if an operator in ``order`` runs in a program of another layout.
+
+    Called (at trace time, before anything compiles) by every gossip operator's mix.
+    Outside :func:`layout` (a bare ``shard_map``) there is nothing to check.
+    """
+    bound = _LAYOUT.get()
+    if bound is None or _same(order, bound):
+        return
+    relabelled = "is relabelled (op.order is set)" if order is not None else "is not relabelled"
+    runner = "order=None" if bound.size == 0 else "another order"
+    raise ValueError(
+        f"the gossip operator {relabelled} but the Runner tracing it was built with "
+        f"{runner}: its data would be mixed in the wrong agent order. Build the Runner "
+        "with order=op.order (the operator's order) for every operator of the method."
+    )

@@ -199,6 +199,13 @@ def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") ->
         )
     if not isinstance(base, Gossip):
         raise ValueError(f"base must be a core.comm.Gossip, got {type(base).__name__}.")
+    if base.order is not None:
+        # The draws are keyed by agent positions and the rounds mix by shifts or the
+        # all-gather: a relabelled base would draw other failures than in user labels.
+        raise ValueError(
+            "link_failures needs a base in the user's labels (base.order is None); build "
+            "it with comm.gossip(w) without order= (time-varying operators have no halo path)."
+        )
     w = base.matrix
     if kind == "symmetric":
         asym = weights.largest_asymmetry(w)[0]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decentjax.core import comm, gossip_kernels, operator_context
+from decentjax.core import comm, gossip_kernels, gossip_tables, operator_context, relabel
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import AGENT_AXIS, local_positions
 from decentjax.core.operator_tables import AgentTable
@@ -135,9 +135,7 @@ class TimeVaryingGossip:
     @property
     def max_out_degree(self) -> int:
         """Largest number of other agents one agent sends to in any single round."""
-        n = self.n_agents
-        off = ~np.eye(n, dtype=bool)
-        return max(int(((m != 0.0) & off).sum(axis=0).max(initial=0)) for m in self.matrices)
+        return max(gossip_tables.max_out_degree(m) for m in self.matrices)  # O(nnz)
 
     @contextlib.contextmanager
     def in_round(self, round_index: jax.Array | int, key: jax.Array) -> Iterator[None]:
@@ -169,6 +167,7 @@ class TimeVaryingGossip:
         Raises:
           RuntimeError: outside a time-varying step (no round to mix with).
         """
+        relabel.check_layout(self.base.order)  # inside a Runner: its order must be this one
         current = operator_context.bound(self)
         if current is None:
             raise RuntimeError(

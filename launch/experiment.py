@@ -29,7 +29,7 @@ from decentjax.core import (
     topology,
     weights,
 )
-from decentjax.launch import registry
+from decentjax.launch import registry, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -241,6 +241,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "n_agents, num_epochs and log_every must be >= 1; got "
             f"{config.n_agents}, {config.num_epochs}, {config.log_every}."
         )
+    if config.get("relabel", "none") not in RELABEL:
+        raise ValueError(f"relabel must be one of {list(RELABEL)}, got {config.relabel!r}.")
+    if config.get("relabel", "none") != "none" and (
+        config.get("directed") or sweeps.num_runs(config) > 1
+    ):
+        raise ValueError(
+            f"relabel={config.relabel!r} needs an undirected graph and a single run per "
+            "method (no seeds / sweep): directed operators and runs axes stay in the "
+            "user's labels."
+        )
     if config.get("agent_map", "auto") not in AGENT_MAPS:
         raise ValueError(
             f"agent_map must be one of {list(AGENT_MAPS)}, got {config.get('agent_map')!r}."
@@ -367,7 +377,32 @@ def mixing_operator(config: ml_collections.ConfigDict, name: str):
         return ops, float(1.0 - moduli[1]) if len(moduli) > 1 else 1.0
     adjacency = _lookup(TOPOLOGIES, name, "topology", "topology")(config.n_agents, config.seed)
     w = _lookup(WEIGHTS, config.weights, "weights")(adjacency)
-    return comm.gossip(w), weights.spectral_gap(w)
+    return relabelled_gossip(w, config.get("relabel", "none")), weights.spectral_gap(w)
+
+
+RELABEL = ("none", "rcm", "auto")
+"""Values of ``config.relabel``: see :func:`relabelled_gossip`."""
+
+
+def relabelled_gossip(w: Any, relabel: str) -> comm.Gossip:
+    """``comm.gossip(w)``, relabelled as ``config.relabel`` asks.
+
+    ``"none"``: the user's labels. ``"rcm"``: reverse Cuthill–McKee (the halo path when
+    the band fits, :func:`core.comm.auto_path`). ``"auto"``: RCM when ``w`` has more than
+    :data:`core.comm.AUTO_SHIFT_MIN_OFFSETS` distinct offsets and the relabelled operator
+    takes the halo path, else the user's labels. The run's Runner then takes
+    ``order=op.order`` and reports per-agent results in the user's order.
+    """
+    if relabel not in RELABEL:
+        raise ValueError(f"relabel must be one of {list(RELABEL)}, got {relabel!r}.")
+    if relabel == "rcm":
+        return comm.gossip(w, order="rcm")
+    op = comm.gossip(w)
+    if relabel == "auto" and len(op.offsets) > comm.AUTO_SHIFT_MIN_OFFSETS:
+        banded = comm.gossip(w, order="rcm")
+        if banded.path == "halo":
+            return banded
+    return op
 
 
 def model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_classes: int):

@@ -353,11 +353,22 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                             **train_kwargs,
                         )  # fmt: skip
                     else:
-                        runner = loop.Runner(make(config, lr), sampler, agent_mesh, evaluate)
-                        state = runner.init(initial_params(keys.model), shard, keys.state)
+                        # A relabelled operator (config.relabel): the runner puts the
+                        # agents' data in its order and reports them in the user's.
+                        order = server.order if decentralized else None
+                        runner = loop.Runner(
+                            make(config, lr), sampler, agent_mesh, evaluate, order=order
+                        )
+                        data, params = shard, initial_params(keys.model)
+                        if order is not None:
+                            data = runner.shard_agents(parts)
+                            params = runner.shard_agents(params, what="params")
+                            if test_parts is not None:
+                                train_kwargs["test_data"] = runner.shard_agents(test_parts)
+                        state = runner.init(params, data, keys.state)
                         state, resumed = saver.resume(state)
                         state, history = loop.train(
-                            runner, state, shard, keys.train, epochs, history=resumed,
+                            runner, state, data, keys.train, epochs, history=resumed,
                             **train_kwargs,
                         )  # fmt: skip
                         del state

@@ -1,6 +1,7 @@
 """Graphs at scale: sparse input, no n-sized constants, relabelled halo exchange (8 devices)."""
 
 import re
+import tracemalloc
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ from scipy.spatial import cKDTree
 from decentjax import algos
 from decentjax.core import comm, directed, loop, mesh, metrics, relabel, sampling, topology, weights
 from decentjax.core.time_varying import link_failures, time_varying
+from decentjax.core.time_varying import sequence as time_varying_sequence
 from decentjax.models import objectives
 
 M, D = 4, 3  # samples per agent, features
@@ -64,13 +66,12 @@ def _run(method, op, parts, x0, epochs=2):
     n = x0.shape[0]
     loss = objectives.least_squares().loss
     algorithm = method(loss, op, 0.05)
-    runner, agent_mesh = _runner(algorithm, n, op)
-    data = mesh.shard_agents(relabel.to_internal(parts, op.order), agent_mesh)
-    params = mesh.shard_agents(relabel.to_internal(x0, op.order), agent_mesh)
-    state = runner.init(params, data, jax.random.key(0))
+    runner, _ = _runner(algorithm, n, op)
+    # In the user's order: the runner permutes on entry and back on exit.
+    data = runner.shard_agents(parts)
+    state = runner.init(runner.shard_agents(x0, what="params"), data, jax.random.key(0))
     state, history = loop.train(runner, state, data, jax.random.key(1), epochs, log_every=epochs)
-    out = np.asarray(jax.device_get(algorithm.params(state)))
-    return relabel.to_user(out, op.order), history
+    return np.asarray(runner.params(state)), history
 
 
 @pytest.mark.parametrize("graph", sorted(LOCAL_GRAPHS))
@@ -90,6 +91,124 @@ def test_relabelled_halo_run_equals_dense_run_in_user_order(graph, method):
     for key in ("loss", "consensus_error"):
         if key in want_history[-1]:
             np.testing.assert_allclose(got_history[-1][key], want_history[-1][key], rtol=1e-10)
+
+
+def test_relabelled_runner_refuses_data_it_did_not_place():
+    w = weights.metropolis_hastings(_shuffled_grid(16))
+    op = comm.gossip(w, order="rcm")
+    parts, x0 = _problem(256)
+    algorithm = algos.dsgd(objectives.least_squares().loss, op, 0.05)
+    runner, agent_mesh = _runner(algorithm, 256, op)
+    placed = runner.shard_agents(parts)
+    with pytest.raises(ValueError, match=r"not placed by this Runner.*runner.shard_agents"):
+        runner.init(mesh.shard_agents(x0, agent_mesh), placed, jax.random.key(0))
+    state = runner.init(runner.shard_agents(x0, what="params"), placed, jax.random.key(0))
+    # Data in the runner's order but placed by hand: refused as well (it cannot tell).
+    by_hand = mesh.shard_agents(relabel.to_internal(parts, op.order), agent_mesh)
+    with pytest.raises(ValueError, match="data leaf .* not placed by this Runner"):
+        runner.run_epochs(state, by_hand, jax.random.key(1), 0, 1)
+
+
+@pytest.mark.parametrize("runner_order", ["none", "other"])
+def test_runner_refuses_an_operator_of_another_order_before_compiling(runner_order):
+    w = weights.metropolis_hastings(_shuffled_grid(16))
+    op = comm.gossip(w, order="rcm")
+    order = None if runner_order == "none" else np.arange(256)
+    parts, x0 = _problem(256)
+    loss = objectives.least_squares().loss
+    agent_mesh = mesh.make_agent_mesh(256, 8)
+    runner = loop.Runner(
+        algos.dsgd(loss, op, 0.05),
+        sampling.iid(M),
+        agent_mesh,
+        metrics.make_evaluator(loss, op),
+        order=order,
+    )
+    data, params = runner.shard_agents(parts), runner.shard_agents(x0, what="params")
+    state = runner.init(params, data, jax.random.key(0))  # init does not mix
+    with pytest.raises(ValueError, match="operator is relabelled .* order=op.order"):
+        runner.lower_epochs(state, data, jax.random.key(1), 1)
+    # And an unrelabelled operator in a relabelled runner.
+    plain = comm.gossip(w, path="dense")
+    relabelled_runner = loop.Runner(
+        algos.dsgd(loss, plain, 0.05),
+        sampling.iid(M),
+        agent_mesh,
+        metrics.make_evaluator(loss, plain),
+        order=op.order,
+    )
+    data = relabelled_runner.shard_agents(parts)
+    state = relabelled_runner.init(
+        relabelled_runner.shard_agents(x0, what="params"), data, jax.random.key(0)
+    )
+    with pytest.raises(ValueError, match="operator is not relabelled"):
+        relabelled_runner.lower_epochs(state, data, jax.random.key(1), 1)
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "pull", "push"])
+def test_link_failures_host_side_is_linear_in_nnz(kind):
+    n = 50_000  # one dense float64 W would be 20 GB, a boolean n x n mask 2.5 GB
+    op = comm.gossip(_uneven_ring(n))
+    tracemalloc.start()
+    try:
+        failing = link_failures(op, 0.2, kind=kind)
+        degree = failing.max_out_degree
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert degree == 2 and failing.offsets == (0, 1, n - 1)
+    # O(nnz): a few (n,) and (|S|, n) float64 tables, 2.4 MB each.
+    assert peak < 64 * 8 * n, peak
+
+
+def test_directed_operators_and_their_failures_build_without_an_n_by_n_array():
+    n = 20_000  # one dense float64 matrix is 3.2 GB; the dense host path makes several
+    tracemalloc.start()
+    try:
+        a = directed.directed_exponential(n, sparse=True)
+        pull = comm.gossip(directed.row_stochastic(a), doubly_stochastic=False)
+        push = comm.gossip(directed.column_stochastic(a), doubly_stochastic=False)
+        algos.push_pull(objectives.least_squares().loss, pull, push, 0.05)  # its host checks
+        failing = [link_failures(op, 0.2, kind=k) for op, k in ((pull, "pull"), (push, "push"))]
+        rounds = time_varying_sequence(directed.one_peer_exponential(n, sparse=True))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pull.path == push.path == "shift" and len(pull.offsets) == 16
+    assert [f.max_out_degree for f in failing] == [15, 15] and rounds.max_out_degree == 1
+    assert peak < 8 * n * n / 16, peak
+
+
+def test_link_failures_refuse_a_relabelled_base():
+    op = comm.gossip(weights.metropolis_hastings(_shuffled_grid(16)), order="rcm")
+    with pytest.raises(ValueError, match="link_failures needs a base in the user's labels"):
+        link_failures(op, 0.2)
+
+
+def test_relabelled_push_pull_takes_the_halo_path_and_equals_the_plain_run():
+    n = 512
+    a = directed.geometric_directed(n, np.sqrt(8 / (np.pi * n)), 0.3, seed=0)
+    shuffle = np.random.default_rng(0).permutation(n)
+    a = np.asarray(a)[np.ix_(shuffle, shuffle)]  # labels that put edges far apart
+    r, c = directed.row_stochastic(a), directed.column_stochastic(a)
+    order = relabel.reverse_cuthill_mckee(r)  # one order for both operators
+    ops = [comm.gossip(m, doubly_stochastic=False, order=order) for m in (r, c)]
+    plain = [comm.gossip(m, doubly_stochastic=False, path="dense") for m in (r, c)]
+    assert [op.path_on(8) for op in ops] == ["halo", "halo"]
+
+    def push_pull(ops):
+        return lambda loss, op, lr: algos.push_pull(loss, *ops, lr)
+
+    got, _ = _run(push_pull(ops), ops[0], *_problem(n))
+    want, _ = _run(push_pull(plain), plain[0], *_problem(n))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert np.max(np.abs(got - _problem(n)[1])) > 1e-3  # the run moved
+    loss = objectives.least_squares().loss
+    runner, _ = _runner(algos.push_pull(loss, *ops, 0.05), n, ops[0])
+    data = runner.shard_agents(_problem(n)[0])
+    state = runner.init(runner.shard_agents(_problem(n)[1]), data, jax.random.key(0))
+    hlo = runner.lower_epochs(state, data, jax.random.key(1), 1).compile().as_text()
+    assert "collective-permute" in hlo and "all-gather" not in hlo
 
 
 def _mix(op, x, devices):
@@ -200,9 +319,7 @@ def _chunk_program(n, path, kind="fixed"):
         op = comm.gossip(directed.column_stochastic(adjacency), doubly_stochastic=False, path=path)
         algorithm = algos.push_pull(loss, pull, op, 0.05)
     else:
-        w = _uneven_ring(n)
-        # Link failures are built from a dense W on the host (their host side is dense).
-        op = comm.gossip(w.toarray() if kind == "failures" else w, path=path)
+        op = comm.gossip(_uneven_ring(n), path=path)
         if kind == "failures":
             failing = link_failures(op, 0.2)
             algorithm = time_varying(algos.dsgd(loss, failing, 0.05), failing)
@@ -222,8 +339,7 @@ def _chunk_program(n, path, kind="fixed"):
 )
 def test_program_size_does_not_grow_with_n(path, kind):
     small_constants, small_text = _chunk_program(64, path, kind)
-    # Link failures build their host side densely: a smaller n keeps the test fast.
-    large_constants, large_text = _chunk_program(512 if kind == "failures" else 1024, path, kind)
+    large_constants, large_text = _chunk_program(1024, path, kind)
     # One (n,) float64 table alone is >= 4 KiB at n >= 512; scalars and shapes may differ.
     assert large_constants <= small_constants + 256, (small_constants, large_constants)
     # Shape strings gain a digit or two; a table in the text would add >= 8 KiB (hex).

@@ -15,6 +15,7 @@ from launch_checks import (
     assert_tracks_gradient_descent,
 )
 
+from decentjax.core import topology, weights
 from decentjax.launch import experiment, rates, train
 from decentjax.launch.configs import quickstart
 
@@ -211,3 +212,41 @@ def test_gt_rr_ring_analysis_shows_the_tracker_restart():
         # steps, down to the sampling floor (measured 0.45x and 0.48x at step 40).
         assert errors[epoch][40] < 0.5 * errors[epoch][0]
         assert errors[epoch][-1] < 0.5 * spread
+
+
+def test_relabelled_config_equals_the_plain_run_in_user_order(tmp_path):
+    config = quickstart.get_config("runlocal")
+    config.update(n_agents=64, n_devices=8, dtype="float64", agent_metrics=True)
+    config.update(topologies=("grid",), algorithms=("d_rr", "centralized_rr"))
+    config.update(num_epochs=2, log_every=2, checkpoint_every=0)
+    config.data.partition = "iid"
+    plain = train.train_and_evaluate(config, str(tmp_path / "plain"))
+    config.relabel = "rcm"
+    op, _ = experiment.mixing_operator(config, "grid")
+    assert op.path == "halo" and not np.array_equal(op.order, np.arange(64))
+    relabelled = train.train_and_evaluate(config, str(tmp_path / "relabelled"))
+    assert plain["histories"].keys() == relabelled["histories"].keys()
+    for run, want in plain["histories"].items():
+        got = relabelled["histories"][run]
+        for key in ("loss", "dist_to_opt", "agent_loss_worst", "agent_loss_std"):
+            np.testing.assert_allclose(got[-1][key], want[-1][key], rtol=1e-10, err_msg=key)
+    assert (
+        relabelled["histories"][("grid", "d_rr")][-1]["loss"]
+        < plain["histories"][("grid", "d_rr")][0]["loss"]
+    )  # the run moved
+    config.seeds = 2
+    with pytest.raises(ValueError, match="relabel='rcm' needs an undirected graph and a single"):
+        experiment.validate(config)
+    config.relabel = "metis"
+    with pytest.raises(ValueError, match=r"relabel must be one of \['none', 'rcm', 'auto'\]"):
+        experiment.validate(config)
+
+
+def test_relabel_auto_takes_the_halo_path_only_for_graphs_with_many_offsets():
+    side = 16
+    shuffle = np.random.default_rng(0).permutation(side * side)
+    grid = weights.metropolis_hastings(topology.grid(side, side))
+    shuffled = experiment.relabelled_gossip(grid[np.ix_(shuffle, shuffle)], "auto")
+    assert shuffled.path == "halo" and shuffled.order is not None
+    plain = experiment.relabelled_gossip(grid, "auto")  # 5 offsets: the shift path as is
+    assert plain.path == "shift" and plain.order is None

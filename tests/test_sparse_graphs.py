@@ -266,11 +266,18 @@ def test_iterative_spectrum_of_a_disconnected_or_non_stochastic_matrix():
 def test_shift_decomposition_reads_sparse_and_dense_alike():
     w = weights.metropolis_hastings(topology.random_geometric(40, 0.35, seed=0))
     offsets, coeffs = sparse_lib.shift_decomposition(sp.csr_array(w))
-    ref_offsets, ref_coeffs = comm._shift_decomposition(w)
+    # The definition, densely: c_s[i] = w[i, (i + s) mod n] for every offset s in use.
+    n = w.shape[0]
+    i = np.arange(n)
+    every = np.stack([w[i, (i + s) % n] for s in range(n)])
+    ref_offsets = tuple(int(s) for s in np.flatnonzero(np.any(every != 0.0, axis=1)))
     assert offsets == ref_offsets
-    np.testing.assert_array_equal(coeffs, ref_coeffs)
+    np.testing.assert_array_equal(coeffs, every[list(ref_offsets)])
+    dense_offsets, dense_coeffs = sparse_lib.shift_decomposition(w)  # dense input
+    assert dense_offsets == offsets
+    np.testing.assert_array_equal(dense_coeffs, coeffs)
     op_sparse, op_dense = comm.gossip(sp.csr_array(w)), comm.gossip(w)
-    np.testing.assert_array_equal(op_sparse.matrix, op_dense.matrix)
+    np.testing.assert_array_equal(op_sparse.matrix.toarray(), op_dense.matrix)
 
 
 def test_time_varying_sequence_of_sparse_matrices_equals_dense():

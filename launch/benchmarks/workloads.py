@@ -26,7 +26,7 @@ import numpy as np
 
 from decentjax import algos
 from decentjax.core import algorithm as algorithm_lib
-from decentjax.core import comm, loop, mesh, relabel, sampling, topology, weights
+from decentjax.core import comm, loop, mesh, sampling, topology, weights
 from decentjax.models import nets, objectives
 
 PyTree = Any
@@ -82,12 +82,12 @@ def _build(
 ) -> Workload:
     agent_mesh = mesh.make_agent_mesh(n, n_devices)
     order = None if gossip is None else gossip.order
-    shard = mesh.shard_agents(relabel.to_internal(data, order), agent_mesh)
     runner = loop.Runner(algorithm, sampler, agent_mesh, no_metrics, order=order)
+    shard = runner.shard_agents(data)  # in the user's order; the runner permutes
     key = jax.random.key(0)
 
     def fresh_state():
-        return runner.init(mesh.shard_agents(params0, agent_mesh), shard, key)
+        return runner.init(runner.shard_agents(params0, what="params"), shard, key)
 
     return Workload(runner, shard, fresh_state, sampler.steps_per_epoch, n, gossip)
 

@@ -58,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.topologies = ("exponential", "ring")
     config.weights = "lazy_metropolis"
+    # "rcm" / "auto": relabel the agents (reverse Cuthill–McKee) so that local graphs take
+    # the halo path; results stay in the user's agent order (launch.experiment.RELABEL).
+    config.relabel = "none"
     config.algorithms = ("d_rr", "dsgd", "centralized_rr")
     config.batch_size = 1
 
