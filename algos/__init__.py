@@ -4,7 +4,7 @@ from algos.centralized import CentralizedState, centralized
 from algos.cohort import cohort_fedavg, cohort_scaffold
 from algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from algos.diffusion import DiffusionState, ExtraState, ed_rr, exact_diffusion, extra, nids
-from algos.dsgd import DsgdState, d_rr, dsgd
+from algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
 from algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from algos.push_accelerated import ApdState, apd, apd_sc
 from algos.push_compressed import CppState, b_cpp, cpp
@@ -43,6 +43,7 @@ __all__ = [
     "compressed",
     "d_rr",
     "dsgd",
+    "dsgd_momentum",
     "ed_rr",
     "exact_diffusion",
     "extra",
