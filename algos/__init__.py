@@ -11,7 +11,7 @@ from decentjax.algos.diffusion import (
     extra,
     nids,
 )
-from decentjax.algos.dsgd import DsgdState, d_rr, dsgd
+from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp, cpp
@@ -50,6 +50,7 @@ __all__ = [
     "compressed",
     "d_rr",
     "dsgd",
+    "dsgd_momentum",
     "ed_rr",
     "exact_diffusion",
     "extra",

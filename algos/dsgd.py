@@ -159,3 +159,55 @@ def d_rr(
           Huang, Li, Milzarek, Pu, Qiu, IEEE TSP 2023, https://arxiv.org/abs/2112.15287
     """
     return dsgd(loss_fn, comm, learning_rate, optimizer=optimizer, variant="atc", name="d-rr")
+
+
+def dsgd_momentum(
+    loss_fn: Callable[[PyTree, PyTree], jax.Array],
+    comm: Gossip,
+    learning_rate: float | optax.Schedule,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> Algorithm:
+    r"""DSGD with local heavy-ball momentum (DSGDm), the deep-learning baseline.
+
+    Each agent keeps its own momentum buffer :math:`m_i` and gossips only its
+    iterate (adapt-then-combine):
+
+    .. math::
+
+      m_i^{k+1} = \beta\, m_i^k + \nabla f_{i,\xi_i^k}(x_i^k), \qquad
+      x_i^{k+1} = \sum_j w_{ij}\,\big(x_j^k - \alpha_k\, m_j^{k+1}\big),
+
+    with :math:`m_i^0 = 0` (``nesterov=True`` steps along
+    :math:`\nabla f_{i,\xi_i^k}(x_i^k) + \beta m_i^{k+1}` instead). This is the "DSGD
+    with local momentum" baseline of Lin, Karimireddy, Stich, Jaggi (ICML 2021)
+    Algorithm 1 without its quasi-global modification, i.e. :func:`dsgd` whose local
+    optimizer is ``optax.sgd(learning_rate, momentum=β)``. One vector sent per step,
+    as DSGD; the buffer stays local.
+
+    Args:
+      loss_fn: per-agent objective ``(params, batch) -> scalar``.
+      comm: gossip operator, ``W`` doubly stochastic (as for :func:`dsgd`).
+      learning_rate: :math:`\alpha_k`, a float or an optax schedule of the step count.
+      momentum: :math:`\beta \in [0, 1)`.
+      nesterov: Nesterov's form of the momentum step.
+
+    Returns:
+      An :class:`~core.algorithm.Algorithm` with state :class:`DsgdState` (the
+      buffers are ``opt_state``), named ``"dsgd-momentum"``.
+
+    Raises:
+      ValueError: if ``momentum`` is outside ``[0, 1)``, or as :func:`dsgd`.
+
+    References:
+          Lin, Karimireddy, Stich, Jaggi, "Quasi-Global Momentum: Accelerating
+          Decentralized Deep Learning on Heterogeneous Data", ICML 2021,
+          https://arxiv.org/abs/2102.04761 (the DSGDm baseline).
+    """
+    if not 0.0 <= float(momentum) < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+    if not callable(learning_rate) and not float(learning_rate) > 0.0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    optimizer = optax.sgd(learning_rate, momentum=float(momentum), nesterov=nesterov)
+    return dsgd(loss_fn, comm, optimizer=optimizer, variant="atc", name="dsgd-momentum")

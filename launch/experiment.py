@@ -29,7 +29,7 @@ from decentjax.core import (
     topology,
     weights,
 )
-from decentjax.launch import registry, sweeps
+from decentjax.launch import model_tasks, registry, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -61,6 +61,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "dsgd": AlgorithmSpec(algos.dsgd, "iid", True),
     "dsgd_cta": AlgorithmSpec(functools.partial(algos.dsgd, variant="cta"), "iid", True),
     "dsgd_full": AlgorithmSpec(algos.dsgd, "full", True),
+    "dsgd_momentum": AlgorithmSpec(algos.dsgd_momentum, "iid", True),
     "centralized_rr": AlgorithmSpec(
         functools.partial(algos.centralized, name="centralized-rr"), "reshuffle", False
     ),
@@ -169,7 +170,7 @@ OBJECTIVES: dict[str, Callable[..., objectives.Objective]] = {
 
 PARTITIONS = ("label_sorted", "iid", "dirichlet", "pathological")
 
-MODELS = ("linear", "mlp", "cnn")
+MODELS = ("linear", "mlp", "cnn", *model_tasks.NNX_MODELS)
 
 
 def _square(n: int) -> tuple[int, int]:
@@ -232,6 +233,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 f"objective 'softmax' needs config.model.name in {list(MODELS)} "
                 f"({registry.describe('model')}), got {name!r}."
             )
+        if model_tasks.uses_nnx(config):
+            model_tasks.validate(config)
     else:
         _lookup(OBJECTIVES, config.objective.name, "objective")
     if config.data.partition not in PARTITIONS:
@@ -484,7 +487,15 @@ def agent_loss(config: ml_collections.ConfigDict, loss_fn):
 
 
 def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
-    """The method a config name denotes (``"dsgd"``, ``"cedas@qsgd4"``, ...)."""
+    """The method a config name denotes (``"dsgd"``, ``"cedas@qsgd4"``, ...).
+
+    A :class:`core.loss_inputs.Task` loss (an NNX model with state, a keyed loss) runs
+    the same method through :func:`algos.with_model`.
+    """
+    if model_tasks.is_task(loss_fn):
+        return algos.with_model(
+            lambda loss, op: build_algorithm(config, name, loss, op, lr), loss_fn, comm_op
+        )
     method, compressor_key = split_name(name)
     if config.get("directed"):
         compressor = None

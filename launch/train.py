@@ -37,7 +37,7 @@ from decentjax.core import (
     partition,
     sampling,
 )
-from decentjax.launch import experiment, plotting, rates, sweeps, tracking
+from decentjax.launch import experiment, model_tasks, plotting, rates, sweeps, tracking
 from decentjax.launch import workdir as workdir_lib
 from decentjax.models import nets, objectives
 
@@ -252,10 +252,13 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
     n, m = parts["x"].shape[:2]
     dim = parts["x"].shape[2] if parts["x"].ndim == 3 else None
     num_classes = int(data["y"].max()) + 1
-    net = None
-    if config.objective.name == "softmax":
-        net = experiment.model(config, parts["x"].shape[2:], num_classes)
-    obj = experiment.objective(config, net, num_classes)
+    net = task = None
+    if model_tasks.uses_nnx(config):  # ResNet / LeNet: model state, keyed (augmented) loss.
+        net, task, obj = model_tasks.build(config, parts["x"].shape[2:], num_classes)
+    else:
+        if config.objective.name == "softmax":
+            net = experiment.model(config, parts["x"].shape[2:], num_classes)
+        obj = experiment.objective(config, net, num_classes)
     metric = config.get("plot_metric", "dist_to_opt")
     target = config.get("target_error")
     # Epochs over which the summary fits log(metric) ~ rate * log(epoch).
@@ -327,7 +330,7 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                     continue
                 sampler = sampling.make_sampler(sampler_name, m, config.batch_size)
                 lr = experiment.learning_rate(config, sampler.steps_per_epoch)
-                loss_fn = experiment.agent_loss(config, obj.loss)
+                loss_fn = experiment.agent_loss(config, obj.loss if task is None else task)
 
                 def make(cfg, lr, name=name, loss_fn=loss_fn, comm_op=comm_op):
                     return experiment.build_algorithm(cfg, name, loss_fn, comm_op, lr)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from decentjax.algos import centralized, d_rr, dsgd
+from decentjax.algos import centralized, d_rr, dsgd, dsgd_momentum
 from decentjax.core import (
     comm,
     datasets,
@@ -135,6 +135,35 @@ def test_dsgd_step_matches_dense_formula(variant):
     state, _ = runner.run_epochs(state, data, jax.random.key(0), 0, 3)
     want = numpy_step(numpy_step(numpy_step(x0)))
     np.testing.assert_allclose(np.asarray(jax.device_get(state.params)), want, atol=1e-13)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_dsgd_momentum_matches_numpy_transcription(nesterov):
+    # Lin et al. 2021's DSGDm baseline, transcribed: m <- beta m + g (m^0 = 0),
+    # X <- W (X - alpha d) with d = m (heavy ball) or g + beta m (Nesterov).
+    parts, obj, _, _, x0 = problem()
+    alpha, beta, w = 0.3, 0.9, mixing()
+    start = x0 + np.random.default_rng(2).normal(size=x0.shape)  # Not consensual.
+    x, buffer = start, np.zeros_like(start)
+    for _ in range(4):
+        g = _grad_matrix(obj, x, parts)
+        buffer = beta * buffer + g
+        x = w @ (x - alpha * (g + beta * buffer if nesterov else buffer))
+
+    agent_mesh = mesh.make_agent_mesh(N, 8)
+    op = comm.gossip(w)
+    algorithm = dsgd_momentum(obj.loss, op, alpha, momentum=beta, nesterov=nesterov)
+    runner = loop.Runner(
+        algorithm, sampling.full_batch(M), agent_mesh, metrics.make_evaluator(obj.loss, op)
+    )
+    data = mesh.shard_agents(parts, agent_mesh)
+    state = runner.init(mesh.shard_agents(start, agent_mesh), data, jax.random.key(0))
+    state, _ = runner.run_epochs(state, data, jax.random.key(0), 0, 4)
+    # Float64, four steps of O(1) terms: agreement to summation order.
+    np.testing.assert_allclose(np.asarray(jax.device_get(state.params)), x, atol=1e-12)
+    assert algorithm.name == "dsgd-momentum"
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.0"):
+        dsgd_momentum(obj.loss, op, alpha, momentum=1.0)
 
 
 def test_full_gradient_dsgd_is_biased_and_centralized_is_exact():

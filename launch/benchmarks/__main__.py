@@ -5,7 +5,7 @@ See :mod:`launch.benchmarks` for what each comparison measures. Flags:
 * ``--quick``: small sizes, one repetition, peers skipped when their venvs are absent
   (what ``tests/test_benchmarks.py`` runs);
 * ``--only NAME,...``: a subset of ``equal_work, numpy_drr, torch_loop, federated,
-  cohort, scaling, graphs_at_scale`` (or ``graphs``), ``seeds``;
+  cohort, scaling, graphs_at_scale`` (or ``graphs``), ``seeds``, ``resnet``;
 * ``--reps N``: timed repetitions (default 5; 1 with ``--quick``);
 * ``--out DIR``: where ``results.json`` and the PNGs go (default ``runs/benchmarks``);
 * ``--devices K``: agent-mesh devices; on a CPU host, K > 1 fakes K CPU devices (the main
