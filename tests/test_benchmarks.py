@@ -29,7 +29,7 @@ def _quick_run(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1200,  # every comparison in quick mode; slow on a loaded 2-core machine
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,7 +6,8 @@ Commands (``split`` is ``iid`` or ``dirichlet``, Dirichlet(0.1) label skew; ``no
   python -m decentjax.launch.prepare_data --datasets=cifar10      # once, on a machine with internet
   python -m decentjax.launch.main --config=launch/configs/resnet_cifar.py:split=iid \
     --workdir=/tmp/resnet_iid
-  python -m decentjax.launch.main --config=launch/configs/resnet_cifar.py:split=dirichlet,norm=batch \
+  python -m decentjax.launch.main \
+    --config=launch/configs/resnet_cifar.py:split=dirichlet,norm=batch \
     --workdir=/tmp/resnet_dir_bn
   python -m decentjax.launch.main --config=launch/configs/resnet_cifar.py:runlocal --workdir=/tmp/r
 
@@ -28,22 +29,26 @@ a method are one compiled program). Output: test accuracy against epochs and aga
 bytes sent per agent (``test_accuracy_vs_{epochs,bytes}.png``), a summary table with
 mean ± std over seeds, ``metrics.jsonl`` and ``bands.jsonl``.
 
-Cost (not run here; estimated, not measured): a step is 16 × 32 images through
-ResNet-20, ~41 MFLOP forward per image, so ~63 GFLOP per step with the backward pass;
-one epoch is 78 steps (2,500 images per agent / 32), i.e. ~4.9 TFLOP. The full grid is
-2 graphs × 5 methods × 3 seeds × 100 epochs ≈ 1.5 PFLOP: on one modern GPU at an
-effective 50–100 TFLOP/s about 4–8 hours (more with the memory-bound gossip and
-normalisation layers); ``--config.model.compute_dtype=bfloat16`` for bf16 compute. On
-this repository's 2-core CPU it is out of reach (weeks); ``runlocal`` is the CPU check.
+Cost (estimated, not measured at full size): ResNet-20 is ~41 M multiply-adds per
+32x32 image forward, so ~0.25 GFLOP per image forward and backward and ~0.13 TFLOP per
+step of 16 x 32 images; an epoch is 78 steps (2,500 images per agent / 32), ~10 TFLOP,
+a 100-epoch run ~1 PFLOP, and the grid (2 graphs x 5 methods x 3 seeds) ~30 PFLOP: on
+one GPU at an effective 5-20 TFLOP/s (small convolutions with per-agent weights) about
+0.5-2 hours (``--config.model.compute_dtype=bfloat16`` for bf16 compute). On a 2-core
+CPU it is out of reach: ``runlocal`` restricted to DSGD on the ring with one seed ran
+its 8 steps (8 agents x 8 images, ResNet-8) in 5.3 s with metrics, and a step of the
+full setting is ~24x that work per step and ~30,000x the steps; ``runlocal`` is the CPU
+check.
 Without the prepared data the run falls back to a synthetic stand-in of CIFAR-10's shape
 and the output says so: results on it say nothing about CIFAR-10.
 
-What it should show (expected from the papers, not reproduced here): with i.i.d. data all
-methods reach similar test accuracy (ResNet-20 ≈ 90% with augmentation), DSGD with
-momentum fastest in epochs; with Dirichlet(0.1) the ring degrades DSGD and D-RR most,
-and the exact methods (DSGT, ED) narrow the gap; the exponential graph is closer to
-centralized at ~3.5x the bytes per step of the ring (7 neighbours vs 2). No full-size
-result has been run for this repository.
+What it should show (what the papers lead one to expect, not reproduced here): with
+i.i.d. data the methods end close to one another (centralized ResNet-20 reaches ~91%
+with BatchNorm, He et al. 2016), DSGDm ahead per epoch; with Dirichlet(0.1) labels the
+ring costs DSGD, D-RR and DSGDm accuracy (Lin et al. 2021's motivation) and the exact
+methods (DSGT, ED) are meant to narrow that gap; the exponential graph is closer to
+centralized for the same bytes sent per agent (one broadcast vector per step on either
+graph). No full-size result has been run for this repository.
 
 ``runlocal`` (CPU, about a minute): 8 agents, ResNet-8 (one block per stage), a
 stand-in of 8 × 32 images, 2 epochs of batch 8, convolutions lowered to matmuls, 2 seeds.
