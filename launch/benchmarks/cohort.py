@@ -14,6 +14,9 @@ written as a user writes it, with stock ``flax.nnx`` layers, three ways:
 * ``nnx``: the loss as written (``jax.vmap`` over the cohort);
 * ``nnx + convs_as_matmuls``: the same loss wrapped in :func:`models.convs_as_matmuls`
   (convolutions as im2col matmuls, tiling max pools as reshapes);
+* ``nnx + convs_as_matmuls, map_over_agents``: and wrapped in
+  :func:`core.algorithm.map_over_agents`, so the members' gradients are taken one client
+  at a time (``lax.map``) instead of one ``vmap``-ed program;
 * ``library cnn``: :func:`models.nets.cnn` with ``features=(32, 64)`` (PatchConv,
   average pooling, no hidden dense layer: a lighter model, shown for reference).
 
@@ -38,6 +41,7 @@ from flax import nnx
 
 from decentjax.algos.cohort import cohort_fedavg
 from decentjax.core import cohort, mesh, rounds
+from decentjax.core.algorithm import map_over_agents
 from decentjax.launch.benchmarks import report, timing
 from decentjax.models import convs_as_matmuls, nets, objectives
 
@@ -123,6 +127,10 @@ def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, 
     variants = {
         "nnx": (user_loss, user_params),
         "nnx + convs_as_matmuls": (convs_as_matmuls(user_loss), user_params),
+        "nnx + convs_as_matmuls, map_over_agents": (
+            map_over_agents(convs_as_matmuls(user_loss)),
+            user_params,
+        ),
         "library cnn": (_ce_loss(library.apply), library.init(jax.random.key(0))),
     }
     ours = {}
