@@ -239,6 +239,7 @@ def cohort_sum(tree: PyTree) -> PyTree:
     Local view: leaves ``(C/P, ...)``; returns leaves without the member axis,
     replicated (one all-reduce per leaf: the server's aggregation).
     """
+
     # The member sum as a product with a ones vector rather than ``jnp.sum(a, axis=0)``:
     # XLA:CPU (JAX 0.10) emits the major-axis reduction of a large leaf, fused with the
     # scaling before it, as a YNNPACK fusion that took 141 ms per round for the W3 CNN's
