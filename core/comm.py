@@ -52,6 +52,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from decentjax.core import gossip_kernels, gossip_tables, relabel
+from decentjax.core import sparse as sparse_lib
 from decentjax.core import weights as weights_lib
 from decentjax.core.mesh import AGENT_AXIS, as_varying
 from decentjax.core.operator_tables import AgentTable
@@ -138,7 +139,7 @@ class Gossip:
     @property
     def coeffs(self) -> np.ndarray:
         """``(len(offsets), n)`` coefficients ``c_s`` (host, built on each access)."""
-        return gossip_tables.shift_decomposition(self.matrix)[1]
+        return sparse_lib.shift_decomposition(self.matrix)[1]
 
     @property
     def max_out_degree(self) -> int:
@@ -419,7 +420,7 @@ def gossip(
         path = auto_path(len(offsets), n, band)
     fields: dict[str, Any] = {}
     if path == "shift":
-        _, coeffs = gossip_tables.shift_decomposition(coo)
+        _, coeffs = sparse_lib.shift_decomposition(coo)
         uniform = [bool(np.all(row == row[0])) for row in coeffs]
         fields["shift_uniform"] = tuple(
             float(row[0]) if u else None for row, u in zip(coeffs, uniform, strict=True)

@@ -1,9 +1,9 @@
 r"""Host side of the gossip operators: the tables :mod:`core.comm` builds from ``W``.
 
-All read ``W`` (dense or ``scipy.sparse``) in COO / CSR form, so they cost O(nnz)
-(the shift table O(|S| n)): the shift decomposition, per-agent neighbour lists, and the
-validation of a sparse ``W`` with the messages of the dense checks of
-:mod:`core.weights`.
+All read ``W`` (dense or ``scipy.sparse``) in COO / CSR form, so they cost O(nnz):
+per-agent neighbour lists, the largest out-degree, and the validation of a sparse
+``W`` with the messages of the dense checks of :mod:`core.weights`. The shift
+decomposition is :func:`core.sparse.shift_decomposition`.
 """
 
 from __future__ import annotations
@@ -14,23 +14,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from decentjax.core import weights as weights_lib
-
-
-def shift_decomposition(w: Any) -> tuple[tuple[int, ...], np.ndarray]:
-    """Offsets ``s`` and coefficient rows ``c_s`` with ``W = sum_s diag(c_s) P_s``.
-
-    Read off the nonzeros of ``W`` (dense or sparse) in COO form (offset
-    ``(j - i) mod n`` of entry ``(i, j)``): one pass plus ``O(|S| n)``.
-    """
-    coo = sp.coo_array(w)
-    n = coo.shape[0]
-    keep = coo.data != 0.0
-    rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
-    shifts = (cols.astype(np.int64) - rows) % n
-    offsets = np.unique(shifts)
-    coeffs = np.zeros((len(offsets), n))
-    coeffs[np.searchsorted(offsets, shifts), rows] = vals
-    return tuple(int(s) for s in offsets), coeffs
 
 
 def max_out_degree(w: Any) -> int:

@@ -97,7 +97,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
-from decentjax.core import comm, directed, gossip_tables, weights
+from decentjax.core import comm, directed, weights
 from decentjax.core import sparse as sparse_lib
 from decentjax.core.algorithm import Algorithm, Batch
 from decentjax.core.comm import Gossip
@@ -332,7 +332,7 @@ def sequence(
             f"is the union graph of the {len(mats)} rounds, fails its check: {err}"
         ) from None
     n = average.shape[0]
-    decomposed = [gossip_tables.shift_decomposition(m) for m in mats]
+    decomposed = [sparse_lib.shift_decomposition(m) for m in mats]
     offsets = tuple(sorted({0}.union(*(set(offs) for offs, _ in decomposed))))
     coeffs = np.zeros((len(mats), len(offsets), n))
     for k, (offs, c) in enumerate(decomposed):
