@@ -119,7 +119,7 @@ class _Plan:
         elif self.weights == "uniform":
             p = jnp.full(mine.shape, 1.0 / self.n, dtype)
         else:
-            total = jax.lax.psum(jnp.sum(store.counts), AGENT_AXIS).astype(dtype)
+            total = cohort.total_count(store).astype(dtype)
             counts = cohort.gather(store.counts, members)  # cheap: |S| ints
             return counts.astype(dtype) / total  # dummies have count 0
         return jnp.where(live, p, jnp.zeros_like(p))

@@ -152,6 +152,15 @@ def client_store(clients: PyTree | Sequence[PyTree], counts: Any = None) -> Clie
     return ClientStore(data, counts.astype(np.int32), int(counts.min()))
 
 
+def total_count(store: ClientStore) -> jax.Array:
+    r""":math:`\sum_i m_i` over all clients of a sharded ``store`` (local view).
+
+    Each device sums its block's counts; one ``psum`` of a scalar over the agent
+    axis gives the total, the same on every device.
+    """
+    return jax.lax.psum(jnp.sum(store.counts), AGENT_AXIS)
+
+
 def padded_cohort_size(cohort_size: int, n_devices: int) -> int:
     """The cohort rounded up to a multiple of the device count (dummy members)."""
     return math.ceil(cohort_size / n_devices) * n_devices

@@ -387,3 +387,17 @@ def test_cohort_draw_is_uniform_over_subsets():
     counts = np.array([subsets.count(s) for s in itertools.combinations(range(6), 3)])
     expected = len(subsets) / 20
     assert np.sum((counts - expected) ** 2 / expected) < 55.0
+
+
+def test_total_count_sums_every_devices_block():
+    store = cohort.client_store([np.zeros((m, 2)) for m in (1, 2, 3, 4, 5, 6, 7, 8)])
+    m = mesh.make_agent_mesh(8)
+    placed = mesh.shard_agents(store, m)
+    spec = jax.P(mesh.AGENT_AXIS)
+    total = jax.shard_map(
+        cohort.total_count,
+        mesh=m,
+        in_specs=(cohort.ClientStore(spec, spec, store.min_count),),
+        out_specs=jax.P(),
+    )(placed)
+    assert int(total) == 36
