@@ -10,8 +10,11 @@ statistics are per-agent model state (``config.model.state_mixing``: ``"local"``
 * ``blocks``: basic blocks per stage (3: ResNet-20; 1 for a tiny test network);
 * ``compute_dtype``: ``"bfloat16"`` for mixed precision (params stay ``config.dtype``);
 * ``augment``: per-agent random crop (``padding``, default 4) and horizontal flip;
-* ``lower_convs``: run the convolutions as patches x matrix
-  (:func:`models.convs_as_matmuls`; XLA:CPU runs per-agent convolutions slowly).
+* ``lower_convs``: ``"auto"`` (default: the per-agent gradients run the convolutions as
+  patches x matrix on XLA:CPU, which runs per-agent convolutions slowly, and natively
+  elsewhere; :func:`core.conv_lowering.lowered_on_cpu`), ``"true"`` (patches x matrix
+  everywhere, evaluation included: :func:`models.convs_as_matmuls`) or ``"false"``
+  (native everywhere: :func:`models.native_convs`); booleans are accepted too.
 
 Augmentation is part of the agent's training loss: agent :math:`i` at step :math:`k`
 with key :math:`k_i` (:func:`core.loss_inputs.loss_keys`, ``fold_in(epoch, agent,
@@ -32,7 +35,15 @@ import numpy as np
 
 from decentjax.core.algorithm import AgentMapped
 from decentjax.core.loss_inputs import LossInputs, Task
-from decentjax.models import LeNet5, NnxModel, ResNet, convs_as_matmuls, from_nnx, objectives
+from decentjax.models import (
+    LeNet5,
+    NnxModel,
+    ResNet,
+    convs_as_matmuls,
+    from_nnx,
+    native_convs,
+    objectives,
+)
 from decentjax.models.augment import random_crop_flip
 
 PyTree = Any
@@ -132,11 +143,17 @@ def build(
     task = net.objective(
         objectives.softmax_cross_entropy, reg=config.objective.reg, num_classes=num_classes
     )
-    if config.model.get("lower_convs", False):
+    lower = config.model.get("lower_convs", "auto")
+    if isinstance(lower, str):  # a command-line override of the "auto" string field
+        lower = {"true": True, "false": False}.get(lower.lower(), lower)
+    if lower not in ("auto", True, False):
+        raise ValueError(f"config.model.lower_convs must be 'auto', True or False, got {lower!r}.")
+    if lower != "auto":
+        wrap = convs_as_matmuls if lower else native_convs
         task = task._replace(
-            value_and_state=convs_as_matmuls(task.value_and_state),
-            eval_loss=convs_as_matmuls(task.eval_loss),
-            accuracy=convs_as_matmuls(task.accuracy),
+            value_and_state=wrap(task.value_and_state),
+            eval_loss=wrap(task.eval_loss),
+            accuracy=wrap(task.accuracy),
         )
     if config.model.get("augment", False):
         task = augmented(task, padding=config.model.get("padding", 4))

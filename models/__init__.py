@@ -1,9 +1,9 @@
 """Models and objectives of decentjax, as pure functions of a params pytree."""
 
 from decentjax.core import python_version  # noqa: F401 - checks the Python version first.
+from decentjax.core.conv_lowering import conv_as_matmul, convs_as_matmuls, native_convs
 from decentjax.core.loss_inputs import Task, Variables
 from decentjax.models.augment import random_crop_flip
-from decentjax.models.conv_lowering import conv_as_matmul, convs_as_matmuls
 from decentjax.models.lenet import LeNet5, lenet5
 from decentjax.models.nets import CNN, MLP, Linear, Model, PatchConv, cnn, linear, mlp
 from decentjax.models.nnx_model import NnxModel, from_nnx
@@ -33,6 +33,7 @@ __all__ = [
     "cnn",
     "conv_as_matmul",
     "convs_as_matmuls",
+    "native_convs",
     "from_nnx",
     "least_squares",
     "lenet5",

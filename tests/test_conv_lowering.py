@@ -7,7 +7,8 @@ import optax
 import pytest
 from flax import nnx
 
-from decentjax.models.conv_lowering import conv_as_matmul, convs_as_matmuls
+from decentjax.core.algorithm import agent_grad, map_over_agents
+from decentjax.core.conv_lowering import conv_as_matmul, convs_as_matmuls, native_convs
 
 CASES = {
     "nhwc_same": dict(dn=("NHWC", "HWIO", "NHWC"), k=(3, 3), strides=(1, 1), pad="SAME"),
@@ -124,3 +125,46 @@ def test_conv_as_matmul_is_the_reference_formula():
     )  # fmt: skip
     assert y.shape == (1, 3, 3, 1)
     assert float(y[0, 1, 2, 0]) == float(np.sum(x[0, 1:3, 2:4, :] * k[..., 0]))
+
+
+def _user_loss_and_agents(agents=3):
+    graphdef, params = nnx.split(_UserCNN(nnx.Rngs(0)), nnx.Param)
+
+    def loss(params, batch):
+        logits = nnx.merge(graphdef, params)(batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    rng = np.random.default_rng(4)
+    batch = {"x": rng.normal(size=(agents, 5, 8, 8, 1)), "y": rng.integers(0, 3, size=(agents, 5))}
+    stacked = jax.tree.map(lambda p: jnp.stack([p * (1 + 0.1 * i) for i in range(agents)]), params)
+    return loss, stacked, batch
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_every_method_differentiates_a_stock_conv_loss_in_the_patch_form_on_cpu(mapped):
+    # agent_grad is how every method takes per-agent gradients: on XLA:CPU a stock
+    # nnx.Conv loss is lowered without the user wrapping it; native_convs opts out.
+    assert jax.default_backend() == "cpu"
+    loss, stacked, batch = _user_loss_and_agents()
+    wrap = map_over_agents if mapped else (lambda f: f)
+    want = jax.vmap(jax.grad(loss))(stacked, batch)
+    auto = agent_grad(wrap(loss))
+    native = agent_grad(wrap(native_convs(loss)))
+    for got in (jax.jit(auto)(stacked, batch), jax.jit(native)(stacked, batch)):
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-13)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(auto)(stacked, batch))
+    assert "conv_general_dilated" in str(jax.make_jaxpr(native)(stacked, batch))
+
+
+def test_a_loss_without_convolutions_compiles_exactly_as_before():
+    def loss(w, batch):
+        return jnp.mean((batch["x"] @ w - batch["y"]) ** 2)
+
+    rng = np.random.default_rng(5)
+    w, batch = (
+        rng.normal(size=(3, 4)),
+        {"x": rng.normal(size=(3, 6, 4)), "y": rng.normal(size=(3, 6))},
+    )
+    plain = jax.make_jaxpr(jax.vmap(jax.grad(loss)))(w, batch)
+    assert str(jax.make_jaxpr(agent_grad(loss))(w, batch)) == str(plain)

@@ -37,7 +37,7 @@ def test_runlocal_trains_batchnorm_resnet_over_seeds_on_the_stand_in(tmp_path, c
 def _tiny_task(augment):
     config = resnet_cifar.get_config("norm=batch,runlocal")
     config.model.augment = augment
-    config.model.lower_convs = False
+    config.model.lower_convs = "false"  # a str field: "auto" | "true" | "false"
     net, task, _ = model_tasks.build(config, (8, 8, 3), 10)
     variables = net.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3), jnp.float32)

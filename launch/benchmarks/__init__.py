@@ -17,9 +17,10 @@ It prints a table of ratios (medians of ``--reps`` repetitions), and writes
 * :mod:`~launch.benchmarks.federated`: FedAvg rounds/s against pfl and FedJAX (targets
   ≥ 5x, ≥ 10x);
 * :mod:`~launch.benchmarks.cohort`: cross-device FedAvg, a cohort of 10 of 100 clients
-  with a user-written ``nnx`` CNN (as written, with ``convs_as_matmuls``) and the
-  library CNN, against pfl and FedJAX (targets ≥ 1.5x, ≥ 4x), and s/round for
-  N = 100 .. 10,000 clients at cohorts of 10 and 100 (target: within 1.5x of N = 100);
+  with a user-written ``nnx`` CNN (as written, which XLA:CPU runs lowered, and with
+  native convolutions) and the library CNN, against pfl and FedJAX (targets ≥ 1.5x,
+  ≥ 4x), and s/round for N = 100 .. 10,000 clients at cohorts of 10 and 100 (target:
+  within 1.5x of N = 100);
 * :mod:`~launch.benchmarks.scaling`: time, memory and compile time for n = 16 .. 16384;
 * :mod:`~launch.benchmarks.graphs_at_scale` (``--only graphs``): D-RR with 100,000 agents
   on a ring and a relabelled random geometric graph, a 1,000,000-agent ring, and the

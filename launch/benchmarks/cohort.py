@@ -11,12 +11,14 @@ CNN conv3x3-32, ReLU, maxpool 2, conv3x3-64, ReLU, maxpool 2, dense 128, ReLU, d
 decentjax runs :func:`algos.cohort_fedavg` (only the cohort computes) with that CNN
 written as a user writes it, with stock ``flax.nnx`` layers, three ways:
 
-* ``nnx``: the loss as written (``jax.vmap`` over the cohort);
-* ``nnx + convs_as_matmuls``: the same loss wrapped in :func:`models.convs_as_matmuls`
-  (convolutions as im2col matmuls, tiling max pools as reshapes);
-* ``nnx + convs_as_matmuls, map_over_agents``: and wrapped in
+* ``nnx as written``: the loss as written (``jax.vmap`` over the cohort); on XLA:CPU
+  the method differentiates it with the convolutions as im2col matmuls and tiling max
+  pools as reshapes (:func:`core.conv_lowering.lowered_on_cpu`, automatic);
+* ``nnx as written, map_over_agents``: the loss wrapped in
   :func:`core.algorithm.map_over_agents`, so the members' gradients are taken one client
   at a time (``lax.map``) instead of one ``vmap``-ed program;
+* ``nnx, native convolutions``: the loss marked :func:`models.native_convs` (what every
+  stock model cost before the automatic lowering: batched native convolutions);
 * ``library cnn``: :func:`models.nets.cnn` with ``features=(32, 64)`` (PatchConv,
   average pooling, no hidden dense layer: a lighter model, shown for reference).
 
@@ -43,7 +45,7 @@ from decentjax.algos.cohort import cohort_fedavg
 from decentjax.core import cohort, mesh, rounds
 from decentjax.core.algorithm import map_over_agents
 from decentjax.launch.benchmarks import report, timing
-from decentjax.models import convs_as_matmuls, nets, objectives
+from decentjax.models import native_convs, nets, objectives
 
 TITLE = "Cross-device FedAvg (cohort of 10 of 100 clients) vs pfl and FedJAX; scaling in N"
 PEERS = {"pfl": ("pfl_worker.py", ">= 1.5"), "fedjax": ("fedjax_worker.py", ">= 4")}
@@ -125,12 +127,9 @@ def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, 
     user_loss = _ce_loss(lambda p, x: nnx.merge(graphdef, p)(x))
     library = nets.cnn(s["image"], 10, features=(32, 64))
     variants = {
-        "nnx": (user_loss, user_params),
-        "nnx + convs_as_matmuls": (convs_as_matmuls(user_loss), user_params),
-        "nnx + convs_as_matmuls, map_over_agents": (
-            map_over_agents(convs_as_matmuls(user_loss)),
-            user_params,
-        ),
+        "nnx as written": (user_loss, user_params),
+        "nnx as written, map_over_agents": (map_over_agents(user_loss), user_params),
+        "nnx, native convolutions": (native_convs(user_loss), user_params),
         "library cnn": (_ce_loss(library.apply), library.init(jax.random.key(0))),
     }
     ours = {}

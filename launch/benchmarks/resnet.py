@@ -31,7 +31,7 @@ from __future__ import annotations
 from decentjax import algos
 from decentjax.core import comm, sampling, weights
 from decentjax.launch.benchmarks import equal_work, report, timing, workloads
-from decentjax.models import ResNet, convs_as_matmuls, from_nnx, objectives
+from decentjax.models import ResNet, convs_as_matmuls, from_nnx, native_convs, objectives
 
 TITLE = "ResNet-20: DSGD step of 16 agents x 32 vs one centralized step on 512; stock convs"
 
@@ -61,7 +61,8 @@ def resnet_workload(
         minibatch SGD on one model).
       n: number of agents.
       norm: ``"group"`` or ``"batch"`` (running statistics as per-agent model state).
-      lowered: convolutions as patches x matrix (:func:`models.convs_as_matmuls`).
+      lowered: convolutions as patches x matrix (:func:`models.convs_as_matmuls`);
+        ``False`` keeps them native (:func:`models.native_convs`).
       batch: images per agent per step.
       image: image side (3 channels).
       blocks: basic blocks per stage (3: ResNet-20).
@@ -70,8 +71,8 @@ def resnet_workload(
     """
     model = from_nnx(lambda rngs: ResNet(10, blocks=blocks, norm=norm, rngs=rngs))
     task = model.objective(objectives.softmax_cross_entropy, num_classes=10)
-    if lowered:
-        task = task._replace(value_and_state=convs_as_matmuls(task.value_and_state))
+    wrap = convs_as_matmuls if lowered else native_convs
+    task = task._replace(value_and_state=wrap(task.value_and_state))
     samples = batch * steps_per_epoch
     data = workloads.classification_data(n, samples, (image, image, 3), 10)
     sampler = sampling.iid(samples, batch, steps_per_epoch)

@@ -114,8 +114,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "compute_dtype": "float32",
             "augment": True,
             "padding": 4,
-            # Patches x matrix: XLA:CPU runs per-agent (vmapped) convolutions slowly.
-            "lower_convs": local,
+            # "auto": patches x matrix in the per-agent gradients on XLA:CPU, which runs
+            # per-agent (vmapped) convolutions slowly; native convolutions on GPU/TPU.
+            "lower_convs": "auto",
         }
     )
     config.report_heterogeneity = False

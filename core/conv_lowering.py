@@ -27,6 +27,15 @@ any strides. Other convolutions are left as they are. Convolutions inside ``jit`
 calls are rewritten; inside other higher-order primitives (``scan``, ``cond``,
 ``custom_jvp`` bodies) they are left untouched. The function is traced once per
 call signature (inside ``jit`` that is once per compile).
+
+**Automatic on XLA:CPU.** Every method differentiates its per-agent loss through
+:func:`core.algorithm.agent_grad`, which applies :func:`lowered_on_cpu`: when the
+default backend is the CPU and the traced loss holds a convolution this module can
+rewrite, the loss is evaluated in the patch form; otherwise (GPU/TPU, where the
+native batched convolutions are fast, or a loss without convolutions) it is called as
+it is, and the compiled program is unchanged. So a model written with stock
+``nnx.Conv`` layers runs at the patch form's speed on a CPU without being rewritten.
+:func:`native_convs` opts a loss out.
 """
 
 from __future__ import annotations
@@ -142,6 +151,64 @@ def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:
         for var, value in zip(eqn.outvars, outs, strict=True):
             env[var] = value
     return [read(v) for v in jaxpr.outvars]
+
+
+def _rewritable(jaxpr: jex.Jaxpr) -> bool:
+    """Whether ``jaxpr`` (or a ``jit`` inside it) holds a convolution that
+    :func:`_evaluate` rewrites (its poolings are rewritten along with it)."""
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated" and _supported(eqn.params, eqn.invars[0].aval):
+            return True
+        if name in _JIT_PRIMITIVES and _rewritable(eqn.params["jaxpr"].jaxpr):
+            return True
+    return False
+
+
+def native_convs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a loss so that :func:`lowered_on_cpu` leaves its convolutions native.
+
+    Use it to compare against the patch form, or where the native convolution is
+    known to be faster. Calling the result calls ``fn``.
+    """
+
+    @functools.wraps(fn)
+    def native(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    native.native_convs = True  # type: ignore[attr-defined]
+    return native
+
+
+def lowered_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` in the patch form of :func:`convs_as_matmuls` when that pays, else ``fn``.
+
+    At trace time: if ``jax.default_backend()`` is ``"cpu"`` and ``fn``'s jaxpr holds a
+    2-D convolution that :func:`convs_as_matmuls` rewrites, the rewritten function is
+    evaluated; otherwise ``fn`` is called unchanged (so losses without convolutions,
+    and every loss on GPU/TPU, compile exactly as before). ``fn`` marked with
+    :func:`native_convs` is returned as it is.
+
+    Args:
+      fn: a function of arrays / pytrees of arrays, e.g. ``loss(params, batch)``.
+
+    Returns:
+      A function with ``fn``'s arguments and results.
+    """
+    if getattr(fn, "native_convs", False):
+        return fn
+
+    @functools.wraps(fn)
+    def auto(*args: Any) -> Any:
+        if jax.default_backend() != "cpu":
+            return fn(*args)
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        if not _rewritable(closed.jaxpr):
+            return fn(*args)
+        outs = _evaluate(closed.jaxpr, closed.consts, *jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return auto
 
 
 def convs_as_matmuls(fn: Callable[..., Any]) -> Callable[..., Any]:
