@@ -66,12 +66,13 @@ def check_compute_time(compute_time: Any, n_clients: int) -> np.ndarray:
 
 
 def straggler_compute_time(
-    n_clients: int, straggler_fraction: float, straggler_slowdown: float, seed: int = 0
+    n_clients: int, straggler_fraction: float, straggler_slowdown: float, *, seed: int = 0
 ) -> np.ndarray:
     """Per-client times per local step: 1, and ``straggler_slowdown`` for stragglers.
 
     ``round(straggler_fraction * n_clients)`` clients, drawn uniformly without
-    replacement with ``numpy.random.default_rng(seed)``, are the stragglers.
+    replacement with ``numpy.random.default_rng(seed)``, are the stragglers (the same
+    draw as ``core.asynchrony.stragglers`` of the asynchronous gossip methods).
 
     Raises:
       ValueError: a fraction outside [0, 1] or a slowdown below 1.
@@ -82,7 +83,7 @@ def straggler_compute_time(
         raise ValueError(f"straggler_slowdown must be a number >= 1, got {straggler_slowdown!r}.")
     times = np.ones((n_clients,))
     count = round(straggler_fraction * n_clients)
-    slow = np.random.default_rng(seed).permutation(n_clients)[:count]
+    slow = np.random.default_rng(seed).choice(n_clients, size=count, replace=False)
     times[slow] = straggler_slowdown
     return times
 

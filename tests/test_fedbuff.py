@@ -7,6 +7,7 @@ rounding (1e-12 relative to the iterates' scale of order one).
 """
 
 import functools
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,8 @@ import pytest
 from decentjax import algos
 from decentjax.algos._async_slots import straggler_compute_time
 from decentjax.core import cohort, mesh, rounds
+from decentjax.launch import async_federated
+from decentjax.launch.configs import fedbuff as fedbuff_config
 from decentjax.models import objectives
 
 N, M, D = 16, 6, 3
@@ -176,3 +179,20 @@ def test_straggler_model_slows_the_stated_fraction():
     times = straggler_compute_time(20, 0.3, 10.0, seed=3)
     np.testing.assert_array_equal(np.sort(times), [1.0] * 14 + [10.0] * 6)
     np.testing.assert_array_equal(times, straggler_compute_time(20, 0.3, 10.0, seed=3))
+
+
+def test_synchronous_rounds_wait_for_their_slowest_member():
+    """FedAvg's clock in the reproduction: each round lasts K times its slowest member."""
+    cfg = SimpleNamespace(local_steps=2)
+    times = np.array([1.0, 10.0, 1.0, 1.0])
+    cohorts = [np.array([[0, 2, -1], [1, 3, -1]]), np.array([[3, 2, -1]])]  # -1: padding
+    rows = [{"round": r} for r in (0, 2, 3)]
+    clocked = async_federated._synchronous_clock(rows, cohorts, times, cfg)
+    assert [r["sim_time"] for r in clocked] == [0.0, 2.0 + 20.0, 24.0]
+
+
+def test_reproduction_refuses_logs_that_split_a_server_step():
+    config = fedbuff_config.get_config("runlocal")
+    config.asynchrony.log_updates = 7
+    with pytest.raises(ValueError, match="log_updates=7 must be a multiple of fedavg's 10"):
+        async_federated.train_and_evaluate(config, "/nonexistent")
