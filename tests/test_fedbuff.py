@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from decentjax import algos
-from decentjax.algos._async_slots import straggler_compute_time
+from decentjax.algos._async_slots import local_step_counts, straggler_compute_time
+from decentjax.algos._cohort_plan import _Plan
 from decentjax.core import cohort, mesh, rounds
 from decentjax.launch import async_federated
 from decentjax.launch.configs import fedbuff as fedbuff_config
@@ -196,3 +197,21 @@ def test_reproduction_refuses_logs_that_split_a_server_step():
     config.asynchrony.log_updates = 7
     with pytest.raises(ValueError, match="log_updates=7 must be a multiple of fedavg's 10"):
         async_federated.train_and_evaluate(config, "/nonexistent")
+
+
+def test_local_epochs_last_as_many_steps_as_the_client_takes():
+    """With local_epochs E a client of m_i samples takes E * ceil(m_i / B) steps, read
+    from the devices that hold it (clients 0..3 on two devices)."""
+    plan = _Plan(4, 1, 2, None, 2, "uniform", "unbiased")
+    store = cohort.client_store([{"x": np.zeros((m, 1))} for m in (1, 3, 4, 5)])
+    agent_mesh = mesh.make_agent_mesh(4, 2)
+    clients = np.array([3, 0, 2, -1], np.int32)
+    steps = jax.jit(
+        jax.shard_map(
+            lambda s: local_step_counts(plan, s, jnp.asarray(clients)),
+            mesh=agent_mesh,
+            in_specs=jax.P("agents"),
+            out_specs=jax.P(),
+        )
+    )(mesh.shard_agents(store, agent_mesh))
+    np.testing.assert_array_equal(steps, [6, 2, 4, 0])
