@@ -12,6 +12,7 @@ from decentjax.algos.diffusion import (
     nids,
 )
 from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
+from decentjax.algos.fedbuff import FedBuffServer, async_fedavg, fedbuff
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp, cpp
@@ -62,4 +63,7 @@ __all__ = [
     "nids",
     "scaffold",
     "with_model",
+    "FedBuffServer",
+    "async_fedavg",
+    "fedbuff",
 ]

@@ -98,6 +98,25 @@ class _Plan:
             return self.local_steps
         return self.local_epochs * math.ceil(m_max / self.batch)
 
+    def sample_orders(
+        self, keys: jax.Array, counts: jax.Array, m_max: int, min_count: int
+    ) -> tuple[jax.Array, jax.Array]:
+        """Each member's ``(steps, batch)`` sample indices and mask for a round, from its
+        key and count (:func:`core.cohort.sample_order`, vmapped over the members)."""
+
+        def one(key, count):
+            return cohort.sample_order(
+                key,
+                count,
+                m_max,
+                self.batch,
+                local_steps=self.local_steps,
+                local_epochs=self.local_epochs,
+                min_count=min_count,
+            )
+
+        return jax.vmap(one)(keys, counts)
+
     def check_store(self, store: cohort.ClientStore) -> tuple[int, int]:
         """``(block, m_max)`` of this device's store; errors on a wrong client count."""
         block, m_max = jax.tree.leaves(store.data)[0].shape[:2]

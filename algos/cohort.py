@@ -155,17 +155,7 @@ def _round_algorithm(
         member_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
             jax.random.fold_in(key, 1), jnp.where(mine >= 0, mine, plan.n)
         )
-        order, mask = jax.vmap(
-            lambda k, c: cohort.sample_order(
-                k,
-                c,
-                m_max,
-                plan.batch,
-                local_steps=plan.local_steps,
-                local_epochs=plan.local_epochs,
-                min_count=store.min_count,
-            )
-        )(member_keys, counts)  # (local, steps, B)
+        order, mask = plan.sample_orders(member_keys, counts, m_max, store.min_count)
         steps = plan.steps(m_max)
 
         def per_member(tree: PyTree) -> PyTree:

@@ -62,17 +62,31 @@ def _algorithm(name: str, loss_fn, cfg: ml_collections.ConfigDict, n_clients: in
     return cohort_fedavg(*args, weights=cfg.weights, **common, **options[name])
 
 
-def _clients(config: ml_collections.ConfigDict, data: datasets.Dataset) -> list[datasets.Dataset]:
-    cfg = config.cohort
+def load_split(
+    config: ml_collections.ConfigDict,
+) -> tuple[datasets.Dataset, datasets.Dataset, str, int]:
+    """``(train, test, description, num_classes)``: ``config.data`` split into a training
+    and a held-out test set, features in ``config.dtype``."""
+    dtype = np.dtype(config.dtype)
+    data, description = experiment.load_data(config)
+    data, test = datasets.train_test_split(
+        data, test_fraction=config.data.test_fraction, seed=config.seed
+    )
+    data = {"x": data["x"].astype(dtype), "y": data["y"]}
+    test = {"x": test["x"].astype(dtype), "y": test["y"]}
+    return data, test, description, int(data["y"].max()) + 1
+
+
+def _clients(
+    config: ml_collections.ConfigDict, data: datasets.Dataset, n_clients: int
+) -> list[datasets.Dataset]:
     if config.data.partition == "dirichlet":
         return partition.partition_dirichlet(
-            data, cfg.n_clients, config.data.alpha, seed=config.seed, equal_sizes=False
+            data, n_clients, config.data.alpha, seed=config.seed, equal_sizes=False
         )
     if config.data.partition == "iid":
         order = np.random.default_rng(config.seed).permutation(len(data["y"]))
-        return [
-            {k: v[idx] for k, v in data.items()} for idx in np.array_split(order, cfg.n_clients)
-        ]
+        return [{k: v[idx] for k, v in data.items()} for idx in np.array_split(order, n_clients)]
     raise ValueError(
         f"config.data.partition={config.data.partition!r}; cross-device runs take "
         "'dirichlet' (unequal sizes) or 'iid'."
@@ -128,15 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if unknown:
         valid = ", ".join(COHORT_ALGORITHMS)
         raise ValueError(f"unknown cross-device algorithms {sorted(unknown)}; valid: {valid}.")
-    dtype = np.dtype(config.dtype)
-    data, description = experiment.load_data(config)
-    data, test = datasets.train_test_split(
-        data, test_fraction=config.data.test_fraction, seed=config.seed
-    )
-    data = {"x": data["x"].astype(dtype), "y": data["y"]}
-    test = {"x": test["x"].astype(dtype), "y": test["y"]}
-    num_classes = int(data["y"].max()) + 1
-    clients = _clients(config, data)
+    data, test, description, num_classes = load_split(config)
+    clients = _clients(config, data, cfg.n_clients)
     sizes = np.array([len(c["y"]) for c in clients])
     store = cohort.client_store(clients)
     net = experiment.model(config, data["x"].shape[1:], num_classes)

@@ -24,6 +24,8 @@ METRIC_LABELS: dict[str, str] = {
     "epoch": "epoch",
     "round": "round",
     "seconds": "run time (s)",
+    "sim_time": "simulated time",
+    "client_updates": "client updates",
 }
 
 # Metrics that live in [0, 1] and read best on a linear axis; every other one is an
@@ -41,6 +43,7 @@ FAMILIES: dict[str, str] = {
         "directed",
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
+    **dict.fromkeys(("fedbuff", "async_fedavg"), "federated"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }
 

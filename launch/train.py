@@ -121,8 +121,13 @@ def train_and_evaluate(
     Returns:
       ``{"histories": {(topology, algorithm): [per-epoch dicts]}, "summary": [rows],
       "metric": name, "files": {...}}``; a config with a ``cohort`` section (cross-device
-      federated learning) runs :func:`launch.cross_device.train_and_evaluate` instead.
+      federated learning) runs :func:`launch.cross_device.train_and_evaluate` instead, one
+      with an ``asynchrony`` section :func:`launch.async_federated.train_and_evaluate`.
     """
+    if config.get("asynchrony"):
+        from decentjax.launch import async_federated
+
+        return async_federated.train_and_evaluate(config, workdir)
     if config.get("cohort"):
         from decentjax.launch import cross_device
 
