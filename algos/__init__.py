@@ -15,7 +15,8 @@ from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
 from decentjax.algos.fedbuff import FedBuffServer, async_fedavg, fedbuff
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
-from decentjax.algos.push_compressed import CppState, b_cpp, cpp
+from decentjax.algos.push_compressed import CppState, b_cpp_sync, cpp
+from decentjax.algos.push_compressed_async import BCppAsyncState, b_cpp_async
 from decentjax.algos.push_sum import PushSumState, push_sum_sgp
 from decentjax.algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
 from decentjax.algos.tracking import TrackingState, gradient_tracking, gt_rr
@@ -23,13 +24,15 @@ from decentjax.algos.with_model import WithModelState, with_model
 
 __all__ = [
     "ApdState",
+    "BCppAsyncState",
     "CppState",
     "PushDigingState",
     "PushPullState",
     "PushSumState",
     "apd",
     "apd_sc",
-    "b_cpp",
+    "b_cpp_async",
+    "b_cpp_sync",
     "cpp",
     "push_diging",
     "push_pull",

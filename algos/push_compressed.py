@@ -1,9 +1,10 @@
-r"""Compressed Push-Pull: CPP and its broadcast version with random activation, B-CPP.
+r"""Compressed Push-Pull: CPP and a synchronous broadcast version with random activation.
 
 Push-Pull (:mod:`algos.push_tracking`) whose two channels send LEAD-style compressed
 differences against reference points (:func:`core.compressed_gossip.reference_exchange`).
 Both are reconstructions (ALGORITHMS.md §2.7, tag [RECON]), not confirmed against the
-paper text; each factory's docstring states the form and its constants.
+paper text; each factory's docstring states the form and its constants. B-CPP in the
+paper's asynchronous broadcast setting is :mod:`algos.push_compressed_async`.
 
 References:
   * Z. Song, L. Shi, S. Pu, M. Yan. "Compressed Gradient Tracking for Decentralized
@@ -14,7 +15,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,89 @@ class CppState(NamedTuple):
     count: jax.Array
 
 
+def cpp_steps(
+    params: PyTree,
+    compressor: compression.Compressor,
+    spread: float,
+    gamma: float | None,
+    beta: float | None,
+) -> tuple[float, float]:
+    r"""CPP's consensus and reference steps :math:`(\gamma, \beta)`, defaults filled in.
+
+    The defaults come from the dimension (known at trace time): :math:`\beta = \delta`
+    (:math:`1/(1+\omega)` for unbiased compressors, :math:`k/d` for top-:math:`k`, 1 for
+    the identity) and :math:`\gamma = \min(1, 1/(2\omega\|K\|_2))`
+    (:data:`core.compressed_defaults.CPP`).
+
+    Args:
+      params: local-view parameters (leaves ``(b, ...)``), for the dimension :math:`d`.
+      compressor: the message compressor.
+      spread: :math:`\max(\|I - R\|_2, \|I - C\|_2)`
+        (:func:`core.compressed_defaults.operator_spread`).
+      gamma: the user's :math:`\gamma`, or ``None`` for the default.
+      beta: the user's :math:`\beta`, or ``None`` for the default.
+
+    Returns:
+      ``(gamma, beta)`` as Python floats.
+    """
+    d = sum(math.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(params))
+    delta = compressor.delta(d)
+    if gamma is None:
+        gamma = compressed_defaults.consensus_step(
+            1.0 / delta - 1.0, spread, compressed_defaults.CPP
+        )
+    return gamma, delta if beta is None else beta
+
+
+def cpp_x_step(
+    pull: Gossip,
+    compressor: compression.Compressor,
+    opt: optax.GradientTransformation,
+    variant: Variant,
+    state: CppState | Any,
+    tracker: PyTree,
+    key: jax.Array,
+    gamma: float,
+    beta: float,
+    active: jax.Array | None,
+) -> tuple[PyTree, optax.OptState, PyTree, PyTree]:
+    r"""CPP's x-channel: the local step, the compressed broadcast and the consensus step.
+
+    Compresses :math:`X^k` (``"ab"``) or the adapted point :math:`\tilde X = X^k -
+    \alpha Y^k` (``"push_pull"``) against the reference :math:`H_x`, then returns
+    :math:`\tilde X - \gamma(\hat X - \hat X^R)` (:func:`cpp`'s docstring).
+
+    Args:
+      pull: gossip operator holding ``R``.
+      compressor: the message compressor.
+      opt: the per-agent optax transformation of the tracker direction.
+      variant: ``"ab"`` or ``"push_pull"``.
+      state: a state with fields ``params``, ``opt_state``, ``h_x``, ``h_x_pulled``.
+      tracker: :math:`Y^k`, the direction of the local step.
+      key: the step key (the x-channel's fold is taken here).
+      gamma: consensus step :math:`\gamma`.
+      beta: reference step :math:`\beta`.
+      active: optional per-agent bool ``(b,)``: the agents that send.
+
+    Returns:
+      ``(params, opt_state, h_x, h_x_pulled)`` after the step, for every agent.
+    """
+    updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
+    adapted = optax.apply_updates(state.params, updates)
+    value = adapted if variant == "push_pull" else state.params
+    x_diff, h_x, h_x_pulled = reference_exchange(
+        pull,
+        compressor,
+        jax.random.fold_in(key, _X_CHANNEL),
+        value,
+        state.h_x,
+        state.h_x_pulled,
+        beta,
+        active,
+    )
+    return combine(1.0, adapted, -gamma, x_diff), opt_state, h_x, h_x_pulled
+
+
 def _cpp(
     loss_fn: LossFn,
     pull: Gossip,
@@ -96,17 +180,9 @@ def _cpp(
 
     def step(state: CppState, batch: Batch, key: jax.Array):
         first = state.count == 0
-        # Defaults from the dimension (known at trace time): delta = 1/(1 + omega) for
-        # unbiased compressors, k/d for top-k; 1 for the identity.
-        d = sum(math.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(state.params))
-        delta = compressor.delta(d)
-        b = delta if beta is None else beta
-        g = gamma
-        if g is None:  # min(1, 1 / (2 omega ||K||)), core.compressed_defaults.CPP; B-CPP: x p.
-            g = compressed_defaults.consensus_step(
-                1.0 / delta - 1.0, spread, compressed_defaults.CPP
-            )
-            g = g if p is None else p * g
+        g, b = cpp_steps(state.params, compressor, spread, gamma, beta)
+        if gamma is None and p is not None:  # B-CPP: p x CPP's default.
+            g = p * g
         active = None
         if p is not None:
             keys = agent_keys(jax.random.fold_in(key, _ACTIVATION), block_size(state.params))
@@ -137,22 +213,9 @@ def _cpp(
             lambda send, y: combine(1.0, y, -g, y_diff),  # Exchanged above.
         )
 
-        # x-channel: compress X^k ("ab") or the adapted point X^k - alpha Y^k
-        # ("push_pull"), then take the consensus step gamma (Xhat - Xhat^R).
-        updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
-        adapted = optax.apply_updates(state.params, updates)
-        value = adapted if variant == "push_pull" else state.params
-        x_diff, h_x, h_x_pulled = reference_exchange(
-            pull,
-            compressor,
-            jax.random.fold_in(key, _X_CHANNEL),
-            value,
-            state.h_x,
-            state.h_x_pulled,
-            b,
-            active,
+        params, opt_state, h_x, h_x_pulled = cpp_x_step(
+            pull, compressor, opt, variant, state, tracker, key, g, b, active
         )
-        params = combine(1.0, adapted, -g, x_diff)
         new = CppState(
             params, tracker, grads, h_x, h_x_pulled, h_y, h_y_pushed, opt_state, state.count + 1
         )
@@ -272,7 +335,7 @@ def cpp(
     return _cpp(loss_fn, pull, push, opt, compressor, gamma, beta, None, variant, "cpp")
 
 
-def b_cpp(
+def b_cpp_sync(
     loss_fn: LossFn,
     pull: Gossip,
     push: Gossip,
@@ -285,7 +348,10 @@ def b_cpp(
     variant: Variant = "ab",
     optimizer: optax.GradientTransformation | None = None,
 ) -> Algorithm:
-    r"""B-CPP: CPP in a broadcast setting with random activation (Song et al. 2022).
+    r"""Synchronous B-CPP: CPP rounds in which each agent sends with probability p.
+
+    The library's synchronous form of B-CPP (Song et al. 2022); the paper's setting, an
+    asynchronous broadcast, is :func:`algos.b_cpp_async`. Named ``b_cpp`` before.
 
     **Which form ([RECON]; the paper's B-CPP was not readable).** Synchronous rounds
     in which each agent is *activated* independently with probability :math:`p`
@@ -368,11 +434,11 @@ def b_cpp(
       Song, Shi, Pu, Yan, https://arxiv.org/abs/2106.07243.
     """
     check_variant(variant)
-    check_pair(pull, push, "b_cpp")
-    p_checked = check_unit_interval("p", p, "b_cpp")
+    check_pair(pull, push, "b_cpp_sync")
+    p_checked = check_unit_interval("p", p, "b_cpp_sync")
     if p_checked is None:
-        raise ValueError("b_cpp: p must be a number in (0, 1], got None.")
-    gamma = check_unit_interval("gamma", gamma, "b_cpp")
-    beta = check_unit_interval("beta", beta, "b_cpp")
+        raise ValueError("b_cpp_sync: p must be a number in (0, 1], got None.")
+    gamma = check_unit_interval("gamma", gamma, "b_cpp_sync")
+    beta = check_unit_interval("beta", beta, "b_cpp_sync")
     opt = local_optimizer(learning_rate, optimizer)
-    return _cpp(loss_fn, pull, push, opt, compressor, gamma, beta, p_checked, variant, "b-cpp")
+    return _cpp(loss_fn, pull, push, opt, compressor, gamma, beta, p_checked, variant, "b-cpp-sync")

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from decentjax import algos
+from decentjax.algos import push_compressed_async
 from decentjax.core import algorithm as algorithm_lib
 from decentjax.core import (
     comm,
@@ -131,8 +132,23 @@ DIRECTED_ALGORITHMS: dict[str, Callable[..., Any]] = {
         loss, c, gamma=lr, alpha=cfg.apd.alpha, beta=1.0 / (2.0 * cfg.apd.alpha)
     ),
     "cpp": lambda loss, r, c, lr, cfg, comp: algos.cpp(loss, r, c, lr, compressor=comp),
-    "b_cpp": lambda loss, r, c, lr, cfg, comp: algos.b_cpp(
+    "b_cpp_sync": lambda loss, r, c, lr, cfg, comp: algos.b_cpp_sync(
         loss, r, c, lr, compressor=comp, p=cfg.b_cpp_p
+    ),
+    # Asynchronous: one step is one tick; config.wake_prob, straggler_fraction/_slowdown.
+    "b_cpp_async": lambda loss, r, c, lr, cfg, comp: algos.b_cpp_async(
+        loss,
+        r,
+        c,
+        lr,
+        compressor=comp,
+        wake_prob=cfg.get("wake_prob", 0.5),
+        compute_time=push_compressed_async.straggler_compute_time(
+            r.n_agents,
+            cfg.get("straggler_fraction", 0.0),
+            cfg.get("straggler_slowdown", 1.0),
+            seed=cfg.get("seed", 0),
+        ),
     ),
 }
 

@@ -39,7 +39,17 @@ FAMILIES: dict[str, str] = {
     **dict.fromkeys(("ed", "edas", "ed_rr", "nids", "extra"), "diffusion"),
     **dict.fromkeys(("cedas", "lead", "choco_sgd"), "compressed"),
     **dict.fromkeys(
-        ("push_pull", "ab", "push_diging", "push_sum", "apd", "apd_sc", "cpp", "b_cpp"),
+        (
+            "push_pull",
+            "ab",
+            "push_diging",
+            "push_sum",
+            "apd",
+            "apd_sc",
+            "cpp",
+            "b_cpp_sync",
+            "b_cpp_async",
+        ),
         "directed",
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),

@@ -302,7 +302,7 @@ def test_compressed_gossip_default_rule_and_unbiased_compressors():
 # B-CPP (p = 1/2, the directed config's) with its default p * gamma_CPP, at omega = 3 and
 # 9. Its rounds refresh the references only every 1/p steps, so it is slower than CPP
 # and needs a smaller step (alpha = 0.02 / L): measured 8.7e-3 and 4.7e-2 of the start
-# after 3000 rounds; gamma_CPP at p = 0.2 diverges at both (algos.b_cpp's docstring).
+# after 3000 rounds; gamma_CPP at p = 0.2 diverges at both (algos.b_cpp_sync's docstring).
 @pytest.mark.parametrize(
     "compressor, decades", [(compression.rand_k(5), 2), (compression.rand_k(2), 1)]
 )
@@ -311,7 +311,9 @@ def test_b_cpp_defaults_converge_on_an_unbalanced_digraph(compressor, decades):
     adjacency = directed.unbalanced_example(N)
     pull = comm.gossip(directed.row_stochastic(adjacency), doubly_stochastic=False)
     push = comm.gossip(directed.column_stochastic(adjacency), doubly_stochastic=False)
-    algorithm = algos.b_cpp(LS.loss, pull, push, 0.02 / lipschitz(), compressor=compressor, p=0.5)
+    algorithm = algos.b_cpp_sync(
+        LS.loss, pull, push, 0.02 / lipschitz(), compressor=compressor, p=0.5
+    )
     first, half, final = errors(algorithm, steps)
     assert final < half < first, (first, half, final)
     assert final <= 10.0**-decades * first, (first, half, final)

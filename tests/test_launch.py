@@ -196,7 +196,7 @@ def test_directed_config_runs(experiment_name, tmp_path):
     if experiment_name == "cpp":
         sent = {a: h[-1]["bytes_sent"] for (_, a), h in out["histories"].items()}
         assert sent["cpp@qsgd2"] < 0.1 * sent["push_pull"]
-        assert 0.3 < sent["b_cpp@qsgd2"] / sent["cpp@qsgd2"] < 0.7  # p = 0.5.
+        assert 0.3 < sent["b_cpp_sync@qsgd2"] / sent["cpp@qsgd2"] < 0.7  # p = 0.5.
 
 
 def test_gt_rr_ring_analysis_shows_the_tracker_restart():

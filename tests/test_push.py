@@ -213,7 +213,9 @@ def _push_pull_family(name, pull, push_op):
         "push-diging": lambda: algos.push_diging(LS.loss, push_op, 0.05),
         "apd": lambda: algos.apd(LS.loss, push_op, gamma=0.05),
         "cpp-qsgd": lambda: algos.cpp(LS.loss, pull, push_op, 0.05, compressor=qsgd),
-        "b-cpp-qsgd": lambda: algos.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
+        "b-cpp-qsgd": lambda: algos.b_cpp_sync(
+            LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5
+        ),
     }[name]()
 
 
@@ -420,7 +422,10 @@ def test_b_cpp_converges_and_sends_about_p_times_cpp():
     qsgd = compression.qsgd(2)
     steps, p = 3000, 0.5
     h_b, x_b, *_ = run(
-        algos.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=p), parts, steps, x_star=x_star
+        algos.b_cpp_sync(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=p),
+        parts,
+        steps,
+        x_star=x_star,
     )
     h_c, *_ = run(algos.cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd), parts, steps)
     err = np.linalg.norm(x_b - x_star[None])
@@ -438,7 +443,9 @@ def test_b_cpp_with_p_one_is_cpp_draw_for_draw():
     pull, push_op = operators("unbalanced")
     rand_k = compression.rand_k(2)
     x0 = np.random.default_rng(6).normal(size=(N, D))
-    b = trace(algos.b_cpp(LS.loss, pull, push_op, 0.05, compressor=rand_k, p=1.0), parts, 50, x0)
+    b = trace(
+        algos.b_cpp_sync(LS.loss, pull, push_op, 0.05, compressor=rand_k, p=1.0), parts, 50, x0
+    )
     c = trace(algos.cpp(LS.loss, pull, push_op, 0.05, compressor=rand_k), parts, 50, x0)
     # Same activation and compression draws; the two programs fuse differently, so
     # they agree to rounding (measured 2e-15), not bit for bit.
@@ -458,7 +465,7 @@ def test_one_and_eight_devices_agree(name):
     make = {
         "push-pull": lambda: algos.push_pull(LS.loss, pull, push_op, 0.05),
         "cpp": lambda: algos.cpp(LS.loss, pull, push_op, 0.05, compressor=qsgd),
-        "b-cpp": lambda: algos.b_cpp(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
+        "b-cpp": lambda: algos.b_cpp_sync(LS.loss, pull, push_op, 0.02, compressor=qsgd, p=0.5),
     }[name]
     x0 = np.random.default_rng(7).normal(size=(N, D))
     h1, x1, *_ = run(make(), parts, 40, x_star=x_star, x0=x0, n_devices=1)
@@ -514,7 +521,7 @@ def test_invalid_hyperparameters():
     with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]"):
         algos.cpp(LS.loss, pull, push_op, 0.1, compressor=ident, gamma=1.5)
     with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\]"):
-        algos.b_cpp(LS.loss, pull, push_op, 0.1, compressor=ident, p=0.0)
+        algos.b_cpp_sync(LS.loss, pull, push_op, 0.1, compressor=ident, p=0.0)
     with pytest.raises(ValueError, match="w1 must be a positive number"):
         algos.apd(LS.loss, push_op, gamma=0.1, w1=-1.0)
     with pytest.raises(ValueError, match="alpha must be >= 1/4"):

@@ -89,9 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.algorithms = (
             "push_pull",
             "cpp@qsgd2",
-            "b_cpp@qsgd2",
+            "b_cpp_sync@qsgd2",
             "cpp@qsgd8",
-            "b_cpp@qsgd8",
+            "b_cpp_sync@qsgd8",
         )
         config.step.constant = 0.05
         config.plot_metric = "dist_to_opt"
