@@ -12,6 +12,7 @@ from decentjax.algos.diffusion import (
     nids,
 )
 from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
+from decentjax.algos.dsmt import DsmtState, dsmt
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp, cpp
@@ -36,6 +37,7 @@ __all__ = [
     "CentralizedState",
     "DiffusionState",
     "DsgdState",
+    "DsmtState",
     "ExtraState",
     "FedAvgState",
     "LeadState",
@@ -51,6 +53,7 @@ __all__ = [
     "d_rr",
     "dsgd",
     "dsgd_momentum",
+    "dsmt",
     "ed_rr",
     "exact_diffusion",
     "extra",
