@@ -97,6 +97,7 @@ def dsmt(
     *,
     momentum: float | None = None,
     lca: float | None = None,
+    lazy: bool = True,
     name: str = "dsmt",
 ) -> Algorithm:
     r"""DSMT (Huang, Pu, Nedić 2025): momentum tracking with Chebyshev-accelerated gossip.
@@ -142,13 +143,19 @@ def dsmt(
       lca: :math:`\eta \in [0, 1)`; ``None``: from :math:`\bar W`'s spectrum.
         :math:`\eta = 0` is plain :math:`\bar W` mixing (the code's ``DSMT_noLCA`` on
         :math:`\bar W`).
+      lazy: ``True``: ``comm`` holds :math:`W` and :math:`\bar W = (I+W)/2` is built
+        in; ``False``: ``comm`` already holds the :math:`\bar W` to mix with, which
+        must be positive semidefinite (checked), e.g. ``weights.lazy(W)``, so DSMT
+        shares one operator with DSGD / DSGT run on :math:`\bar W`, as in the
+        authors' experiments.
       name: name for logs.
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`DsmtState`.
 
     Raises:
-      ValueError: for a ``comm`` whose ``W`` is not symmetric doubly stochastic, a
+      ValueError: for a ``comm`` whose ``W`` is not symmetric doubly stochastic (or,
+        with ``lazy=False``, not positive semidefinite), a
         non-positive step, or ``momentum`` / ``lca`` outside ``[0, 1)``.
 
     Examples:
@@ -162,9 +169,10 @@ def dsmt(
       Huang, Pu, Nedić, Math. Program. 2025, https://arxiv.org/abs/2402.09714;
       authors' code ``Kun73/DSMT``.
     """
-    w = requirements.check_operator(comm, name, "symmetric")
+    w = requirements.check_operator(comm, name, "symmetric" if lazy else "psd")
+    wbar = weights.lazy(w) if lazy else w
     if lca is None:
-        lca = lca_weight(spectral.mixing_rate(weights.lazy(w)))
+        lca = lca_weight(spectral.mixing_rate(wbar))
     eta = _check_fraction(lca, "lca")
     beta = math.sqrt(eta) if momentum is None else _check_fraction(momentum, "momentum")
     if not callable(learning_rate) and not (
@@ -175,10 +183,10 @@ def dsmt(
     grad_fn = agent_grad(loss_fn)
 
     def lca_mix(mixed: PyTree, u: PyTree, u_lag: PyTree) -> tuple[PyTree, PyTree]:
-        """``((1 + eta) Wbar u - eta u_lag, u)`` from ``mixed = W u`` (Wbar u = (u + W u) / 2)."""
-        out = jax.tree.map(
-            lambda a, m, lag: (0.5 * (1.0 + eta)) * (a + m) - eta * lag, u, mixed, u_lag
-        )
+        """``((1 + eta) Wbar u - eta u_lag, u)`` from ``mixed``, the operator's ``W u``."""
+        if lazy:  # Wbar u = (u + W u) / 2.
+            mixed = jax.tree.map(lambda a, m: 0.5 * (a + m), u, mixed)
+        out = jax.tree.map(lambda m, lag: (1.0 + eta) * m - eta * lag, mixed, u_lag)
         return out, u
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> DsmtState:

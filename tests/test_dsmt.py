@@ -44,10 +44,10 @@ def numpy_dsmt(x0, parts, obj, perms, alpha):
 
 
 @functools.cache
-def dsmt_run(n_devices):
+def dsmt_run(n_devices, lazy=True):
     parts, obj, x_star = logistic_problem(M)
     x0 = np.random.default_rng(3).normal(size=(N, parts["x"].shape[-1]))  # Not consensual.
-    make = functools.partial(algos.dsmt, learning_rate=ALPHA)
+    make = functools.partial(algos.dsmt, learning_rate=ALPHA, lazy=lazy)
     history, x, runner, _ = run(
         make,
         sampling.reshuffle(M),
@@ -55,7 +55,7 @@ def dsmt_run(n_devices):
         obj.loss,
         x_star,
         EPOCHS,
-        w=W,
+        w=W if lazy else weights.lazy(W),
         x0=x0,
         n_devices=n_devices,
     )
@@ -77,6 +77,12 @@ def test_dsmt_one_and_eight_devices_agree():
     # Two vectors per step, one on the first: (2 M EPOCHS - 1) vectors of D + 1 float64.
     assert h1[-1]["bytes_sent"] == (2 * M * EPOCHS - 1) * x1.shape[-1] * 8
     assert [r["bytes_sent"] for r in h1] == [r["bytes_sent"] for r in h8]
+
+
+def test_dsmt_on_a_given_lazy_matrix_equals_building_it_in():
+    _, x_built, *_ = dsmt_run(1)
+    _, x_given, *_ = dsmt_run(1, lazy=False)
+    np.testing.assert_allclose(x_given, x_built, rtol=0, atol=1e-13)
 
 
 def test_dsmt_reaches_x_star_with_full_gradients_and_keeps_its_invariants():
@@ -103,3 +109,7 @@ def test_dsmt_invalid_hyperparameters():
     with pytest.raises(ValueError, match="dsmt: the gossip operator must hold a symmetric"):
         shift = (np.eye(N) + np.roll(np.eye(N), 1, axis=1)) / 2  # Doubly stochastic, not symmetric.
         algos.dsmt(LS.loss, comm.gossip(shift, symmetric=False), 0.1)
+    with pytest.raises(ValueError, match="dsmt: .*positive semidefinite.*lambda_min"):
+        algos.dsmt(
+            LS.loss, comm.gossip(weights.metropolis_hastings(topology.ring(4))), 0.1, lazy=False
+        )
