@@ -1,6 +1,13 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
 from decentjax.algos.centralized import CentralizedState, centralized
+from decentjax.algos.client_momentum import (
+    ClientMomentumState,
+    cohort_fedavg_client_momentum,
+    cohort_scaffold_client_momentum,
+    fedavg_client_momentum,
+    scaffold_client_momentum,
+)
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from decentjax.algos.diffusion import (
@@ -35,6 +42,7 @@ __all__ = [
     "push_pull",
     "push_sum_sgp",
     "CentralizedState",
+    "ClientMomentumState",
     "DiffusionState",
     "DsgdState",
     "DsmtState",
@@ -47,6 +55,8 @@ __all__ = [
     "cedas",
     "cohort_fedavg",
     "cohort_scaffold",
+    "cohort_fedavg_client_momentum",
+    "cohort_scaffold_client_momentum",
     "centralized",
     "choco_sgd",
     "compressed",
@@ -58,11 +68,13 @@ __all__ = [
     "exact_diffusion",
     "extra",
     "fedavg",
+    "fedavg_client_momentum",
     "fedprox",
     "gradient_tracking",
     "gt_rr",
     "lead",
     "nids",
     "scaffold",
+    "scaffold_client_momentum",
     "with_model",
 ]

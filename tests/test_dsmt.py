@@ -17,6 +17,8 @@ from test_exact import (
 
 from decentjax import algos
 from decentjax.core import comm, sampling, topology, weights
+from decentjax.launch import experiment
+from decentjax.launch.configs import dsmt as dsmt_config
 
 M, ALPHA, EPOCHS = 12, 0.1, 2
 W = weights.metropolis_hastings(topology.ring(N))  # DSMT builds (I + W) / 2 in.
@@ -113,3 +115,13 @@ def test_dsmt_invalid_hyperparameters():
         algos.dsmt(
             LS.loss, comm.gossip(weights.metropolis_hastings(topology.ring(4))), 0.1, lazy=False
         )
+
+
+def test_dsmt_config_resolves_and_builds_dsmt_on_the_lazy_matrix():
+    config = dsmt_config.get_config("n=8,runlocal")
+    experiment.validate(config)
+    op, _ = experiment.mixing_operator(config, "ring")
+    algorithm = experiment.build_algorithm(config, "dsmt", LS.loss, op, 0.1)
+    assert algorithm.name == "dsmt"
+    with pytest.raises(ValueError, match="unknown config arguments \\['m'\\]"):
+        dsmt_config.get_config("m=3")
