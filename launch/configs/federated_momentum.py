@@ -72,3 +72,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 4 local steps an epoch (89 samples, 20% held out, batch 16): 500 epochs = 400 rounds.
         if "runlocal" not in options:
             config.num_epochs, config.log_every, config.checkpoint_every = 500, 25, 0
+    return config
