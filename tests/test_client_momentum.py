@@ -135,3 +135,6 @@ def test_federated_momentum_config_resolves_its_methods():
             "scaffold-m",
         )
     assert config.federated.momentum == 0.2 and config.data.alpha == 0.1
+    convex = federated_momentum.get_config("convex")
+    experiment.validate(convex)
+    assert (convex.objective.name, convex.data.alpha, convex.num_epochs) == ("logistic", 0.1, 500)
