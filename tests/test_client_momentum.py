@@ -74,8 +74,8 @@ def _all_clients(method, beta, participation, n_devices, base=False):
     return np.asarray(jax.device_get(algorithm.params(state)))[0], history
 
 
-# Each case compiles its runs once: FedAvg-M on one device, SCAFFOLD-M on eight, so both
-# device counts meet the same NumPy reference.
+# FedAvg-M on one device, SCAFFOLD-M on eight: both device counts meet the same NumPy
+# reference, each case compiling one run.
 DEVICES = {"fedavg": 1, "scaffold": 8}
 
 
@@ -93,25 +93,25 @@ def test_partial_cohorts_equal_numpy_on_the_same_draws(method):
         np.testing.assert_allclose(clients, want_ci, rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("method", ["fedavg", "scaffold"])
-def test_full_cohort_equals_the_all_client_method_and_numpy(method):
-    make = COHORT[method]
-    got, out, *_ = _run(
-        make(LS.loss, N, N, LR, batch_size=M, local_steps=K, momentum=BETA, weights="uniform")
+def test_full_cohort_equals_the_all_client_method_and_numpy():
+    # SCAFFOLD-M runs every branch FedAvg-M has (momentum, g, masking) plus the control
+    # variates; the all-client run is on eight devices, the cohort run on one.
+    cohort = algos.cohort_scaffold_client_momentum(
+        LS.loss, N, N, LR, batch_size=M, local_steps=K, momentum=BETA
     )
-    want, history = _all_clients(method, BETA, 1.0, DEVICES[method])
+    got, out, *_ = _run(cohort)
+    want, history = _all_clients("scaffold", BETA, 1.0, 8)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
-    np.testing.assert_allclose(got, _reference(method, out["cohort"])[0], rtol=1e-12)
-    # One vector up per client per round (two for SCAFFOLD-M), D float64 each.
-    per_round = (2 if method == "scaffold" else 1) * D * 8
-    assert history[-1]["bytes_sent"] == ROUNDS * per_round
+    np.testing.assert_allclose(got, _reference("scaffold", out["cohort"])[0], rtol=1e-12)
+    # Two vectors up per client per round, D float64 each.
+    assert history[-1]["bytes_sent"] == ROUNDS * 2 * D * 8
 
 
-def test_beta_one_is_scaffold_under_partial_participation():
-    # SCAFFOLD-M at beta = 1 exercises every path FedAvg-M has, plus the control variates.
-    got, _ = _all_clients("scaffold", 1.0, 0.5, 1)
-    want, _ = _all_clients("scaffold", None, 0.5, 1, base=True)
+def test_beta_one_is_fedavg_under_partial_participation():
+    got, history = _all_clients("fedavg", 1.0, 0.5, 1)
+    want, base_history = _all_clients("fedavg", None, 0.5, 1, base=True)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    assert [r["bytes_sent"] for r in history] == [r["bytes_sent"] for r in base_history]
 
 
 def test_momentum_out_of_range_is_a_clear_error():
