@@ -1,6 +1,13 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
 from decentjax.algos.centralized import CentralizedState, centralized
+from decentjax.algos.client_momentum import (
+    ClientMomentumState,
+    cohort_fedavg_client_momentum,
+    cohort_scaffold_client_momentum,
+    fedavg_client_momentum,
+    scaffold_client_momentum,
+)
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from decentjax.algos.diffusion import (
@@ -12,6 +19,7 @@ from decentjax.algos.diffusion import (
     nids,
 )
 from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
+from decentjax.algos.dsmt import DsmtState, dsmt
 from decentjax.algos.fedbuff import FedBuffServer, async_fedavg, fedbuff
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
@@ -38,8 +46,10 @@ __all__ = [
     "push_pull",
     "push_sum_sgp",
     "CentralizedState",
+    "ClientMomentumState",
     "DiffusionState",
     "DsgdState",
+    "DsmtState",
     "ExtraState",
     "FedAvgState",
     "LeadState",
@@ -49,22 +59,27 @@ __all__ = [
     "cedas",
     "cohort_fedavg",
     "cohort_scaffold",
+    "cohort_fedavg_client_momentum",
+    "cohort_scaffold_client_momentum",
     "centralized",
     "choco_sgd",
     "compressed",
     "d_rr",
     "dsgd",
     "dsgd_momentum",
+    "dsmt",
     "ed_rr",
     "exact_diffusion",
     "extra",
     "fedavg",
+    "fedavg_client_momentum",
     "fedprox",
     "gradient_tracking",
     "gt_rr",
     "lead",
     "nids",
     "scaffold",
+    "scaffold_client_momentum",
     "with_model",
     "FedBuffServer",
     "async_fedavg",

@@ -94,8 +94,14 @@ def _round_algorithm(
     server_optimizer: optax.GradientTransformation | None,
     server_learning_rate: StepSize,
     name: str,
+    momentum: float | None = None,
 ) -> RoundAlgorithm:
-    """The round shared by FedAvg/FedOpt, FedProx and SCAFFOLD."""
+    """The round shared by FedAvg/FedOpt, FedProx and SCAFFOLD.
+
+    ``momentum`` :math:`\beta` (plain SGD steps only): the client-momentum forms of
+    :mod:`algos.client_momentum` (FedAvg-M / SCAFFOLD-M); the server then keeps the
+    momentum :math:`g` last in its tuple.
+    """
     task = as_task(loss_fn)
     stateful = task is not None and task.stateful
     if stateful and task.state_mixing == "local":
@@ -125,6 +131,8 @@ def _round_algorithm(
             server_opt = () if server_optimizer is None else server_optimizer.init(params)
             server = (params, server_opt, *model_state)
             clients = () if optimizer is None else jax.vmap(optimizer.init)(rows)
+        if momentum is not None:  # g^0 = 0.
+            server = (*server, jax.tree.map(jnp.zeros_like, params))
         clients = jax.tree.map(as_varying, clients)
         return CohortState(server, clients, jnp.zeros((), jnp.int32))
 
@@ -169,7 +177,7 @@ def _round_algorithm(
         )
 
         def local_step(carry, s):
-            y, opt_state, eta_sum, model_state = carry
+            y, opt_state, eta_sum, model_state, grad_sum = carry
             idx, live = order[:, s], mask[:, s]
             batch = jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
             if task is None:
@@ -179,14 +187,21 @@ def _round_algorithm(
                 grads, new_state = grad_fn(y, LossInputs(batch, keys, model_state))
             if mu:
                 grads = jax.tree.map(lambda g, yi, xs: g + mu * (yi - xs[None]), grads, y, x)
+            raw = grads
             if scaffold:
                 grads = jax.tree.map(lambda g, ci, c: g - ci + c[None], grads, clients, control)
+            if momentum is not None:  # beta * (corrected) gradient + (1 - beta) * g^r.
+                grads = jax.tree.map(
+                    lambda g, m: momentum * g + (1.0 - momentum) * m[None], grads, state.server[-1]
+                )
             active = jnp.any(live, axis=1)  # an empty step (local epochs) changes nothing
             if optimizer is None:
                 eta = jnp.asarray(_at(learning_rate, state.round * steps + s), eta_sum.dtype)
                 stepped = jax.tree.map(lambda yi, g: yi - eta.astype(g.dtype) * g, y, grads)
                 new_opt = opt_state
                 eta_sum = eta_sum + jnp.where(active, eta, jnp.zeros_like(eta))
+                if scaffold and momentum is not None:  # SCAFFOLD-M's c_i^+ (below).
+                    grad_sum = optax.tree.add(grad_sum, scale(jnp.where(active, eta, 0.0), raw))
             else:
                 updates, new_opt = jax.vmap(optimizer.update)(grads, opt_state, y)
                 stepped = optax.apply_updates(y, updates)
@@ -194,14 +209,15 @@ def _round_algorithm(
             y = select(active, stepped, y)
             if task is not None:
                 model_state = select(active, new_state, model_state)
-            return (y, new_opt, eta_sum, model_state), None
+            return (y, new_opt, eta_sum, model_state, grad_sum), None
 
         dtype = jax.tree.leaves(x)[0].dtype
         opt0 = () if (optimizer is None or scaffold) else clients
         state0 = per_member(state.server[2]) if stateful else ()
-        (y, opt_state, eta_sum, model_state), _ = jax.lax.scan(
+        sum0 = jax.tree.map(jnp.zeros_like, y0) if scaffold and momentum is not None else ()
+        (y, opt_state, eta_sum, model_state, grad_sum), _ = jax.lax.scan(
             local_step,
-            (y0, opt0, as_varying(jnp.zeros((local,), dtype)), state0),
+            (y0, opt0, as_varying(jnp.zeros((local,), dtype)), state0, sum0),
             jnp.arange(steps, dtype=jnp.int32),
         )
         deltas = jax.tree.map(lambda yi, xs: yi - xs[None], y, x)
@@ -210,7 +226,8 @@ def _round_algorithm(
         server_lr = _at(server_learning_rate, state.round)
         upload = _bytes_per_agent(deltas)
         if scaffold:
-            # Option II: c_i+ = c_i - c + (x - y_i) / (sum of the member's step sizes).
+            # Option II: c_i+ = c_i - c + (x - y_i) / (sum of the member's step sizes);
+            # SCAFFOLD-M: the step-weighted mean raw gradient (option II at beta = 1).
             c_plus = jax.tree.map(
                 lambda ci, c, yi, xs: ci - c[None] + (xs[None] - yi) / per_agent(eta_sum, yi),
                 clients,
@@ -218,6 +235,8 @@ def _round_algorithm(
                 y,
                 x,
             )
+            if momentum is not None:
+                c_plus = jax.tree.map(lambda t: t / per_agent(eta_sum, t), grad_sum)
             delta_c = jax.tree.map(jnp.subtract, c_plus, clients)
             live = (mine >= 0).astype(dtype)
             delta_c = scale(live, delta_c)
@@ -257,6 +276,11 @@ def _round_algorithm(
             members_state = cohort.cohort_sum(scale(live, model_state))
             server = (*server, jax.tree.map(lambda t: t / plan.size, members_state))
             upload = upload + _bytes_per_agent(model_state)
+        if momentum is not None:
+            # g^{r+1}, last in the tuple (after any model state): the aggregate of the
+            # members' mean directions (x^r - y_i) / sum eta.
+            directions = jax.tree.map(lambda d: -d / per_agent(eta_sum, d), deltas)
+            server = (*server, plan.aggregate(directions, p))
         metrics = {
             "bytes_sent": jnp.asarray(upload * plan.size / plan.n, jnp.result_type(float)),
             "cohort": members,

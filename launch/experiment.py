@@ -63,6 +63,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "dsgd_cta": AlgorithmSpec(functools.partial(algos.dsgd, variant="cta"), "iid", True),
     "dsgd_full": AlgorithmSpec(algos.dsgd, "full", True),
     "dsgd_momentum": AlgorithmSpec(algos.dsgd_momentum, "iid", True),
+    # DSMT mixes with the configured W, as DSGD / DSGT do (the authors' code runs all three
+    # on Wbar = (I + W)/2): use lazy weights ("drr_metropolis", "lazy_metropolis").
+    "dsmt": AlgorithmSpec(functools.partial(algos.dsmt, lazy=False), "iid", True),
     "centralized_rr": AlgorithmSpec(
         functools.partial(algos.centralized, name="centralized-rr"), "reshuffle", False
     ),
@@ -95,6 +98,19 @@ COMPRESSED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     ),
 }
 
+
+def _client_momentum(factory, loss_fn, comm_op, lr, fed):
+    """FedAvg-M / SCAFFOLD-M with ``config.federated``'s rounds, participation, momentum."""
+    return factory(
+        loss_fn,
+        comm_op,
+        lr,
+        local_steps=fed.local_steps,
+        participation=fed.participation,
+        momentum=fed.momentum,
+    )
+
+
 # Federated methods: hyperparameters from config.federated (local_steps, participation,
 # mu, server_learning_rate). "local_sgd" is FedAvg with every client in every round.
 FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
@@ -118,6 +134,12 @@ FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     "scaffold": lambda loss, op, lr, fed: algos.scaffold(
         loss, op, lr, local_steps=fed.local_steps, participation=fed.participation
     ),
+    # Client momentum (Cheng et al. 2024), not fedavgm's server momentum: fed.momentum is
+    # the weight beta of the fresh gradient in every local step.
+    **{
+        name: functools.partial(_client_momentum, getattr(algos, name))
+        for name in ("fedavg_client_momentum", "scaffold_client_momentum")
+    },
 }
 
 # Directed-graph methods take (loss, pull R, push C, lr, config); compressed ones are

@@ -36,6 +36,7 @@ LINEAR_METRICS = frozenset({"accuracy", "test_accuracy"})
 FAMILIES: dict[str, str] = {
     **dict.fromkeys(("dsgd", "dsgd_cta", "dsgd_full", "dsgd_ef", "d_rr"), "gossip"),
     **dict.fromkeys(("dsgt", "gt_atc", "diging", "gt_rr"), "tracking"),
+    "dsmt": "tracking",
     **dict.fromkeys(("ed", "edas", "ed_rr", "nids", "extra"), "diffusion"),
     **dict.fromkeys(("cedas", "lead", "choco_sgd"), "compressed"),
     **dict.fromkeys(
@@ -54,6 +55,7 @@ FAMILIES: dict[str, str] = {
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
     **dict.fromkeys(("fedbuff", "async_fedavg"), "federated"),
+    **dict.fromkeys(("fedavg_client_momentum", "scaffold_client_momentum"), "federated"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }
 
