@@ -3,6 +3,7 @@
 from decentjax.algos.centralized import CentralizedState, centralized
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
+from decentjax.algos.compressed_uplink import UplinkState, compressed_fedavg, econtrol, ef21
 from decentjax.algos.diffusion import (
     DiffusionState,
     ExtraState,
@@ -62,4 +63,8 @@ __all__ = [
     "nids",
     "scaffold",
     "with_model",
+    "UplinkState",
+    "compressed_fedavg",
+    "econtrol",
+    "ef21",
 ]
