@@ -14,6 +14,7 @@ from decentjax.algos.diffusion import (
 )
 from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
+from decentjax.algos.fedkseed import FedKSeedState, fedkseed
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp, cpp
 from decentjax.algos.push_sum import PushSumState, push_sum_sgp
@@ -67,4 +68,6 @@ __all__ = [
     "compressed_fedavg",
     "econtrol",
     "ef21",
+    "FedKSeedState",
+    "fedkseed",
 ]

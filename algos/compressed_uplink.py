@@ -57,21 +57,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from decentjax.algos._federated_round import (
-    PyTree,
-    StepSize,
-    _at,
-    _check_local_steps,
-    _check_step_size,
-    _like,
-    _num_participants,
-    _per_agent_zeros,
-    _round_boundary,
-)
+from decentjax.algos import _federated_round as rounds
 from decentjax.core import compression
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from decentjax.core.comm import Gossip
 from decentjax.core.tree import block_size, select
+
+PyTree = Any
 
 __all__ = ["UplinkState", "compressed_fedavg", "econtrol", "ef21"]
 
@@ -123,14 +115,14 @@ def compressed_fedavg(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
     compressor: compression.Compressor,
-    learning_rate: StepSize | None = None,
+    learning_rate: rounds.StepSize | None = None,
     *,
     local_steps: int = 1,
     uplink: Uplink = "direct",
     eta: float = 1.0,
     optimizer: optax.GradientTransformation | None = None,
     participation: float = 1.0,
-    server_learning_rate: StepSize = 1.0,
+    server_learning_rate: rounds.StepSize = 1.0,
 ) -> Algorithm:
     r"""FedAvg whose clients upload one compressed vector per round.
 
@@ -183,10 +175,10 @@ def compressed_fedavg(
     if not isinstance(compressor, compression.Compressor):
         raise ValueError(f"compressor must be a core.compression.Compressor, got {compressor!r}.")
     eta = _check_eta(eta)
-    k_steps = _check_local_steps(local_steps)
+    k_steps = rounds._check_local_steps(local_steps)
     n = comm.n_agents
-    num = _num_participants(participation, n)
-    server_lr = _check_step_size(server_learning_rate, "server_learning_rate")
+    num = rounds._num_participants(participation, n)
+    server_lr = rounds._check_step_size(server_learning_rate, "server_learning_rate")
     opt = local_optimizer(learning_rate, optimizer)
     grad_fn = agent_grad(loss_fn)
     memory = uplink != "direct"
@@ -203,11 +195,11 @@ def compressed_fedavg(
             shift=zeros if memory else (),
             error=zeros if uplink == "econtrol" else (),
             server_shift=zeros if memory else (),
-            active=_per_agent_zeros(block, bool),
-            count=_per_agent_zeros(block, jnp.int32),
+            active=rounds._per_agent_zeros(block, bool),
+            count=rounds._per_agent_zeros(block, jnp.int32),
         )
 
-    begin_round, keep_round = _round_boundary(n, num)
+    begin_round, keep_round = rounds._round_boundary(n, num)
 
     def aggregate(params: PyTree, state: UplinkState, active: jax.Array, key: jax.Array):
         d = optax.tree.sub(state.server_params, params)  # x^r - y_i^{r,K}
@@ -233,8 +225,10 @@ def compressed_fedavg(
                 lambda e, di, h, s: e + di - h - s, error, d, state.shift, sent
             )
             error = select(active, new_error, error)
-        lr = _at(server_lr, state.count[0] // k_steps)  # Schedules index rounds.
-        server = jax.tree.map(lambda x, g: x - _like(lr, g) * g, state.server_params, direction)
+        lr = rounds._at(server_lr, state.count[0] // k_steps)  # Schedules index rounds.
+        server = jax.tree.map(
+            lambda x, g: x - rounds._like(lr, g) * g, state.server_params, direction
+        )
         return server, shift, error, server_shift
 
     def keep(params: PyTree, state: UplinkState, active: jax.Array, key: jax.Array):
@@ -267,7 +261,7 @@ def ef21(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
     compressor: compression.Compressor,
-    learning_rate: StepSize | None = None,
+    learning_rate: rounds.StepSize | None = None,
     **kwargs: Any,
 ) -> Algorithm:
     r"""EF21 uplinks (Richtárik, Sokolov, Fatkhullin 2021) for federated rounds.
@@ -310,7 +304,7 @@ def econtrol(
     loss_fn: Callable[[PyTree, PyTree], jax.Array],
     comm: Gossip,
     compressor: compression.Compressor,
-    learning_rate: StepSize | None = None,
+    learning_rate: rounds.StepSize | None = None,
     *,
     eta: float = 1.0,
     **kwargs: Any,
