@@ -41,6 +41,9 @@ FAMILIES: dict[str, str] = {
         "directed",
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
+    **dict.fromkeys(
+        ("ef21", "econtrol", "fedavg_compressed", "fedkseed", "fedkseed_pro"), "federated"
+    ),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }
 

@@ -142,3 +142,22 @@ def test_bad_arguments_are_clear_errors():
         ef21(LS.loss, SERVER, "top_k", 0.1)
     with pytest.raises(ValueError, match="local_steps"):
         ef21(LS.loss, SERVER, TOP2, 0.1, local_steps=0)
+
+
+def test_configs_resolve_the_federated_compressed_and_zeroth_order_names():
+    from decentjax.launch import experiment
+    from decentjax.launch.configs import compressed_uplink, fedkseed
+
+    made = {}
+    for config in (compressed_uplink.get_config("runlocal"), fedkseed.get_config("runlocal")):
+        experiment.validate(config)
+        for name in config.algorithms:
+            assert experiment.sampler_of(config, name) == ("iid", False)  # Server, no graph.
+            made[name] = experiment.build_algorithm(config, name, LS.loss, SERVER, 0.1).name
+    assert made["ef21@top10"] == "ef21" and made["econtrol@top1"] == "econtrol"
+    assert made["fedavg_compressed@top10"] == "fedavg_compressed"
+    assert made["fedkseed"] == made["fedkseed_pro"] == "fedkseed"
+    config = compressed_uplink.get_config("runlocal")
+    del config.federated
+    with pytest.raises(ValueError, match="needs a config.federated section"):
+        experiment.validate(config)
