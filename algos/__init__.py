@@ -10,6 +10,7 @@ from decentjax.algos.client_momentum import (
 )
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
+from decentjax.algos.compressed_uplink import UplinkState, compressed_fedavg, econtrol, ef21
 from decentjax.algos.diffusion import (
     DiffusionState,
     ExtraState,
@@ -22,6 +23,7 @@ from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
 from decentjax.algos.dsmt import DsmtState, dsmt
 from decentjax.algos.fedbuff import FedBuffServer, async_fedavg, fedbuff
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
+from decentjax.algos.fedkseed import FedKSeedState, fedkseed
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp_sync, cpp
 from decentjax.algos.push_compressed_async import BCppAsyncState, b_cpp_async
@@ -84,4 +86,10 @@ __all__ = [
     "FedBuffServer",
     "async_fedavg",
     "fedbuff",
+    "UplinkState",
+    "compressed_fedavg",
+    "econtrol",
+    "ef21",
+    "FedKSeedState",
+    "fedkseed",
 ]

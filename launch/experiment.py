@@ -30,7 +30,7 @@ from decentjax.core import (
     topology,
     weights,
 )
-from decentjax.launch import model_tasks, registry, sweeps
+from decentjax.launch import federated_methods, model_tasks, registry, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -142,6 +142,11 @@ FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     },
 }
 
+
+# FedKSeed and the compressed-uplink methods (launch/federated_methods.py).
+FEDERATED_ALGORITHMS.update(federated_methods.ZEROTH_ORDER_ALGORITHMS)
+FEDERATED_COMPRESSED_ALGORITHMS = federated_methods.FEDERATED_COMPRESSED_ALGORITHMS
+
 # Directed-graph methods take (loss, pull R, push C, lr, config); compressed ones are
 # named "<method>@<compressor key>" like the undirected compressed methods.
 DIRECTED_ALGORITHMS: dict[str, Callable[..., Any]] = {
@@ -251,7 +256,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if compressor is None:
             _lookup(ALGORITHMS, method, "algorithm", "algorithm")
             continue
-        _lookup(COMPRESSED_ALGORITHMS, method, "compressed algorithm")
+        if method in FEDERATED_COMPRESSED_ALGORITHMS and not config.get("federated"):
+            raise ValueError(f"algorithm {name!r} needs a config.federated section.")
+        if method not in FEDERATED_COMPRESSED_ALGORITHMS:
+            _lookup(COMPRESSED_ALGORITHMS, method, "compressed algorithm")
         specs = config.get("compressors") or {}
         if compressor not in specs:
             raise ValueError(
@@ -498,7 +506,9 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
     method, compressor_key = split_name(name)
     if config.get("directed"):
         return config.get("directed_sampler", "full"), True
-    if compressor_key is None and method in FEDERATED_ALGORITHMS:
+    if (compressor_key is None and method in FEDERATED_ALGORITHMS) or (
+        compressor_key is not None and method in FEDERATED_COMPRESSED_ALGORITHMS
+    ):
         return "iid", False
     if compressor_key is None:
         spec = _lookup(ALGORITHMS, method, "algorithm", "algorithm")
@@ -546,6 +556,11 @@ def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_
     if compressor_key is None:
         return _lookup(ALGORITHMS, method, "algorithm", "algorithm").factory(loss_fn, comm_op, lr)
     spec = config.compressors[compressor_key]
+    if method in FEDERATED_COMPRESSED_ALGORITHMS:
+        compressor = _make_compressor(spec)
+        return FEDERATED_COMPRESSED_ALGORITHMS[method](
+            loss_fn, comm_op, lr, compressor, config.federated
+        )
     return COMPRESSED_ALGORITHMS[method](loss_fn, comm_op, lr, _make_compressor(spec), spec)
 
 

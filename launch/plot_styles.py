@@ -56,6 +56,9 @@ FAMILIES: dict[str, str] = {
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
     **dict.fromkeys(("fedbuff", "async_fedavg"), "federated"),
     **dict.fromkeys(("fedavg_client_momentum", "scaffold_client_momentum"), "federated"),
+    **dict.fromkeys(
+        ("ef21", "econtrol", "fedavg_compressed", "fedkseed", "fedkseed_pro"), "federated"
+    ),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }
 
