@@ -103,16 +103,14 @@ def test_relabelled_failures_and_sequences_draw_by_user_id():
     a = _shuffled_grid()
     w = weights.metropolis_hastings(a)
     order = relabel.reverse_cuthill_mckee(w)
-    r, c = directed.row_stochastic(a), directed.column_stochastic(a)
+    # Symmetric failures run through a Runner above; push keeps the weight at the sender,
+    # whose out-edge tables are the other layout (pull differs from it in the keeper).
+    c = directed.column_stochastic(a)
     pairs = {
-        kind: [
-            tv.link_failures(comm.gossip(m, **kw, order=o), 0.3, kind=kind) for o in (order, None)
+        "push": [
+            tv.link_failures(comm.gossip(c, doubly_stochastic=False, order=o), 0.3, kind="push")
+            for o in (order, None)
         ]
-        for kind, m, kw in (
-            ("symmetric", w, {}),
-            ("pull", r, {"doubly_stochastic": False}),
-            ("push", c, {"doubly_stochastic": False}),
-        )
     }
     rounds = [w, weights.lazy(w)]
     pairs["sequence"] = [tv.sequence(rounds, order=o) for o in (order, None)]
@@ -124,7 +122,7 @@ def test_relabelled_failures_and_sequences_draw_by_user_id():
     for kind, (ours, plain) in pairs.items():
         for k in range(len(keys)):
             which = k if kind == "sequence" else keys[k]
-            want = tv.round_matrix(plain, which)  # dense: the base matrices are
+            want = tv.round_matrix(plain, which)  # dense, as the base matrices
             mine = tv.round_matrix(ours, which)
             np.testing.assert_array_equal(mine, want[np.ix_(order, order)], err_msg=kind)
             assert not np.array_equal(want, plain.matrix) or kind == "sequence", kind
