@@ -174,11 +174,7 @@ class Gossip:
             return sum(self.band)
         if path == "dense":
             return block * (n_devices - 1)  # an all-gather: the block to every other device
-        sent = 0
-        for s in self.offsets:
-            q, r = divmod(s, block)
-            sent += (block - r) * (q % n_devices != 0) + r * ((q + 1) % n_devices != 0)
-        return sent
+        return shift_rows_sent(self.offsets, block, n_devices)
 
     def describe(self, n_devices: int, row_bytes: int = 4) -> str:
         """One line: the path taken on ``n_devices`` and the bytes each device sends.
@@ -296,6 +292,19 @@ class Gossip:
         return _bytes_per_agent(tree)
 
 
+def shift_rows_sent(offsets: tuple[int, ...], block: int, n_devices: int) -> int:
+    """Rows each device sends on the shift path (:func:`core.gossip_kernels.shift_mix`).
+
+    Offset ``s = q b + r`` takes ``b - r`` rows from ``q`` devices ahead and ``r`` from
+    ``q + 1`` ahead; rows from this device itself are not sent.
+    """
+    sent = 0
+    for s in offsets:
+        q, r = divmod(s, block)
+        sent += (block - r) * (q % n_devices != 0) + r * ((q + 1) % n_devices != 0)
+    return sent
+
+
 def mix_if(mix: Callable[[PyTree], PyTree], send: jax.Array, tree: PyTree) -> PyTree:
     """``mix(tree)`` if ``send``, else ``tree``, with the exchange inside ``lax.cond``.
 
@@ -396,14 +405,15 @@ def gossip(
     """
     if path not in ("auto", "shift", "dense", "halo"):
         raise ValueError(f"path must be 'auto', 'shift', 'dense' or 'halo', got {path!r}.")
-    if sp.issparse(w):
-        w = gossip_tables.check_sparse(w, symmetric, doubly_stochastic)
-    elif doubly_stochastic:
+    if doubly_stochastic:
         w = weights_lib.check_mixing_matrix(w, symmetric=symmetric)
     else:
-        w = np.asarray(w, dtype=np.float64)
-        if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.all(np.isfinite(w)):
-            raise ValueError("W must be a finite square (n, n) matrix, got shape {w.shape}.")
+        w = weights_lib._as_square_float(w)  # the shape and dtype check, either format
+        if not np.all(np.isfinite(w.data if sp.issparse(w) else w)):
+            raise ValueError(
+                f"W must be a finite square (n, n) matrix; it holds non-finite entries "
+                f"(shape {w.shape})."
+            )
     n = w.shape[0]
     if order is not None:
         if isinstance(order, str) and order == "rcm":

@@ -128,21 +128,15 @@ def ell_mix(x: jax.Array, cols: jax.Array, vals: jax.Array) -> jax.Array:
     return _gather_rows(full, cols, vals)
 
 
-def halo_mix(
-    x: jax.Array, cols: jax.Array, vals: jax.Array, lo: int, hi: int, n_agents: int
-) -> jax.Array:
-    """This block of ``W @ X`` for a banded ``W``: halo rows from the two adjacent devices.
+def halo_source(x: jax.Array, cols: jax.Array, lo: int, hi: int, n_agents: int):
+    """This block extended by its halos, and the global columns ``cols`` as rows of it.
 
-    Every edge ``(i, j)`` must satisfy ``-lo <= j - i <= hi`` (cyclically, mod ``n``)
-    with ``lo, hi <= b``. This device receives the last ``lo`` rows of the previous
-    device and the first ``hi`` rows of the next one (one ``ppermute`` each), so it
-    sends ``(lo + hi)`` rows per call; then it multiplies locally.
+    This device receives the last ``lo`` rows of the previous device and the first
+    ``hi`` rows of the next one (one ``ppermute`` each): it sends ``lo + hi`` rows.
+    Every ``j`` in ``cols`` must lie within ``-lo..hi`` (cyclically) of this block.
 
-    Args:
-      x: this device's block ``(b, ...)``.
-      cols: ``(b, K)`` int32 global column indices; ``vals``: ``(b, K)`` weights.
-      lo, hi: the halo widths.
-      n_agents: ``n``.
+    Returns:
+      ``(extended, local)``: ``(lo + b + hi, ...)`` rows and ``cols`` as indices into them.
     """
     block = x.shape[0]
     n_devices = jax.lax.axis_size(AGENT_AXIS)
@@ -157,5 +151,43 @@ def halo_mix(
     # -lo..hi from a row of this block has one at p = (j - start + lo) mod n, exactly
     # (with one device the halos are the block's own ends, and this still holds).
     start = jax.lax.axis_index(AGENT_AXIS) * block
-    local = jnp.remainder(cols - start + lo, n_agents)
-    return _gather_rows(extended, local, vals)
+    return extended, jnp.remainder(cols - start + lo, n_agents)
+
+
+def halo_mix(
+    x: jax.Array, cols: jax.Array, vals: jax.Array, lo: int, hi: int, n_agents: int
+) -> jax.Array:
+    """This block of ``W @ X`` for a banded ``W``: halo rows from the two adjacent devices.
+
+    Every edge ``(i, j)`` must satisfy ``-lo <= j - i <= hi`` (cyclically, mod ``n``)
+    with ``lo, hi <= b`` (see :func:`halo_source`); then it multiplies locally.
+
+    Args:
+      x: this device's block ``(b, ...)``.
+      cols: ``(b, K)`` int32 global column indices; ``vals``: ``(b, K)`` weights.
+      lo, hi: the halo widths.
+      n_agents: ``n``.
+    """
+    return _gather_rows(*halo_source(x, cols, lo, hi, n_agents), vals)
+
+
+def entry_mix(
+    source: jax.Array, index: jax.Array, rows: jax.Array, vals: jax.Array, block: int
+) -> jax.Array:
+    """``out[i] = sum_{e: rows[e] = i} vals[e] * source[index[e]]``, a segment sum (O(nnz)).
+
+    The kernel of the time-varying operator's entry layout
+    (:mod:`core.time_varying_tables`): ``source`` is the all-gathered agent axis or
+    this block with its halos (:func:`halo_source`). Memory: one ``(E, ...)`` gather
+    of the block's ``E`` entries besides ``source``.
+
+    Args:
+      source: ``(r, ...)`` rows to read.
+      index: ``(E,)`` int32 rows of ``source``.
+      rows: ``(E,)`` int32 local output rows, sorted.
+      vals: ``(E,)`` weights, the dtype of ``source``.
+      block: output rows ``b``.
+    """
+    gathered = source[index]
+    terms = per_agent(vals, gathered) * gathered
+    return jax.ops.segment_sum(terms, rows, num_segments=block, indices_are_sorted=True)

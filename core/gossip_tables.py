@@ -1,9 +1,9 @@
 r"""Host side of the gossip operators: the tables :mod:`core.comm` builds from ``W``.
 
 All read ``W`` (dense or ``scipy.sparse``) in COO / CSR form, so they cost O(nnz):
-per-agent neighbour lists, the largest out-degree, and the validation of a sparse
-``W`` with the messages of the dense checks of :mod:`core.weights`. The shift
-decomposition is :func:`core.sparse.shift_decomposition`.
+per-agent neighbour lists and the largest out-degree. The shift decomposition is
+:func:`core.sparse.shift_decomposition`; a sparse ``W`` is validated by the checks of
+:mod:`core.weights`, which take both formats.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-
-from decentjax.core import weights as weights_lib
 
 
 def max_out_degree(w: Any) -> int:
@@ -44,40 +42,3 @@ def neighbour_lists(coo: sp.coo_array) -> tuple[np.ndarray, np.ndarray]:
     cols[row, slot] = csr.indices
     vals[row, slot] = csr.data
     return cols, vals
-
-
-def check_sparse(w: Any, symmetric: bool, doubly_stochastic: bool) -> sp.csr_array:
-    """Validates a ``scipy.sparse`` ``W`` in O(nnz), with the messages of the dense checks."""
-    w = sp.csr_array(w, dtype=np.float64)
-    w.sum_duplicates()
-    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 1:
-        raise ValueError("W must be a 2-D square array of shape (n, n), got shape {w.shape}.")
-    if not np.all(np.isfinite(w.data)):
-        raise ValueError("W must be a finite square (n, n) matrix; it holds non-finite entries.")
-    if not doubly_stochastic:
-        return w
-    if w.data.size and w.data.min() < -1e-10:
-        k = int(np.argmin(w.data))
-        i = int(np.searchsorted(w.indptr, k, side="right") - 1)
-        raise ValueError(
-            f"W[{i}, {w.indices[k]}] = {w.data[k]:.6g} is negative; a mixing matrix needs "
-            "nonnegative entries (atol=1e-10)."
-        )
-    for axis, what in ((1, "row"), (0, "column")):
-        sums = np.asarray(w.sum(axis=axis)).ravel()
-        k = int(np.argmax(np.abs(sums - 1.0)))
-        if abs(sums[k] - 1.0) > 1e-10:
-            raise ValueError(
-                f"{what} {k} of W sums to {sums[k]:.12g}; a mixing matrix needs every {what} "
-                "to sum to 1 (atol=1e-10)."
-            )
-    if symmetric:
-        asym = abs(w - w.T)
-        if asym.nnz and asym.max() > 1e-10:
-            raise ValueError(
-                f"W is not symmetric: the largest asymmetry |W - W^T| is {asym.max():.6g}; "
-                "symmetrise W, or pass symmetric=False for a non-symmetric doubly stochastic "
-                "matrix (atol=1e-10)."
-            )
-    weights_lib._check_mixes_by_graph(w, symmetric)
-    return w

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from decentjax.core import directed, gossip_tables, weights
+from decentjax.core import directed, weights
 from decentjax.core.compressed_gossip import CompressedGossip
 from decentjax.core.time_varying import TimeVaryingGossip
 
@@ -127,7 +127,7 @@ def _check_matrices(nominal: np.ndarray, rounds: tuple[np.ndarray, ...] | None, 
         if need in ("pull", "push"):
             _check_sparse_stochastic(nominal, 1 if need == "pull" else 0)
         else:
-            gossip_tables.check_sparse(nominal, symmetric, doubly_stochastic=True)
+            weights.check_mixing_matrix(nominal, symmetric=symmetric)
         return
     if need == "pull":
         directed.check_row_stochastic(nominal)

@@ -16,19 +16,17 @@ link that is down is down for all messages of that step, and all operators
 wrapped together see the same draws, so a pull operator ``R`` and a push operator
 ``C`` on the same graph lose the same physical links).
 
-**O(degree) per round.** Every :math:`W_k` lives on the support of a fixed set of
-shift offsets :math:`S` (those of the base matrix, or the union over a sequence),
-
-.. math::
-
-  W_k = \sum_{s \in S} \operatorname{diag}(c^{(k)}_s)\, P_s, \qquad
-  (P_s X)_i = X_{(i + s) \bmod n},
-
-so only the coefficients :math:`c^{(k)}_s` change per round. Each device computes
-its own agents' :math:`c^{(k)}_s[i]` on device (``|S|`` numbers per agent) from the
-round's key or index, then exchanges exactly as :class:`~core.comm.Gossip` does
-(block ``ppermute``\ s per offset, or the dense all-gather path for graphs with many
-offsets). No ``n x n`` matrix is built per step.
+**O(nnz) per round.** Every :math:`W_k` lives on the union support of the rounds,
+so only its weights change per round; each device computes its own agents' weights
+on device from the round's key or index and per-agent tables
+(:mod:`core.time_varying_tables`), then exchanges as :class:`~core.comm.Gossip` does,
+on one of three paths (:func:`time_varying_path`): **shift** for few offsets
+(:math:`W_k = \sum_{s \in S} \operatorname{diag}(c^{(k)}_s) P_s`, block
+``ppermute``\ s per offset), **halo** for a graph relabelled to a band
+(``comm.gossip(w, order="rcm")``: the ``lo + hi`` boundary rows of the two adjacent
+devices), or **dense** (all-gather) for expanders. The halo and dense paths read the
+union's nonzeros grouped by device, O(nnz) in all; no ``n x n`` or ``b x n`` matrix
+and no ``|S| n`` table is built for a graph with many offsets.
 
 **Link failures** (:func:`link_failures`). Each round every edge of the base graph
 fails independently with probability :math:`p`; the weight of a failed edge moves
@@ -49,11 +47,12 @@ stochastic (and positive semidefinite if :math:`W` is, since a failure adds
 :math:`w_{ij}(e_i - e_j)(e_i - e_j)^\top`); ``pull`` keeps a row-stochastic ``R``
 row-stochastic, ``push`` a column-stochastic ``C`` column-stochastic. The failure of
 edge :math:`j \to i` is the bit ``bits(fold_in(fold_in(key_k, i), j)) < p 2^32``
-(for ``symmetric``, with ``(min(i, j), max(i, j))`` so both endpoints agree): every
-agent that needs a draw computes it itself from global agent indices, so the
-result does not depend on the device count. Under ``push`` the sender :math:`j`
-needs :math:`w_{ij}` of its out-edges, a row of the transposed decomposition that is
-a host constant because the base :math:`W` is. The union of the graphs over rounds
+(for ``symmetric``, with ``(min(i, j), max(i, j))`` so both endpoints agree), where
+``i`` and ``j`` are the agents' **user ids** (their labels before any relabelling):
+every agent that needs a draw computes it itself, so the result depends neither on
+the device count nor on the relabelling (a relabelled run is the plain run in
+another agent order). Under ``push`` the sender :math:`j` needs :math:`w_{ij}` of its
+out-edges, which its tables hold. The union of the graphs over rounds
 is the base graph, so a base graph that is (strongly) connected meets the usual
 "B-connected" condition of time-varying methods with probability one.
 
@@ -87,7 +86,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import operator
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
@@ -97,11 +95,12 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
-from decentjax.core import comm, directed, weights
+from decentjax.core import comm, directed, relabel, weights
 from decentjax.core import sparse as sparse_lib
 from decentjax.core.algorithm import Algorithm, Batch
 from decentjax.core.comm import Gossip
-from decentjax.core.time_varying_gossip import TimeVaryingGossip, _draw_edges, round_key
+from decentjax.core.time_varying_gossip import TimeVaryingGossip, round_key
+from decentjax.core.time_varying_tables import round_matrix
 from decentjax.core.tree import block_size
 
 __all__ = [
@@ -117,28 +116,6 @@ __all__ = [
 PyTree = Any
 FailureKind = Literal["symmetric", "pull", "push"]
 _ATOL = 1e-10  # The tolerance of the host checks, as in core.weights / core.directed.
-_HOST_CHUNK = 4096
-
-
-@jax.jit
-def _draw_chunk(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
-    return _draw_edges(key, a, b, threshold)
-
-
-def _host_draws(key: jax.Array, a: np.ndarray, b: np.ndarray, threshold: jax.Array) -> np.ndarray:
-    """:func:`_draw_edges` for host index arrays, in fixed-size chunks.
-
-    Padding to one chunk size compiles the draw once per process instead of once per
-    edge count (compiling threefry takes about a second on CPU).
-    """
-    size = max(1, -(-len(a) // _HOST_CHUNK)) * _HOST_CHUNK
-    padded = np.zeros((2, size), np.int32)
-    padded[0, : len(a)], padded[1, : len(b)] = a, b
-    chunks = [
-        np.asarray(_draw_chunk(key, *padded[:, i : i + _HOST_CHUNK], threshold))
-        for i in range(0, size, _HOST_CHUNK)
-    ]
-    return np.concatenate(chunks)[: len(a)]
 
 
 # --------------------------------------------------------------------------------------
@@ -152,25 +129,67 @@ def _check_stochastic(w: np.ndarray, what: str, axis: int, where: str) -> None:
     weights._check_sums(w, where, f"{what} matrix", axis, _ATOL)
 
 
-def _with_zero_offset(offsets: tuple[int, ...], coeffs: np.ndarray) -> tuple[tuple, np.ndarray]:
-    """Adds offset 0 (with zero coefficients) so failed weight has a diagonal to go to."""
-    if 0 in offsets:
-        return offsets, coeffs
-    return (0, *offsets), np.concatenate([np.zeros((1, coeffs.shape[1])), coeffs])
+def _nnz(w: Any) -> int:
+    """Nonzero entries of a dense or sparse matrix, O(nnz)."""
+    return int(np.count_nonzero(sparse_lib.as_csr(w).data))
 
 
-def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") -> TimeVaryingGossip:
+def _check_path(path: str) -> None:
+    if path not in ("auto", "shift", "halo", "dense"):
+        raise ValueError(f"path must be 'auto', 'shift', 'halo' or 'dense', got {path!r}.")
+
+
+SHIFT_TABLE_RATIO = 2
+"""``"auto"`` keeps the shift path only while its tables (``|S| n``) are within this
+factor of ``nnz`` (or ``|S| <=`` :data:`core.comm.AUTO_SHIFT_MIN_OFFSETS`)."""
+
+
+def time_varying_path(
+    path: comm.Path, n_offsets: int, n_agents: int, band: tuple[int, int], nnz: int
+) -> Literal["shift", "halo", "dense"]:
+    """The path of a time-varying operator; ``"auto"`` keeps every table O(nnz).
+
+    :func:`core.comm.auto_path`, except that its shift path for many offsets is taken
+    only while the per-offset tables (``|S| n`` weights) stay within
+    :data:`SHIFT_TABLE_RATIO` of ``nnz`` (circulant graphs such as the exponential
+    graph); otherwise (a hub, an unrelabelled geometric graph: ``|S| n`` is O(n^2))
+    the dense path, an all-gather with the O(nnz) entry tables of
+    :mod:`core.time_varying_tables` (no ``b x n`` matrix is built).
+
+    Args:
+      path: the requested path; anything but ``"auto"`` is returned as is.
+      n_offsets: ``|S|``, the offsets of the union support (0 included).
+      n_agents: ``n``.
+      band: the halo widths of the union support.
+      nnz: stored nonzeros of the union support.
+    """
+    if path != "auto":
+        return path
+    choice = comm.auto_path(n_offsets, n_agents, band)
+    many = n_offsets > comm.AUTO_SHIFT_MIN_OFFSETS
+    if choice == "shift" and many and n_offsets * n_agents > SHIFT_TABLE_RATIO * nnz:
+        return "dense"
+    return choice
+
+
+def link_failures(
+    base: Gossip, p: float, *, kind: FailureKind = "symmetric", path: comm.Path = "auto"
+) -> TimeVaryingGossip:
     r"""Random link failures: every edge of ``base`` fails with probability ``p`` per round.
 
     See the module docstring for the update of :math:`W_k` and how draws are shared.
 
     Args:
-      base: the failure-free operator from :func:`core.comm.gossip` (either path).
+      base: the failure-free operator from :func:`core.comm.gossip` (any path), in the
+        user's labels or relabelled (``order=``): draws are keyed by user ids, so a
+        relabelled run equals the plain one in the user's order.
       p: failure probability per edge and round, in ``[0, 1)`` (0 gives ``base``).
       kind: ``"symmetric"`` (one draw per undirected edge, failed weight to both
         diagonals; needs a symmetric doubly stochastic ``W``), ``"pull"`` (one draw
         per directed edge, the receiver keeps the weight; needs a row-stochastic
         ``R``) or ``"push"`` (the sender keeps it; needs a column-stochastic ``C``).
+      path: ``"auto"`` (:func:`time_varying_path`; a base built with an explicit path
+        keeps it), ``"shift"``, ``"halo"`` or ``"dense"``.
 
     Returns:
       A :class:`TimeVaryingGossip`; wrap the method built with it in
@@ -199,13 +218,7 @@ def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") ->
         )
     if not isinstance(base, Gossip):
         raise ValueError(f"base must be a core.comm.Gossip, got {type(base).__name__}.")
-    if base.order is not None:
-        # The draws are keyed by agent positions and the rounds mix by shifts or the
-        # all-gather: a relabelled base would draw other failures than in user labels.
-        raise ValueError(
-            "link_failures needs a base in the user's labels (base.order is None); build "
-            "it with comm.gossip(w) without order= (time-varying operators have no halo path)."
-        )
+    _check_path(path)
     w = base.matrix
     if kind == "symmetric":
         asym = weights.largest_asymmetry(w)[0]
@@ -220,23 +233,17 @@ def link_failures(base: Gossip, p: float, *, kind: FailureKind = "symmetric") ->
         _check_stochastic(w, "row-stochastic (kind='pull')", 1, "R")
     else:
         _check_stochastic(w, "column-stochastic (kind='push')", 0, "C")
-    offsets, coeffs = _with_zero_offset(base.offsets, base.coeffs)
-    n = base.n_agents
-    out_coeffs = None
-    if kind == "push":
-        # out_coeffs[s][j] = w[(j - s) % n, j], the coefficient of W^T at offset -s.
-        t_offsets, t_coeffs = sparse_lib.shift_decomposition(w.T)
-        rows = dict(zip(t_offsets, t_coeffs, strict=True))
-        out_coeffs = np.stack([rows.get((n - s) % n, np.zeros(n)) for s in offsets])
+    offsets = tuple(sorted({0, *base.offsets}))  # failed weight goes to the diagonal
+    if path == "auto" and not base.auto:
+        path = base.path  # the path the base was built with, explicitly
     return TimeVaryingGossip(
         kind=kind,
         base=base,
-        path=base.path,
+        path=time_varying_path(path, len(offsets), base.n_agents, base.band, _nnz(w)),
         offsets=offsets,
-        coeffs=coeffs[None],
-        out_coeffs=out_coeffs,
         p=float(p),
         matrices=(w,),
+        band=base.band,
     )
 
 
@@ -246,6 +253,7 @@ def sequence(
     path: comm.Path = "auto",
     symmetric: bool = False,
     doubly_stochastic: bool = True,
+    order: Literal["rcm"] | npt.ArrayLike | None = None,
 ) -> TimeVaryingGossip:
     r"""A fixed periodic sequence of graphs: round ``k`` mixes with ``matrices[k % T]``.
 
@@ -261,14 +269,17 @@ def sequence(
     Args:
       matrices: ``T >= 1`` matrices of the same shape ``(n, n)``; they may have
         different supports.
-      path: ``"shift"``, ``"dense"`` or ``"auto"`` (by the number of distinct offsets
-        of the union, as in :func:`core.comm.gossip`).
+      path: ``"shift"``, ``"halo"``, ``"dense"`` or ``"auto"`` (by the offsets and
+        band of the union, :func:`time_varying_path`).
       symmetric: require every matrix to be symmetric. Unlike
         :func:`core.comm.gossip` the default is ``False``, because the typical
         sequence (one-peer exponential) is doubly stochastic but not symmetric.
       doubly_stochastic: require rows and columns to sum to one. With ``False``
         every matrix must be row-stochastic (a pull sequence) or every matrix
         column-stochastic (a push sequence).
+      order: relabel the agents (:mod:`core.relabel`): ``"rcm"`` (reverse
+        Cuthill–McKee of the union support) or a permutation; then build the Runner
+        with ``order=op.order``, as for :func:`core.comm.gossip`.
 
     Returns:
       A :class:`TimeVaryingGossip`; wrap the method built with it in
@@ -285,8 +296,7 @@ def sequence(
       >>> op.period, op.offsets, op.max_out_degree
       (3, (0, 1, 2, 4), 1)
     """
-    if path not in ("auto", "shift", "dense"):
-        raise ValueError(f"path must be 'auto', 'shift' or 'dense', got {path!r}.")
+    _check_path(path)
     mats = [
         weights._as_square_float(m, f"matrix {k} of the sequence") for k, m in enumerate(matrices)
     ]
@@ -331,84 +341,20 @@ def sequence(
             f"the sequence does not mix: its period average (1/T) sum_k W_k, whose support "
             f"is the union graph of the {len(mats)} rounds, fails its check: {err}"
         ) from None
-    n = average.shape[0]
-    decomposed = [sparse_lib.shift_decomposition(m) for m in mats]
-    offsets = tuple(sorted({0}.union(*(set(offs) for offs, _ in decomposed))))
-    coeffs = np.zeros((len(mats), len(offsets), n))
-    for k, (offs, c) in enumerate(decomposed):
-        for s, row in zip(offs, c, strict=True):
-            coeffs[k, offsets.index(s)] = row
-    if path == "auto":
-        path = comm.auto_path(len(offsets), n)
-    nominal = comm.gossip(average, path=path, doubly_stochastic=False)
+    nominal = comm.gossip(average, path="dense", doubly_stochastic=False, order=order)
+    if nominal.order is not None:
+        mats = [relabel.permute(m, nominal.order) for m in mats]
+    offsets = tuple(sorted({0, *nominal.offsets}))
+    path = time_varying_path(path, len(offsets), nominal.n_agents, nominal.band, _nnz(average))
     return TimeVaryingGossip(
         kind="sequence",
         base=nominal,
         path=path,
         offsets=offsets,
-        coeffs=coeffs,
-        out_coeffs=None,
         p=0.0,
         matrices=tuple(mats),
+        band=nominal.band,
     )
-
-
-def round_matrix(op: TimeVaryingGossip, key_or_round: jax.Array | int) -> np.ndarray:
-    """The ``(n, n)`` matrix :math:`W_k` of one round, rebuilt on the host in O(nnz).
-
-    An independent reference for tests and plots: it draws the same failure bits as
-    the device (same keys, same pair indices) but applies the failure rule to the
-    dense matrix in NumPy.
-
-    Args:
-      op: the operator.
-      key_or_round: for link failures, the round's key (:func:`round_key` of the step
-        key); for a sequence, the round index ``k``.
-
-    Returns:
-      The float64 matrix :math:`W_k`, dense or ``csr_array`` like the operator's
-      matrix.
-
-    Raises:
-      TypeError: if ``key_or_round`` does not fit ``op`` (a key for a sequence, an
-        index for link failures).
-    """
-    is_index = isinstance(key_or_round, (int, np.integer))
-    if op.kind == "sequence":
-        if not is_index:
-            raise TypeError("a sequence's round matrix is chosen by the round index k, an int.")
-        return op.matrices[int(key_or_round) % len(op.matrices)].copy()
-    if is_index:
-        raise TypeError("link failures are drawn from the round's key: pass round_key(step_key).")
-    w = op.base.matrix
-    n = w.shape[0]
-    threshold = jnp.uint32(min(math.floor(op.p * 2**32), 2**32 - 1))
-    csr = sparse_lib.as_csr(w)
-    csr.eliminate_zeros()
-    recv, send = sparse_lib.coo_indices(csr)  # Row-major, as np.nonzero of dense W.
-    off = recv != send
-    recv, send, vals = recv[off], send[off], csr.data[off]
-    if op.kind == "symmetric":
-        a, b = np.minimum(recv, send), np.maximum(recv, send)
-    else:
-        a, b = recv, send
-    failed = _host_draws(key_or_round, a, b, threshold)
-    recv, send, lost = recv[failed], send[failed], vals[failed]
-    # pull/symmetric: the receiver i (row) keeps w_ij; push: the sender j (column).
-    keeper = send if op.kind == "push" else recv
-    nodes = np.arange(n)
-    change = sparse_lib.from_coo(
-        n,
-        np.concatenate([recv, nodes]),
-        np.concatenate([send, nodes]),
-        np.concatenate([-lost, np.bincount(keeper, weights=lost, minlength=n)]),
-        np.float64,
-    )
-    if sparse_lib.issparse(w):
-        out = sparse_lib.as_csr(w + change)
-        out.eliminate_zeros()  # The failed links (w_ij - w_ij = 0 exactly).
-        return out
-    return w + change.toarray()
 
 
 # --------------------------------------------------------------------------------------

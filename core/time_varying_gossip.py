@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
@@ -20,10 +21,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decentjax.core import comm, gossip_kernels, gossip_tables, operator_context, relabel
+from decentjax.core import (
+    comm,
+    gossip_kernels,
+    gossip_tables,
+    operator_context,
+    relabel,
+    time_varying_tables,
+)
 from decentjax.core.comm import Gossip
-from decentjax.core.mesh import AGENT_AXIS, local_positions
+from decentjax.core.mesh import AGENT_AXIS
 from decentjax.core.operator_tables import AgentTable
+from decentjax.core.time_varying_tables import _draw_edges
+from decentjax.core.tree import per_agent
 
 PyTree = Any
 Kind = Literal["symmetric", "pull", "push", "sequence"]
@@ -42,29 +52,17 @@ def round_key(step_key: jax.Array) -> jax.Array:
     return jax.random.fold_in(step_key, _ROUND_KEY_TAG)
 
 
-def _edge_fails(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
-    """Whether link ``(a, b)`` fails: one uint32 draw below ``threshold = p 2^32``.
-
-    Integer bits instead of ``bernoulli``: the draw is exact and the same whether or
-    not float64 is enabled, so host and device always agree.
-    """
-    k = jax.random.fold_in(jax.random.fold_in(key, a), b)
-    return jax.random.bits(k, (), jnp.uint32) < threshold
-
-
-def _draw_edges(key: jax.Array, a: jax.Array, b: jax.Array, threshold: jax.Array) -> jax.Array:
-    """:func:`_edge_fails` over arrays of endpoints of any (equal) shape."""
-    flat = jax.vmap(_edge_fails, in_axes=(None, 0, 0, None))(
-        key, a.reshape(-1), b.reshape(-1), threshold
-    )
-    return flat.reshape(a.shape)
-
-
 class _Round(NamedTuple):
     """What the operator knows of the current round inside a traced step."""
 
     index: jax.Array  # int32, scalar or per agent (b,): the round k.
     key: jax.Array  # The round's key, the same on every device.
+
+
+@functools.lru_cache(maxsize=16)
+def _entry_tables(op: TimeVaryingGossip, n_devices: int) -> tuple[tuple[AgentTable, ...], int, int]:
+    """``op``'s entry tables for ``n_devices`` (host, built once per operator and count)."""
+    return time_varying_tables.entry_tables(op.matrices, op.order, op.kind == "push", n_devices)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -77,48 +75,50 @@ class TimeVaryingGossip:
     ``average`` and ``bytes_per_mean`` are the server operations of the nominal
     operator and need no round.
 
+    Failure draws are keyed by the agents' **user ids** (``order[k]`` at position
+    ``k`` of a relabelled operator), read from per-agent tables, so a relabelled run
+    draws the same failures and is the same run, in the user's order, as the plain one.
+
     Attributes:
       kind: ``"symmetric"``, ``"pull"`` or ``"push"`` (link failures) or
         ``"sequence"``.
-      base: the nominal operator: the failure-free base for link failures; for a
-        sequence, the period average :math:`\frac1T \sum_k W_k` (its support is the
-        union graph, which is what connectivity checks need).
-      path: ``"shift"`` (neighbour exchange) or ``"dense"`` (all-gather).
-      offsets: the shift offsets :math:`S` shared by every round (0 included).
-      coeffs: ``(T, len(offsets), n)``: per-round coefficient tables; ``T = 1``
-        (the base's) for link failures, where the round's draws modify them.
-      out_coeffs: for ``push``, ``(len(offsets), n)`` with entry ``[s, j]`` the
-        weight :math:`w_{(j - s) \bmod n,\, j}` of sender ``j``'s out-edge at
-        offset ``s``; ``None`` otherwise.
+      base: the nominal operator, in the operator's labels (``base.order``): the
+        failure-free base for link failures; for a sequence, the period average
+        :math:`\frac1T \sum_k W_k` (its support is the union graph, which is what
+        connectivity checks need).
+      path: ``"shift"`` (shifted diagonals, few offsets), ``"halo"`` (band exchange
+        with the two adjacent devices) or ``"dense"`` (all-gather); the last two read
+        the O(nnz) entry tables of :mod:`core.time_varying_tables`.
+      offsets: the shift offsets :math:`S` of the union support (0 included).
       p: failure probability per edge and round (0 for a sequence).
-      matrices: the sequence's ``T`` matrices (for link failures, the base matrix).
-      tables: ``coeffs`` and ``out_coeffs`` agent-major, ``(n, T, |S|)`` and
-        ``(n, |S|)``, as :class:`~core.operator_tables.AgentTable`\ s (set at
-        construction: the compiled program gets them as sharded arguments, not as
-        ``n``-sized constants).
+      matrices: the ``T`` matrices in the operator's labels (for link failures, the
+        base matrix).
+      band: ``(lo, hi)`` halo widths of the union support (:func:`core.relabel.band`).
+      shift_tables: on the shift path, the :class:`~core.operator_tables.AgentTable`\ s
+        of :func:`core.time_varying_tables.shift_tables` (set at construction; the
+        compiled program gets them as sharded arguments); else ``()``.
     """
 
     kind: Kind
     base: Gossip
-    path: Literal["shift", "dense"]
+    path: Literal["shift", "halo", "dense"]
     offsets: tuple[int, ...]
-    coeffs: np.ndarray
-    out_coeffs: np.ndarray | None
     p: float
-    matrices: tuple[np.ndarray, ...]
-    tables: tuple[AgentTable, AgentTable | None] = dataclasses.field(init=False)
+    matrices: tuple[Any, ...]
+    band: tuple[int, int] = (0, 0)
+    shift_tables: tuple[AgentTable, ...] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        per_agent = np.ascontiguousarray(np.moveaxis(self.coeffs, 2, 0))
-        coeffs = AgentTable(per_agent, "round coefficients")
-        out = None
-        if self.out_coeffs is not None:
-            out = AgentTable(np.ascontiguousarray(self.out_coeffs.T), "out-edge coefficients")
+        tables = ()
+        if self.path == "shift":
+            tables = time_varying_tables.shift_tables(
+                self.matrices, self.offsets, self.order, self.kind == "push"
+            )
         # Host-side, once, at construction (a frozen dataclass sets derived fields so).
-        object.__setattr__(self, "tables", (coeffs, out))
+        object.__setattr__(self, "shift_tables", tables)
 
     @property
-    def matrix(self) -> np.ndarray:
+    def matrix(self) -> Any:
         """The nominal ``(n, n)`` matrix (see ``base``)."""
         return self.base.matrix
 
@@ -126,6 +126,11 @@ class TimeVaryingGossip:
     def n_agents(self) -> int:
         """Number of agents ``n``."""
         return self.base.n_agents
+
+    @property
+    def order(self) -> np.ndarray | None:
+        """The relabelling (``base.order``): position ``k`` holds the user's agent ``order[k]``."""
+        return self.base.order
 
     @property
     def period(self) -> int | None:
@@ -136,6 +141,51 @@ class TimeVaryingGossip:
     def max_out_degree(self) -> int:
         """Largest number of other agents one agent sends to in any single round."""
         return max(gossip_tables.max_out_degree(m) for m in self.matrices)  # O(nnz)
+
+    def path_on(self, n_devices: int) -> Literal["shift", "halo", "dense"]:
+        """The path :meth:`mix` takes on ``n_devices``: halo falls back to dense when a
+        halo is wider than a block."""
+        if self.path == "halo" and max(self.band) > self.n_agents // n_devices:
+            return "dense"
+        return self.path
+
+    def tables(self, n_devices: int) -> tuple[AgentTable, ...]:
+        """The per-agent tables :meth:`mix` reads on ``n_devices`` (host arrays)."""
+        if self.path_on(n_devices) == "shift":
+            return self.shift_tables
+        return _entry_tables(self, n_devices)[0]
+
+    def describe(self, n_devices: int, row_bytes: int = 4) -> str:
+        """One line: path, rows each device sends per round, table and buffer memory.
+
+        Args:
+          n_devices: devices on the agent axis.
+          row_bytes: bytes of one agent's row (``d * itemsize``).
+        """
+        n, path = self.n_agents, self.path_on(n_devices)
+        block = n // n_devices
+        tables = self.tables(n_devices)
+        table_bytes = sum(t.host.nbytes for t in tables)
+        sent = {
+            "shift": comm.shift_rows_sent(self.offsets, block, n_devices),
+            "halo": sum(self.band),
+            "dense": block * (n_devices - 1),
+        }[path]
+        sent = 0 if n_devices == 1 else sent
+        memory = ""
+        if path != "shift":
+            entries = tables[0].n_agents // n_devices
+            source = n if path == "dense" else block + sum(self.band)
+            memory = (
+                f"; per device a ({source}, d) source and a ({entries}, d) gather of its "
+                f"{entries} entries = {(source + entries) * row_bytes} bytes"
+            )
+        relabelled = ", relabelled" if self.order is not None else ""
+        return (
+            f"time-varying gossip ({self.kind}) n={n} on {n_devices} devices: {path} path"
+            f"{relabelled}; each device sends {sent} rows = {sent * row_bytes} bytes per round; "
+            f"tables {table_bytes} bytes{memory}"
+        )
 
     @contextlib.contextmanager
     def in_round(self, round_index: jax.Array | int, key: jax.Array) -> Iterator[None]:
@@ -167,7 +217,7 @@ class TimeVaryingGossip:
         Raises:
           RuntimeError: outside a time-varying step (no round to mix with).
         """
-        relabel.check_layout(self.base.order)  # inside a Runner: its order must be this one
+        relabel.check_layout(self.order)  # inside a Runner: its order must be this one
         current = operator_context.bound(self)
         if current is None:
             raise RuntimeError(
@@ -185,16 +235,16 @@ class TimeVaryingGossip:
                 f"holds {block} agents on each of {n_devices} devices "
                 f"({block * n_devices} agents)."
             )
-        ids = local_positions(block)
-        # The round's draws once per call, its coefficients once per dtype, shared by
-        # all leaves (not cached across calls: a call may sit inside a cond or scan).
-        masks = self._failure_masks(current, ids)
-        coeffs: dict[Any, jax.Array] = {}
+        if self.path_on(n_devices) == "shift":
+            round_coeffs = self._shift_round(current, block)
+        else:
+            round_coeffs = self._entry_round(current, block, n_devices)
+        coeffs: dict[Any, Any] = {}  # once per dtype (not across calls: cond / scan)
 
         def leaf(x: jax.Array) -> jax.Array:
             if x.dtype not in coeffs:
-                coeffs[x.dtype] = self._local_coeffs(current, ids, masks, x.dtype)
-            return self._mix_leaf(x, ids, coeffs[x.dtype])
+                coeffs[x.dtype] = round_coeffs(x.dtype)
+            return self._mix_leaf(x, coeffs[x.dtype], n_devices)
 
         return jax.tree.map(leaf, tree)
 
@@ -209,74 +259,82 @@ class TimeVaryingGossip:
         """
         return comm.mix_if(self.mix, send, tree)
 
-    def _failure_masks(self, current: _Round, ids: jax.Array) -> tuple[jax.Array, jax.Array] | None:
-        """This round's failed links of the agents ``ids``, each ``(len(offsets), b)``.
+    def _threshold(self) -> jax.Array:
+        return jnp.uint32(min(math.floor(self.p * 2**32), 2**32 - 1))
 
-        The first mask marks agent ``i``'s in-edge from ``i + s``; the second (``push``
-        only) its out-edge to ``i - s``. ``None`` for a sequence.
-        """
-        if self.kind == "sequence":
-            return None
-        n, key = self.n_agents, current.key
-        threshold = jnp.uint32(min(math.floor(self.p * 2**32), 2**32 - 1))
-        offsets = np.asarray(self.offsets, np.int32)[:, None]
-        off_diagonal = jnp.asarray(offsets != 0)
-        receivers = jnp.broadcast_to(ids[None, :], (len(self.offsets), ids.shape[0]))
-        senders = (ids[None, :] + offsets) % n
+    def _fails(self, key: jax.Array, receiver: jax.Array, sender: jax.Array) -> jax.Array:
+        """Failure of each link ``sender -> receiver`` (user ids); never of a self-loop."""
+        receiver, sender = jnp.broadcast_arrays(receiver, sender)
+        a, b = receiver, sender
         if self.kind == "symmetric":
-            a, b = jnp.minimum(receivers, senders), jnp.maximum(receivers, senders)
-        else:
-            a, b = receivers, senders
-        failed = _draw_edges(key, a, b, threshold) & off_diagonal
-        if self.kind != "push":
-            return failed, failed
-        # Sender j draws the failure of its out-edge j -> j - s itself, with the same
-        # (receiver, sender) pair as the receiver j - s did.
-        out_failed = _draw_edges(key, (ids[None, :] - offsets) % n, receivers, threshold)
-        return failed, out_failed & off_diagonal
+            a, b = jnp.minimum(receiver, sender), jnp.maximum(receiver, sender)
+        return _draw_edges(key, a, b, self._threshold()) & (receiver != sender)
 
-    def _local_coeffs(
-        self,
-        current: _Round,
-        ids: jax.Array,
-        masks: tuple[jax.Array, jax.Array] | None,
-        dtype: Any,
-    ) -> jax.Array:
-        """This round's ``c_s[i]`` for the agents ``ids``: shape ``(len(offsets), b)``."""
-        coeff_table, out_table = self.tables
-        block = ids.shape[0]
-        table = jnp.moveaxis(coeff_table.local(block).astype(dtype), 0, 2)  # (T, |S|, b)
-        if masks is None:
-            period = table.shape[0]
-            index = jnp.broadcast_to(current.index, ids.shape) % period
-            # Each agent reads its own round's column (all agents share the round).
-            return jax.vmap(lambda k, col: col[k], in_axes=(0, 2), out_axes=1)(index, table)
-        c, zero = table[0], jnp.zeros((), dtype)
-        failed, out_failed = masks
+    def _round_index(self, current: _Round) -> jax.Array:
+        return jnp.ravel(current.index)[0] % len(self.matrices)
+
+    def _shift_round(self, current: _Round, block: int):
+        """This round's ``c_s[i]`` on the shift path: a function of the dtype, ``(|S|, b)``."""
+        coeff_table, id_table, *out_table = self.shift_tables
+        table = coeff_table.local(block)  # (b, T, |S|)
+        if self.kind == "sequence":
+            return lambda dtype: table[:, self._round_index(current)].T.astype(dtype)
+        ids = id_table.local(block).T  # (1 + |S| [+ |S|], b)
+        n_offsets = len(self.offsets)
+        receivers, senders = ids[:1], ids[1 : 1 + n_offsets]
+        failed = self._fails(current.key, receivers, senders)
         if self.kind == "push":
-            # Sender j keeps the weights of its failed out-edges (per-agent table).
-            out_coeffs = out_table.local(block).astype(dtype).T  # (|S|, b)
-            lost = jnp.where(out_failed, out_coeffs, zero)
+            # Sender j draws its out-edge j -> j - s itself and keeps its weight.
+            out_failed = self._fails(current.key, ids[1 + n_offsets :], receivers)
+            lost_weights, lost_mask = out_table[0].local(block).T, out_failed
         else:
             # Pull: the receiver i keeps w_ij. Symmetric: w_ji = w_ij and the draw is
             # shared, so this row rule is also the column rule.
-            lost = jnp.where(failed, c, zero)
-        kept = jnp.where(failed, zero, c)
-        return kept.at[self.offsets.index(0)].add(jnp.sum(lost, axis=0))
+            lost_weights, lost_mask = table[:, 0].T, failed
 
-    def _mix_leaf(self, x: jax.Array, ids: jax.Array, coeffs: jax.Array) -> jax.Array:
+        def coeffs(dtype):
+            c, zero = table[:, 0].T.astype(dtype), jnp.zeros((), dtype)
+            lost = jnp.sum(jnp.where(lost_mask, lost_weights.astype(dtype), zero), axis=0)
+            return jnp.where(failed, zero, c).at[self.offsets.index(0)].add(lost)
+
+        return coeffs
+
+    def _entry_round(self, current: _Round, block: int, n_devices: int):
+        """This round's entry weights and each agent's kept weight, per dtype."""
+        tables, width, out_width = _entry_tables(self, n_devices)
+        entries, vals = tables[0].local(width), tables[1].local(width)
+        rows = entries[:, 0]
+        if self.kind == "sequence":
+            weight = vals[:, self._round_index(current)]
+            return lambda dtype: (entries, weight.astype(dtype), None)
+        failed = self._fails(current.key, entries[:, 2], entries[:, 3])
+        if self.kind == "push":
+            out, out_vals = tables[2].local(out_width), tables[3].local(out_width)
+            out_failed = self._fails(current.key, out[:, 1], out[:, 2])
+            lost_rows, lost_weights, lost_mask = out[:, 0], out_vals, out_failed
+        else:
+            lost_rows, lost_weights, lost_mask = rows, vals[:, 0], failed
+
+        def coeffs(dtype):
+            zero = jnp.zeros((), dtype)
+            kept = jnp.where(failed, zero, vals[:, 0].astype(dtype))
+            lost = jnp.where(lost_mask, lost_weights.astype(dtype), zero)
+            return entries, kept, jax.ops.segment_sum(lost, lost_rows, num_segments=block)
+
+        return coeffs
+
+    def _mix_leaf(self, x: jax.Array, coeffs: Any, n_devices: int) -> jax.Array:
         block = x.shape[0]
-        n_devices = jax.lax.axis_size(AGENT_AXIS)
-        if self.path == "dense":
-            # This device's rows of W_k, scattered from the |S| coefficients per agent,
-            # then the all-gather reference path of core.comm.
-            offsets = np.asarray(self.offsets, np.int32)[:, None]
-            cols = (ids[None, :] + offsets) % self.n_agents
-            rows = jnp.broadcast_to(jnp.arange(block, dtype=cols.dtype)[None, :], cols.shape)
-            local = jnp.zeros((block, self.n_agents), x.dtype).at[rows, cols].add(coeffs)
-            full = jax.lax.all_gather(x, AGENT_AXIS, tiled=True)
-            return jnp.tensordot(local, full, axes=1, precision=jax.lax.Precision.HIGHEST)
-        return gossip_kernels.shift_mix(x, self.offsets, list(coeffs), n_devices)
+        path = self.path_on(n_devices)
+        if path == "shift":
+            return gossip_kernels.shift_mix(x, self.offsets, list(coeffs), n_devices)
+        entries, weight, lost = coeffs
+        if path == "halo":
+            source, index = gossip_kernels.halo_source(x, entries[:, 1], *self.band, self.n_agents)
+        else:
+            source, index = jax.lax.all_gather(x, AGENT_AXIS, tiled=True), entries[:, 1]
+        out = gossip_kernels.entry_mix(source, index, entries[:, 0], weight, block)
+        return out if lost is None else out + per_agent(lost, x) * x
 
     def mean(self, tree: PyTree) -> PyTree:
         """Average over all agents (the server's mean); no round needed."""

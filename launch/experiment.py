@@ -30,6 +30,7 @@ from decentjax.core import (
     topology,
     weights,
 )
+from decentjax.core import relabel as relabel_lib
 from decentjax.launch import federated_methods, model_tasks, registry, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
@@ -292,13 +293,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.get("relabel", "none") not in RELABEL:
         raise ValueError(f"relabel must be one of {list(RELABEL)}, got {config.relabel!r}.")
-    if config.get("relabel", "none") != "none" and (
-        config.get("directed") or sweeps.num_runs(config) > 1
-    ):
+    if config.get("relabel", "none") != "none" and sweeps.num_runs(config) > 1:
         raise ValueError(
-            f"relabel={config.relabel!r} needs an undirected graph and a single run per "
-            "method (no seeds / sweep): directed operators and runs axes stay in the "
-            "user's labels."
+            f"relabel={config.relabel!r} needs a single run per method (no seeds / sweep): "
+            "runs axes stay in the user's labels."
         )
     if config.get("agent_map", "auto") not in AGENT_MAPS:
         raise ValueError(
@@ -413,15 +411,18 @@ def mixing_operator(config: ml_collections.ConfigDict, name: str):
     """The gossip operator for topology ``name`` and its spectral gap.
 
     For directed graphs (``config.directed``): the pair ``(R, C)`` of pull
-    (row-stochastic) and push (column-stochastic) operators, and the spectral gap
-    of ``R`` (one minus its second-largest eigenvalue modulus).
+    (row-stochastic) and push (column-stochastic) operators, relabelled together (one
+    order) as ``config.relabel`` asks, and the spectral gap of ``R`` (one minus its
+    second-largest eigenvalue modulus).
     """
     if config.get("directed"):
         adjacency = _lookup(DIRECTED_TOPOLOGIES, name, "topology", "topology")(
             config.n_agents, config.seed
         )
         r, c = directed.row_stochastic(adjacency), directed.column_stochastic(adjacency)
-        ops = tuple(comm.gossip(w, symmetric=False, doubly_stochastic=False) for w in (r, c))
+        ops = relabelled_gossips(
+            (r, c), config.get("relabel", "none"), symmetric=False, doubly_stochastic=False
+        )
         moduli = np.sort(np.abs(np.linalg.eigvals(r)))[::-1]
         return ops, float(1.0 - moduli[1]) if len(moduli) > 1 else 1.0
     adjacency = _lookup(TOPOLOGIES, name, "topology", "topology")(config.n_agents, config.seed)
@@ -442,16 +443,32 @@ def relabelled_gossip(w: Any, relabel: str) -> comm.Gossip:
     takes the halo path, else the user's labels. The run's Runner then takes
     ``order=op.order`` and reports per-agent results in the user's order.
     """
+    return relabelled_gossips((w,), relabel)[0]
+
+
+def relabelled_gossips(
+    matrices: tuple[Any, ...], relabel: str, **kwargs: Any
+) -> tuple[comm.Gossip, ...]:
+    """:func:`relabelled_gossip` for operators on one graph (a directed ``R`` and ``C``).
+
+    All get the same order, reverse Cuthill–McKee of the first matrix's (symmetrised)
+    support; with ``"auto"`` they are relabelled only if every one then takes the halo
+    path. ``kwargs`` go to :func:`core.comm.gossip`.
+    """
     if relabel not in RELABEL:
         raise ValueError(f"relabel must be one of {list(RELABEL)}, got {relabel!r}.")
-    if relabel == "rcm":
-        return comm.gossip(w, order="rcm")
-    op = comm.gossip(w)
-    if relabel == "auto" and len(op.offsets) > comm.AUTO_SHIFT_MIN_OFFSETS:
-        banded = comm.gossip(w, order="rcm")
-        if banded.path == "halo":
-            return banded
-    return op
+    if relabel == "none":
+        return tuple(comm.gossip(w, **kwargs) for w in matrices)
+    plain = None
+    if relabel == "auto":
+        plain = tuple(comm.gossip(w, **kwargs) for w in matrices)
+        if len(plain[0].offsets) <= comm.AUTO_SHIFT_MIN_OFFSETS:
+            return plain
+    order = relabel_lib.reverse_cuthill_mckee(matrices[0])
+    banded = tuple(comm.gossip(w, order=order, **kwargs) for w in matrices)
+    if relabel == "rcm" or all(op.path == "halo" for op in banded):
+        return banded
+    return plain
 
 
 def model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_classes: int):

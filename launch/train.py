@@ -150,9 +150,10 @@ class _RunCheckpoints:
     killed run exactly: every epoch's randomness is ``fold_in(key, epoch)``.
     """
 
-    def __init__(self, directory: epath.Path, every: int, epochs: int):
+    def __init__(self, directory: epath.Path, every: int, epochs: int, order=None):
         self.directory, self.every, self.epochs = directory, int(every), epochs
-        self.ckpt = checkpointing.Checkpointer(directory) if self.every > 0 else None
+        # The runner's agent order (config.relabel): a checkpoint of another is refused.
+        self.ckpt = checkpointing.Checkpointer(directory, order=order) if self.every > 0 else None
         self.last_saved = -1
 
     def _history_path(self, epoch: int) -> epath.Path:
@@ -344,7 +345,12 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                 epochs = config.get("algorithm_epochs", {}).get(name, config.num_epochs)
                 runs_tag = f"__runs{sweeps.num_runs(config, name)}" if many_runs else ""
                 run_dir = workdir / "checkpoints" / workdir_lib.run_name(label, name + runs_tag)
-                saver = _RunCheckpoints(run_dir, config.get("checkpoint_every", 0), epochs)
+                # A relabelled operator (config.relabel): the runner puts the agents'
+                # data in its order and reports them in the user's.
+                order = server.order if decentralized and not many_runs else None
+                saver = _RunCheckpoints(
+                    run_dir, config.get("checkpoint_every", 0), epochs, order=order
+                )
                 with tqdm.tqdm(
                     total=epochs, desc=f"{label}/{name}", unit="epoch", leave=False
                 ) as bar:
@@ -361,9 +367,6 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                             **train_kwargs,
                         )  # fmt: skip
                     else:
-                        # A relabelled operator (config.relabel): the runner puts the
-                        # agents' data in its order and reports them in the user's.
-                        order = server.order if decentralized else None
                         runner = loop.Runner(
                             make(config, lr), sampler, agent_mesh, evaluate, order=order
                         )

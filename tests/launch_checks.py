@@ -11,6 +11,7 @@ Shared by ``tests/test_launch.py`` and ``tests/test_float32.py`` (not a test mod
   descends, stalls or runs at half speed fails;
   :func:`assert_federated_tracks_gradient_descent` the same for the federated
   (nonconvex network) config, on the loss decrease.
+* :func:`assert_same_runs`: a relabelled run's final metrics equal the plain run's.
 """
 
 import math
@@ -259,3 +260,17 @@ def assert_federated_tracks_gradient_descent(config, out):
         assert history[0]["loss"] == pytest.approx(first, rel=1e-5), name  # Same x0.
         fraction = (history[0]["loss"] - history[-1]["loss"]) / (first - losses[name])
         assert fraction >= 0.75, (name, fraction)
+
+
+def assert_same_runs(got, want, keys=("loss", "dist_to_opt", "agent_loss_worst", "agent_loss_std")):
+    """The same runs, and each one's final ``keys`` equal to ``rtol=1e-10`` (float64).
+
+    For a relabelled launch (``config.relabel``) against the plain one: per-agent
+    metrics such as the worst agent's loss would differ if agents were mixed up.
+    """
+    assert got["histories"].keys() == want["histories"].keys()
+    for run, history in want["histories"].items():
+        for key in keys:
+            np.testing.assert_allclose(
+                got["histories"][run][-1][key], history[-1][key], rtol=1e-10, err_msg=key
+            )

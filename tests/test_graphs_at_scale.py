@@ -179,12 +179,6 @@ def test_directed_operators_and_their_failures_build_without_an_n_by_n_array():
     assert peak < 8 * n * n / 16, peak
 
 
-def test_link_failures_refuse_a_relabelled_base():
-    op = comm.gossip(weights.metropolis_hastings(_shuffled_grid(16)), order="rcm")
-    with pytest.raises(ValueError, match="link_failures needs a base in the user's labels"):
-        link_failures(op, 0.2)
-
-
 def test_relabelled_push_pull_takes_the_halo_path_and_equals_the_plain_run():
     n = 512
     a = directed.geometric_directed(n, np.sqrt(8 / (np.pi * n)), 0.3, seed=0)
