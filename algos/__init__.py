@@ -1,5 +1,7 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
+from decentjax.algos.async_pairwise import AdPsgdState, ad_psgd
+from decentjax.algos.async_push import AsyncPushSumState, async_push_sum
 from decentjax.algos.centralized import CentralizedState, centralized
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
@@ -62,4 +64,8 @@ __all__ = [
     "nids",
     "scaffold",
     "with_model",
+    "AdPsgdState",
+    "AsyncPushSumState",
+    "ad_psgd",
+    "async_push_sum",
 ]

@@ -15,8 +15,8 @@ communication kernels (:mod:`core.gossip_kernels`):
   many distinct offsets).
 
 Messages in flight are held at the **receiver** in a ring buffer :class:`InFlight` of
-fixed shape ``(b, K, L, ...)``, ``L = max_delay + 1``: a message sent at tick ``t``
-with delay ``δ`` is added to position ``(t + δ) mod L`` of its slot
+fixed shape ``(b, K, L, ...)``, ``L > max_delay`` (``AsyncModel.buffer``): a message
+sent at tick ``t`` with delay ``δ`` is added to position ``(t + δ) mod L`` of its slot
 (:func:`send`), and at tick ``t`` the receiver takes (and clears) position
 ``t mod L`` (:func:`deliver`). Since ``δ <= L - 1``, a position is read exactly at
 the arrival tick of every message it holds: a message is never visible before it
@@ -150,15 +150,17 @@ class InFlight(NamedTuple):
 
     Attributes:
       messages: leaves ``(b, K, L, ...)``: per in-edge slot and arrival tick modulo
-        ``L = max_delay + 1``, the sum of the (weighted) messages due then.
+        ``L > max_delay``, the sum of the (weighted) messages due then.
     """
 
     messages: PyTree
 
 
-def in_flight_init(links_: Links, tree: PyTree, max_delay: int) -> InFlight:
-    """Empty buffers for messages shaped like one agent's slice of ``tree`` (local view)."""
-    length = max_delay + 1
+def in_flight_init(links_: Links, tree: PyTree, length: int) -> InFlight:
+    """Empty ring buffers of ``length`` ticks for messages shaped like ``tree``'s rows.
+
+    Local view; ``length`` must exceed the largest delay (``AsyncModel.buffer``).
+    """
 
     def leaf(x: jax.Array) -> jax.Array:
         shape = (x.shape[0], links_.slots, length, *x.shape[1:])

@@ -70,12 +70,14 @@ class AsyncModel:
       max_delay: messages arrive ``0 .. max_delay`` ticks after they are sent
         (uniform, drawn per edge and tick); 0 = no delay.
       tick: simulated time units per tick.
+      buffer: ticks each edge's ring buffer of in-flight messages holds (> ``max_delay``).
       table: ``wake_prob`` as an :class:`~core.operator_tables.AgentTable`.
     """
 
     wake_prob: np.ndarray
     max_delay: int
     tick: float
+    buffer: int
     table: AgentTable
 
     @property
@@ -110,6 +112,7 @@ def async_model(
     compute_time: Any = None,
     max_delay: int = 0,
     tick: float | None = None,
+    buffer: int | None = None,
 ) -> AsyncModel:
     r"""An asynchronous execution model: per-agent wake-ups per tick and message delays.
 
@@ -126,6 +129,9 @@ def async_model(
       max_delay: bound on message delays in ticks, an int >= 0.
       tick: time units per tick, > 0; default 1, or :math:`\min_i \tau_i` with
         ``compute_time`` (which must not be below ``tick``).
+      buffer: ticks of in-flight messages each edge's ring buffer holds; default
+        ``max_delay + 1``, and it must exceed ``max_delay`` (a message delayed by
+        ``buffer`` ticks or more would overwrite one not yet delivered).
 
     Returns:
       An :class:`AsyncModel`.
@@ -145,6 +151,15 @@ def async_model(
         raise ValueError(f"max_delay must be an int >= 0 (ticks), got {max_delay!r}.")
     if max_delay < 0:
         raise ValueError(f"max_delay must be >= 0 (ticks), got {max_delay}.")
+    if buffer is not None and not (
+        isinstance(buffer, (int, np.integer))
+        and not isinstance(buffer, bool)
+        and buffer > max_delay
+    ):
+        raise ValueError(
+            f"max_delay={max_delay} ticks does not fit a ring buffer of {buffer!r} ticks: "
+            f"buffer must be an int > max_delay (at least {max_delay + 1})."
+        )
     if tick is not None and not (np.isfinite(tick) and float(tick) > 0.0):
         raise ValueError(f"tick must be a positive number of time units, got {tick!r}.")
     n = int(n_agents)
@@ -177,7 +192,8 @@ def async_model(
             f"wake probabilities must lie in (0, 1], got {p[i]} for agent {i} "
             f"({bad.size} agents outside)."
         )
-    return AsyncModel(p, int(max_delay), tick, AgentTable(p, "wake probabilities"))
+    length = int(max_delay) + 1 if buffer is None else int(buffer)
+    return AsyncModel(p, int(max_delay), tick, length, AgentTable(p, "wake probabilities"))
 
 
 def stragglers(

@@ -30,7 +30,7 @@ from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimiz
 from decentjax.core.asynchrony import AsyncModel
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import as_varying
-from decentjax.core.tree import block_size, debias, leaf_dtype, per_agent
+from decentjax.core.tree import block_size, debias, leaf_dtype, per_agent, select
 
 
 class AsyncPushSumState(NamedTuple):
@@ -140,7 +140,7 @@ def async_push_sum(
         del data, key
         block = block_size(params)
         weight = jnp.ones((block,), leaf_dtype(params))
-        buffer = async_links.in_flight_init(edges, (params, weight), model.max_delay)
+        buffer = async_links.in_flight_init(edges, (params, weight), model.buffer)
         tick = as_varying(jnp.zeros((block,), jnp.int32))
         return AsyncPushSumState(params, weight, jax.vmap(opt.init)(params), buffer, tick)
 
@@ -152,11 +152,11 @@ def async_push_sum(
         grads = grad_fn(z, batch.data)
         updates, opt_state = jax.vmap(opt.update)(grads, state.opt_state, z)
         stepped = optax.apply_updates(state.numerator, updates)
-        y = _where(awake, stepped, state.numerator)
-        opt_state = _where(awake, opt_state, state.opt_state)
+        y = select(awake, stepped, state.numerator)
+        opt_state = select(awake, opt_state, state.opt_state)
         # A woken agent keeps c_ii of (y, v) and sends c_ji to each out-neighbour j.
         keep = jnp.where(awake, async_links.self_weight(edges, block, state.weight), 1.0)
-        sent = (_where(awake, y, _zeros(y)), jnp.where(awake, state.weight, 0.0))
+        sent = (select(awake, y, _zeros(y)), jnp.where(awake, state.weight, 0.0))
         received = edges.receive(sent)
         in_weights = async_links.edge_weights(edges, block, state.weight)
         delay = asynchrony.delays(model, key, block, edges.slots)
@@ -188,11 +188,6 @@ def _support(push: Gossip):
     support = np.array(support)
     np.fill_diagonal(support, False)
     return support
-
-
-def _where(mask: jax.Array, a: PyTree, b: PyTree) -> PyTree:
-    """Per agent ``a_i`` where ``mask_i`` else ``b_i``, leaf by leaf."""
-    return jax.tree.map(lambda x, y: jnp.where(per_agent(mask, x) > 0, x, y), a, b)
 
 
 def _zeros(tree: PyTree) -> PyTree:
