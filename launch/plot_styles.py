@@ -24,6 +24,7 @@ METRIC_LABELS: dict[str, str] = {
     "epoch": "epoch",
     "round": "round",
     "seconds": "run time (s)",
+    "sim_time": "simulated wall-clock (ticks)",
 }
 
 # Metrics that live in [0, 1] and read best on a linear axis; every other one is an
@@ -32,7 +33,7 @@ LINEAR_METRICS = frozenset({"accuracy", "test_accuracy"})
 
 # Method name (before any "@compressor" suffix) -> family.
 FAMILIES: dict[str, str] = {
-    **dict.fromkeys(("dsgd", "dsgd_cta", "dsgd_full", "dsgd_ef", "d_rr"), "gossip"),
+    **dict.fromkeys(("dsgd", "dsgd_cta", "dsgd_full", "dsgd_ef", "d_rr", "ad_psgd"), "gossip"),
     **dict.fromkeys(("dsgt", "gt_atc", "diging", "gt_rr"), "tracking"),
     **dict.fromkeys(("ed", "edas", "ed_rr", "nids", "extra"), "diffusion"),
     **dict.fromkeys(("cedas", "lead", "choco_sgd"), "compressed"),
@@ -40,6 +41,7 @@ FAMILIES: dict[str, str] = {
         ("push_pull", "ab", "push_diging", "push_sum", "apd", "apd_sc", "cpp", "b_cpp"),
         "directed",
     ),
+    "async_push_sum": "directed",
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }

@@ -275,6 +275,20 @@ def test_async_runner_reports_ticks_as_sim_time():
     assert 0 < history[2]["bytes_sent"] < 10 * (D + 1) * 8  # sleepers send nothing
 
 
+def test_wake_models():
+    """Poisson clocks and compute speeds as per-tick wake probabilities (host only)."""
+    rates = np.linspace(0.5, 2.0, N)
+    np.testing.assert_allclose(
+        asynchrony.async_model(N, rates=rates, tick=0.5).wake_prob, 1 - np.exp(-0.5 * rates)
+    )
+    times = asynchrony.stragglers(N, 0.25, 4.0, seed=3)
+    assert sorted(times) == [1.0] * 6 + [4.0] * 2
+    np.testing.assert_array_equal(times, asynchrony.stragglers(N, 0.25, 4.0, seed=3))
+    model = asynchrony.async_model(N, compute_time=2 * times)
+    assert model.tick == 2.0 and sorted(model.wake_prob) == [0.25] * 2 + [1.0] * 6
+    assert asynchrony.async_model(N).all_awake and not model.all_awake
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -308,3 +322,22 @@ def test_bad_graphs_raise_before_compiling():
         ad_psgd_lib.ad_psgd(LS.loss, np.kron(np.eye(2), topology.ring(4)).astype(bool), model, 0.1)
     with pytest.raises(ValueError, match="asynchrony model is for 4 agents"):
         algos.async_push_sum(LS.loss, push_operator(), asynchrony.async_model(4), 0.1)
+
+
+def test_launch_config_needs_its_asynchrony_section():
+    from decentjax.launch import async_methods, experiment
+    from decentjax.launch.configs import asynchrony as config_file
+
+    config = config_file.get_config("adpsgd,s10,runlocal")
+    experiment.validate(config)
+    assert experiment.sampler_of(config, "ad_psgd") == ("iid", True)
+    model = async_methods.asynchrony_model(config)
+    assert sorted(model.wake_prob).count(0.1) == round(0.1 * config.n_agents)
+    dsgd = algos.dsgd(LS.loss, comm.gossip(np.full((N, N), 1 / N)), 0.1)
+    assert async_methods.timed(config, "dsgd", dsgd).init is not dsgd.init  # clocked
+    with config.unlocked():
+        del config.asynchrony
+    with pytest.raises(ValueError, match="config.asynchrony section"):
+        experiment.validate(config)
+    with pytest.raises(ValueError, match="give one of adpsgd, push"):
+        config_file.get_config("adpsgd,push")
