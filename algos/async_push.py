@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from decentjax.algos._directed import LossFn, PyTree, check_push
-from decentjax.core import async_links, asynchrony, digraph
+from decentjax.core import async_links, asynchrony, digraph, weights
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
 from decentjax.core.asynchrony import AsyncModel
 from decentjax.core.comm import Gossip
@@ -125,7 +125,7 @@ def async_push_sum(
     """
     name = "async-push-sum"
     check_push(push, name)
-    digraph.check_strongly_connected(np.asarray(_support(push)))
+    digraph.check_strongly_connected(weights.support(push.matrix))
     check_positive_self_weights(push, name)
     if model.n_agents != push.n_agents:
         raise ValueError(
@@ -175,19 +175,6 @@ def async_push_sum(
     return Algorithm(
         init=init, step=step, params=lambda s: debias(s.numerator, s.weight), name=name
     )
-
-
-def _support(push: Gossip):
-    """The digraph of ``C``: ``A[i, j]`` = ``C[i, j] != 0`` off the diagonal."""
-    m = push.matrix
-    support = m != 0
-    if hasattr(support, "setdiag"):
-        support = support.tolil()
-        support.setdiag(False)
-        return support.tocsr()
-    support = np.array(support)
-    np.fill_diagonal(support, False)
-    return support
 
 
 def _zeros(tree: PyTree) -> PyTree:

@@ -12,25 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from decentjax import algos
-from decentjax.core import asynchrony
+from decentjax.core import asynchrony, weights
 from decentjax.core.algorithm import Algorithm
 
 # Asynchronous methods on undirected graphs: (loss, gossip operator, lr, AsyncModel); they
 # run in ticks of config.asynchrony (see asynchrony_model) with config.async_sampler.
 ASYNC_ALGORITHMS: dict[str, Callable[..., Any]] = {
-    "ad_psgd": lambda loss, op, lr, model: algos.ad_psgd(loss, _support(op.matrix), model, lr),
+    "ad_psgd": lambda loss, op, lr, model: algos.ad_psgd(
+        loss, weights.support(op.matrix), model, lr
+    ),
 }
 ASYNC_METHODS = frozenset({*ASYNC_ALGORITHMS, "async_push_sum"})
-
-
-def _support(w: Any) -> np.ndarray:
-    """The graph of a mixing matrix: its off-diagonal nonzeros (dense bool)."""
-    a = np.asarray(w.toarray() if hasattr(w, "toarray") else w) != 0
-    np.fill_diagonal(a, False)
-    return a
 
 
 def asynchrony_model(config: ml_collections.ConfigDict) -> asynchrony.AsyncModel:

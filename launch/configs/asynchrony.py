@@ -11,25 +11,37 @@ Commands (a minute or two each on a 2-core CPU)::
 
 Setting: the embedded digits (0-4 vs 5-9, unit norm plus bias, d = 65), label-sorted
 over 16 agents, l2 logistic regression (mu = 0.2), i.i.d. minibatches of 8 (14 steps
-per epoch), constant step 0.5, float64. The execution model (:mod:`core.asynchrony`):
-a fraction of the agents, drawn with seed 0, need 10 ticks per local step on average
-(Bernoulli wake-ups with p = 0.1 per tick), the others one; messages of asynchronous
-push-sum are delayed by 0..2 ticks. Asynchronous methods take one tick per step;
-synchronous ones (DSGD, push-sum) wait each round for the slowest agent
-(:func:`core.asynchrony.synchronous`: max over agents of Geometric(p_i) ticks), so all
-report ``sim_time`` and are plotted against simulated time (``*_vs_sim_time.png``)
-beside epochs (steps) and bytes. Every method runs the same number of steps.
+per epoch), constant step 0.05, float64, 80 epochs (1120 steps). The execution model
+(:mod:`core.asynchrony`): a fraction of the agents, drawn with seed 0, need 10 ticks
+per local step on average (Bernoulli wake-ups with p = 0.1 per tick), the others one;
+messages of asynchronous push-sum are delayed by 0..2 ticks. Asynchronous methods take
+one tick per step; synchronous ones (DSGD, push-sum) wait each round for the slowest
+agent (:func:`core.asynchrony.synchronous`: max over agents of Geometric(p_i) ticks),
+so all report ``sim_time`` and are plotted against simulated time
+(``*_vs_sim_time.png``) beside epochs (steps) and bytes. Every method runs the same
+number of steps.
 
 * ``adpsgd``: DSGD (Metropolis weights) against AD-PSGD (Lian et al., ICML 2018,
   arXiv 1710.06952; one random matching of the graph per tick) on the exponential
-  graph and the ring.
+  graph (Metropolis weights for DSGD; on the ring, spectral gap 0.05, both end
+  above the target: the label-sorted split's consensus error, 0.12 for DSGD).
 * ``push``: push-sum / SGP against asynchronous push-sum (Assran & Rabbat, arXiv
-  1803.08950) on the directed exponential graph and the unbalanced digraph
-  (``directed.unbalanced_example``), column-stochastic weights.
+  1803.08950) on the directed exponential graph, column-stochastic weights.
 
 Metric: (1/n) sum_i ||x_i - x*||^2; ``T@target`` in the summary is the simulated time
-until it first falls to 1e-2. What it shows: the results and the closing note of
-``launch/results/asynchrony_*/`` (quoted in README's "Asynchrony" section).
+until it first falls to 2e-2.
+
+Results (``launch/results/asynchrony_*/``, one run each on a 2-core CPU): without
+stragglers DSGD and push-sum reach 2e-2 at 196 ticks, AD-PSGD at 224 (one matching per
+tick mixes less than W) and asynchronous push-sum at 196 (delays of 0..2 ticks cost
+nothing here). With 10% / 30% stragglers a synchronous round lasts 14.4 / 22.2 ticks on
+average and DSGD and push-sum need 2459 / 4011 ticks, while AD-PSGD needs 602 / 378
+(4.1x / 10.6x sooner) and asynchronous push-sum 588 / 728 (4.2x / 5.5x). The
+asynchronous methods win in wall-clock to this target but level off 30-70x higher
+(1.3e-2 to 3.2e-2 after 1120 steps against 4.5e-4, accuracy at x_bar 0.50 against
+0.83): an agent that wakes at rate p_i applies its gradient p_i times as often, so the
+fixed point minimises sum_i p_i f_i, which under-weights the stragglers' labels on this
+label-sorted split.
 
 Arguments (comma separated): ``adpsgd`` (default) or ``push``; ``s0``, ``s10`` or
 ``s30`` (default); ``runlocal`` (3 epochs).
@@ -59,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.partition = "label_sorted"
     config.objective.reg = 0.2
     config.batch_size = 8
-    config.step = ml_collections.ConfigDict({"schedule": "constant", "constant": 0.5})
+    config.step = ml_collections.ConfigDict({"schedule": "constant", "constant": 0.05})
     config.asynchrony = ml_collections.ConfigDict(
         {
             "straggler_fraction": STRAGGLERS[level],
@@ -69,18 +81,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     if experiment == "adpsgd":
-        config.topologies = ("exponential", "ring")
+        config.topologies = ("exponential",)
         config.weights = "metropolis"
         config.algorithms = ("dsgd", "ad_psgd")
         config.async_sampler = "iid"
     else:
         config.directed = True
         config.directed_sampler = "iid"
-        config.topologies = ("directed_exponential", "unbalanced")
+        config.topologies = ("directed_exponential",)
         config.weights = "row_and_column_stochastic"
         config.algorithms = ("push_sum", "async_push_sum")
     config.plot_metric = "dist_to_opt"
-    config.target_error = 1e-2
+    config.target_error = 2e-2
     # (epochs, epochs per compiled chunk); runlocal: a few seconds of steps.
-    config.num_epochs, config.log_every = (3, 1) if "runlocal" in args else (60, 5)
+    config.num_epochs, config.log_every = (3, 1) if "runlocal" in args else (80, 10)
     return config
