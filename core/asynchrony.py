@@ -265,11 +265,8 @@ def round_ticks(model: AsyncModel, key: jax.Array, block: int) -> jax.Array:
         return jnp.int32(1)
     keys = agent_keys(jax.random.fold_in(key, ROUND_STREAM), block)
     p = model.table.local(block)
-    u = jax.vmap(jax.random.uniform)(keys).astype(p.dtype)
-    # Inverse CDF of Geometric(p) on {1, 2, ...}; p = 1 gives 1 exactly.
-    safe = jnp.where(p >= 1.0, 0.5, p)
-    ticks = jnp.where(p >= 1.0, 1.0, jnp.ceil(jnp.log1p(-u) / jnp.log1p(-safe)))
-    ticks = jnp.maximum(ticks, 1.0).astype(jnp.int32)
+    # Geometric on {1, 2, ...}: the ticks until the agent's local step is done.
+    ticks = jax.vmap(lambda k, q: jax.random.geometric(k, q, dtype=jnp.int32))(keys, p)
     return jax.lax.pmax(jnp.max(ticks), AGENT_AXIS)
 
 

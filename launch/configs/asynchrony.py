@@ -34,9 +34,9 @@ until it first falls to 2e-2.
 Results (``launch/results/asynchrony_*/``, one run each on a 2-core CPU): without
 stragglers DSGD and push-sum reach 2e-2 at 196 ticks, AD-PSGD at 224 (one matching per
 tick mixes less than W) and asynchronous push-sum at 196 (delays of 0..2 ticks cost
-nothing here). With 10% / 30% stragglers a synchronous round lasts 14.4 / 22.2 ticks on
-average and DSGD and push-sum need 2459 / 4011 ticks, while AD-PSGD needs 602 / 378
-(4.1x / 10.6x sooner) and asynchronous push-sum 588 / 728 (4.2x / 5.5x). The
+nothing here). With 10% / 30% stragglers a synchronous round lasts 14.9 / 22.3 ticks on
+average and DSGD and push-sum need 3244 / 4488 ticks, while AD-PSGD needs 602 / 378
+(5.4x / 11.9x sooner) and asynchronous push-sum 588 / 728 (5.5x / 6.2x). The
 asynchronous methods win in wall-clock to this target but level off 30-70x higher
 (1.3e-2 to 3.2e-2 after 1120 steps against 4.5e-4, accuracy at x_bar 0.50 against
 0.83): an agent that wakes at rate p_i applies its gradient p_i times as often, so the
