@@ -434,8 +434,9 @@ def train(
         state, metrics = runner.run_epochs(state, data, key, done, chunk, test_data)
         metrics = jax.device_get(metrics)
         seconds += time.perf_counter() - start
-        if "sim_time" in metrics:  # the initial point is at simulated time 0
-            history[0].setdefault("sim_time", 0.0)
+        for name in metrics:  # the initial point is at simulated time 0 (every run's)
+            if name == "sim_time" or name.startswith("sim_time@"):
+                history[0].setdefault(name, 0.0)
         for t in range(chunk):
             row = {k: float(np.asarray(v)[t]) for k, v in metrics.items()}
             sent += row.pop("bytes_sent")
