@@ -19,9 +19,9 @@ from decentjax.core import (
     asynchrony,
     comm,
     directed,
-    loop,
     mesh,
     metrics,
+    runs,
     sampling,
     time_varying,
     topology,
@@ -257,22 +257,30 @@ def test_synchronous_rounds_wait_for_the_straggler():
     assert np.all(np.diff(clock[:, 0]) == np.round(np.diff(clock[:, 0])))  # whole ticks
 
 
-def test_async_runner_reports_ticks_as_sim_time():
+def test_runs_report_ticks_as_sim_time():
+    """Two runs in one program (core.runs): each history has sim_time, 0 at the start."""
     model = asynchrony.async_model(
         N, compute_time=asynchrony.stragglers(N, 0.25, 10.0), max_delay=2
     )
     push = push_operator()
-    alg = algos.async_push_sum(LS.loss, push, model, 0.05)
     agent_mesh = mesh.make_agent_mesh(N, 8)
-    data, x0 = problem()
-    runner = loop.Runner(
-        alg, sampling.iid(M, 1, 5), agent_mesh, metrics.make_evaluator(LS.loss, push)
+    data, _ = problem()
+    runner = runs.RunsRunner(
+        lambda hyper: algos.async_push_sum(LS.loss, push, model, 0.05),
+        sampling.iid(M, 1, 5),
+        agent_mesh,
+        metrics.make_evaluator(LS.loss, push),
+        {},
+        2,
     )
     placed = mesh.shard_agents(data, agent_mesh)
-    state = runner.init(mesh.shard_agents(x0, agent_mesh), placed, jax.random.key(0))
-    _, history = loop.train(runner, state, placed, jax.random.key(1), 2)
-    assert [row["sim_time"] for row in history] == [0.0, 5.0, 10.0]
-    assert 0 < history[2]["bytes_sent"] < 10 * (D + 1) * 8  # sleepers send nothing
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = runs.runs_init(lambda k: jax.random.normal(k, (D,)), agent_mesh, N)(keys)
+    state = runner.init(params, placed, keys)
+    _, histories, _ = runs.train_runs(runner, state, placed, keys, 2)
+    for history in histories:  # 5 ticks per epoch, tick = 1
+        assert [row["sim_time"] for row in history] == [0.0, 5.0, 10.0]
+        assert 0 < history[2]["bytes_sent"] < 10 * (D + 1) * 8  # sleepers send nothing
 
 
 def test_wake_models():
