@@ -1,5 +1,7 @@
 """Decentralized and federated methods, each a factory returning an ``Algorithm``."""
 
+from decentjax.algos.async_pairwise import AdPsgdState, ad_psgd
+from decentjax.algos.async_push import AsyncPushSumState, async_push_sum
 from decentjax.algos.centralized import CentralizedState, centralized
 from decentjax.algos.client_momentum import (
     ClientMomentumState,
@@ -92,4 +94,8 @@ __all__ = [
     "ef21",
     "FedKSeedState",
     "fedkseed",
+    "AdPsgdState",
+    "AsyncPushSumState",
+    "ad_psgd",
+    "async_push_sum",
 ]

@@ -246,19 +246,24 @@ class Runner:
             batch = Batch(_gather(data, idx), epoch, position)
             state, metrics = algorithm.step(state, batch, jax.random.fold_in(step_key, position))
             sent = _block_average(metrics["bytes_sent"], float_dtype)
-            return state, (sent, state if keep_states else None)
+            # An asynchronous method's simulated clock (core.asynchrony), if it keeps one.
+            clock = metrics.get("sim_time")
+            clock = None if clock is None else jnp.max(jnp.asarray(clock, float_dtype))
+            return state, ((sent, clock), state if keep_states else None)
 
         steps = jnp.arange(sampler.steps_per_epoch, dtype=jnp.int32)
         return jax.lax.scan(one_step, state, (steps, order))
 
     def _local_run(self, state, data, test_data, key, first_epoch, *, num_epochs):
         def one_epoch(state, t):
-            state, (sent, _) = self._local_epoch(
+            state, ((sent, clock), _) = self._local_epoch(
                 state, data, key, first_epoch + t, keep_states=False
             )
             metrics = self._evaluate(self.algorithm.params(state), data, test_data)
             # pmean also makes a device-varying count (per-agent bytes) replicated.
             metrics["bytes_sent"] = jax.lax.pmean(jnp.sum(sent), AGENT_AXIS)
+            if clock is not None:  # the simulated wall-clock at the epoch's end: latest agent
+                metrics["sim_time"] = jax.lax.pmax(clock[-1], AGENT_AXIS)
             return state, metrics
 
         return jax.lax.scan(one_epoch, state, jnp.arange(num_epochs, dtype=jnp.int32))
@@ -429,6 +434,9 @@ def train(
         state, metrics = runner.run_epochs(state, data, key, done, chunk, test_data)
         metrics = jax.device_get(metrics)
         seconds += time.perf_counter() - start
+        for name in metrics:  # the initial point is at simulated time 0 (every run's)
+            if name == "sim_time" or name.startswith("sim_time@"):
+                history[0].setdefault(name, 0.0)
         for t in range(chunk):
             row = {k: float(np.asarray(v)[t]) for k, v in metrics.items()}
             sent += row.pop("bytes_sent")

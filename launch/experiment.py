@@ -31,7 +31,7 @@ from decentjax.core import (
     weights,
 )
 from decentjax.core import relabel as relabel_lib
-from decentjax.launch import federated_methods, model_tasks, registry, sweeps
+from decentjax.launch import async_methods, federated_methods, model_tasks, registry, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -178,6 +178,9 @@ DIRECTED_ALGORITHMS: dict[str, Callable[..., Any]] = {
             seed=cfg.get("seed", 0),
         ),
     ),
+    "async_push_sum": lambda loss, r, c, lr, cfg, comp: algos.async_push_sum(
+        loss, c, async_methods.asynchrony_model(cfg), lr
+    ),
 }
 
 DIRECTED_TOPOLOGIES: dict[str, Callable[[int, int], np.ndarray]] = {
@@ -249,6 +252,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             _lookup(DIRECTED_ALGORITHMS, method, "directed-graph algorithm")
             if compressor is not None and compressor not in (config.get("compressors") or {}):
                 raise ValueError(f"algorithm {name!r} names undefined compressor {compressor!r}.")
+            continue
+        if method in async_methods.ASYNC_METHODS:
+            async_methods.asynchrony_model(config)  # checks config.asynchrony
+        if compressor is None and method in async_methods.ASYNC_ALGORITHMS:
             continue
         if compressor is None and method in FEDERATED_ALGORITHMS:
             if not config.get("federated"):
@@ -527,6 +534,8 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
         compressor_key is not None and method in FEDERATED_COMPRESSED_ALGORITHMS
     ):
         return "iid", False
+    if compressor_key is None and method in async_methods.ASYNC_ALGORITHMS:
+        return config.get("async_sampler", "iid"), True
     if compressor_key is None:
         spec = _lookup(ALGORITHMS, method, "algorithm", "algorithm")
         return spec.sampler, spec.decentralized
@@ -561,7 +570,16 @@ def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_
         return algos.with_model(
             lambda loss, op: build_algorithm(config, name, loss, op, lr), loss_fn, comm_op
         )
+    return async_methods.timed(config, name, _build(config, name, loss_fn, comm_op, lr))
+
+
+def _build(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
+    """:func:`build_algorithm` for a plain loss, before any simulated clock."""
     method, compressor_key = split_name(name)
+    if compressor_key is None and method in async_methods.ASYNC_ALGORITHMS:
+        return async_methods.ASYNC_ALGORITHMS[method](
+            loss_fn, comm_op, lr, async_methods.asynchrony_model(config)
+        )
     if config.get("directed"):
         compressor = None
         if compressor_key is not None:

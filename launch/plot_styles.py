@@ -34,7 +34,7 @@ LINEAR_METRICS = frozenset({"accuracy", "test_accuracy"})
 
 # Method name (before any "@compressor" suffix) -> family.
 FAMILIES: dict[str, str] = {
-    **dict.fromkeys(("dsgd", "dsgd_cta", "dsgd_full", "dsgd_ef", "d_rr"), "gossip"),
+    **dict.fromkeys(("dsgd", "dsgd_cta", "dsgd_full", "dsgd_ef", "d_rr", "ad_psgd"), "gossip"),
     **dict.fromkeys(("dsgt", "gt_atc", "diging", "gt_rr"), "tracking"),
     "dsmt": "tracking",
     **dict.fromkeys(("ed", "edas", "ed_rr", "nids", "extra"), "diffusion"),
@@ -53,6 +53,7 @@ FAMILIES: dict[str, str] = {
         ),
         "directed",
     ),
+    "async_push_sum": "directed",
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
     **dict.fromkeys(("fedbuff", "async_fedavg"), "federated"),
     **dict.fromkeys(("fedavg_client_momentum", "scaffold_client_momentum"), "federated"),

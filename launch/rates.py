@@ -68,11 +68,16 @@ def history_rate(
     return fit_rate(epochs, [row[metric] for row in history], start=start, end=end)
 
 
-def bytes_to_reach(history: list[dict[str, float]], metric: str, target: float) -> float:
-    """Bytes one agent had sent when ``metric`` first fell to ``target`` (inf: never)."""
+def bytes_to_reach(
+    history: list[dict[str, float]], metric: str, target: float, x: str = "bytes_sent"
+) -> float:
+    """Bytes one agent had sent when ``metric`` first fell to ``target`` (inf: never).
+
+    ``x="sim_time"`` gives the simulated time instead (any cumulative row key).
+    """
     for row in history:
         if row[metric] <= target:
-            return row["bytes_sent"]
+            return row[x]
     return math.inf
 
 

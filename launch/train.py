@@ -72,6 +72,9 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
     header = f"{'topology':<{topo_w}}{'algorithm':<{alg_w}}{metric:>14}{'rate':>7}{'loss':>12}"
     header += f"{'consensus':>12}{'accuracy':>10}" + (f"{'test acc':>10}" if test else "")
     header += f"{'MB sent':>10}" + (f"{'MB@target':>11}" if target is not None else "")
+    clock = all("sim_time" in r for r in rows)
+    if clock:
+        header += f"{'sim time':>10}" + (f"{'T@target':>10}" if target is not None else "")
     header += f"{'compile s':>10}{'run s':>8}"
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -85,8 +88,17 @@ def _format_table(rows: list[dict[str, Any]], metric: str, target: float | None)
         line += f"{r['bytes_sent'] / 1e6:>10.3f}"
         if target is not None:
             line += f"{r['bytes_to_target'] / 1e6:>11.4f}"
+        if clock:  # simulated wall-clock (core.asynchrony): at the end, and to the target
+            line += f"{r['sim_time']:>10.0f}"
+            line += f"{r['time_to_target']:>10.0f}" if target is not None else ""
         lines.append(line + f"{r.get('compile_seconds', float('nan')):>10.2f}{r['seconds']:>8.2f}")
     return "\n".join(lines)
+
+
+def _has_key(runs: Any, key: str) -> bool:
+    """Whether the last row of a run (or of the first of several runs) holds ``key``."""
+    rows = runs[0] if isinstance(runs[0], list) else runs
+    return key in rows[-1]
 
 
 def _agent_table(rows: list[dict[str, Any]]) -> str:
@@ -397,6 +409,10 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                 row["rate"] = rates.history_rate(history, metric, *window)
                 if target is not None:
                     row["bytes_to_target"] = rates.bytes_to_reach(history, metric, target)
+                    if "sim_time" in row:
+                        row["time_to_target"] = rates.bytes_to_reach(
+                            history, metric, target, x="sim_time"
+                        )
                 summary.append(row)
 
     table = _format_table(summary, metric, target)
@@ -407,6 +423,10 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
     )
     if target is not None:
         table += f"\nMB@target: MB one agent sent until {metric} <= {target:g} (inf: never)"
+    if summary and all("sim_time" in r for r in summary):
+        table += "\nsim time: simulated wall-clock (ticks; core.asynchrony) at the end" + (
+            f", T@target: until {metric} <= {target:g}" if target is not None else ""
+        )
     if band_lines:
         table += (
             "\nmean +- std over seeds (each method's runs in one program; every run in "
@@ -424,6 +444,10 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
         plotting.plot_histories(histories, metric, plot_path, title=description)
         plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
         print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
+        if all(_has_key(runs, "sim_time") for runs in histories.values()):
+            time_path = workdir / f"{metric}_vs_sim_time.png"
+            plotting.plot_histories(histories, metric, time_path, x="sim_time", title=description)
+            print(f"wrote {time_path}")
     return {
         "histories": histories,
         "summary": summary,
