@@ -17,6 +17,12 @@ from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp, cpp
 from decentjax.algos.push_sum import PushSumState, push_sum_sgp
 from decentjax.algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
+from decentjax.algos.random_walk import (
+    RandomWalkState,
+    random_walk_sgd,
+    simulate_visits,
+    srrw_sgd,
+)
 from decentjax.algos.tracking import TrackingState, gradient_tracking, gt_rr
 from decentjax.algos.with_model import WithModelState, with_model
 
@@ -62,4 +68,8 @@ __all__ = [
     "nids",
     "scaffold",
     "with_model",
+    "RandomWalkState",
+    "random_walk_sgd",
+    "simulate_visits",
+    "srrw_sgd",
 ]
