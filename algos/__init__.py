@@ -13,6 +13,7 @@ from decentjax.algos.diffusion import (
 )
 from decentjax.algos.dsgd import DsgdState, d_rr, dsgd, dsgd_momentum
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
+from decentjax.algos.private import private
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp, cpp
 from decentjax.algos.push_sum import PushSumState, push_sum_sgp
@@ -72,4 +73,5 @@ __all__ = [
     "random_walk_sgd",
     "simulate_visits",
     "srrw_sgd",
+    "private",
 ]

@@ -42,6 +42,8 @@ FAMILIES: dict[str, str] = {
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
+    **dict.fromkeys(("rw_sgd", "srrw_sgd"), "token"),
+    **dict.fromkeys(("dp_dsgd", "dp_fedavg", "dp_local_sgd", "dp_scaffold"), "private"),
 }
 
 # Family -> line style; methods of other families (a user's own) get "other".
@@ -53,6 +55,8 @@ FAMILY_LINESTYLES: dict[str, str | tuple[int, tuple[int, ...]]] = {
     "directed": (0, (4, 1, 1, 1, 1, 1)),
     "federated": "-",
     "centralized": ":",
+    "token": (0, (5, 1, 1, 1)),
+    "private": (0, (2, 1)),
     "other": (0, (8, 2, 2, 2)),
 }
 

@@ -149,3 +149,27 @@ def test_bad_privacy_parameters_are_clear_errors():
         privacy.dp_sgd(obj.loss, clip_norm=1.0, noise_multiplier=-1.0)
     with pytest.raises(ValueError, match="delta"):
         privacy.epsilon(1.0, sampling.full_batch(M), 3, 1.5)
+
+
+def test_private_config_names_build_the_private_method_and_report_epsilon():
+    from decentjax.launch import experiment, private_runs
+    from decentjax.launch.configs import private
+
+    config = private.get_config(None)
+    experiment.validate(config)
+    assert experiment.sampler_of(config, "dp_fedavg@s8") == ("without_replacement", False)
+    assert experiment.sampler_of(config, "dp_dsgd@s8") == ("without_replacement", True)
+    parts, obj = problem()
+    op = comm.gossip(weights.metropolis_hastings(topology.ring(N)))
+    algorithm = experiment.build_algorithm(config, "dp_dsgd@s8", obj.loss, op, 0.5)
+    assert algorithm.name == "dp-dsgd"
+    sampler = sampling.without_replacement(M, B)
+    history = [{"epoch": 0}, {"epoch": 1}, {"epoch": 2}]
+    private_runs.annotate(config, "dp_dsgd@s8", sampler, history)
+    spent = [
+        privacy.epsilon(8.0, sampler, t * M // B, 1e-5, orders=private_runs.ORDERS) for t in (1, 2)
+    ]
+    assert [row["epsilon"] for row in history] == [0.0, *spent]
+    config.algorithms = ("dp_dsgd@s3",)
+    with pytest.raises(ValueError, match="noise_multipliers"):
+        experiment.validate(config)

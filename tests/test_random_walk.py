@@ -151,3 +151,16 @@ def test_bad_walks_are_clear_errors():
         algos.srrw_sgd(obj.loss, transition(), 0.1, alpha=-1.0)
     with pytest.raises(ValueError, match="start"):
         algos.random_walk_sgd(obj.loss, transition(), 0.1, start=N)
+
+
+def test_config_runs_the_token_methods(tmp_path):
+    from decentjax.launch import train
+    from decentjax.launch.configs import random_walk
+
+    config = random_walk.get_config("runlocal")
+    config.topologies, config.algorithms, config.n_devices = ("ring",), ("srrw_sgd",), 1
+    config.algorithm_epochs = {"srrw_sgd": 2}
+    history = train.train_and_evaluate(config, str(tmp_path))["histories"]["ring", "srrw_sgd"]
+    assert history[-1]["dist_to_opt"] < history[0]["dist_to_opt"]
+    assert history[-1]["consensus"] < 1e-12  # every agent's row is the token
+    assert 0 < history[-1]["bytes_sent"]
