@@ -85,6 +85,7 @@ def summary_lines(rows: list[dict[str, Any]], delta: float) -> str:
 def plot(rows: list[dict[str, Any]], path: Any, metric: str = "test_accuracy") -> None:
     """Final ``metric`` against epsilon, one line per base method; plain runs dashed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -102,6 +103,9 @@ def plot(rows: list[dict[str, Any]], path: Any, metric: str = "test_accuracy") -
             if r["algorithm"] == base:
                 ax.axhline(r.get(metric, math.nan), color=f"C{i}", ls="--", label=f"{base} (no DP)")
     ax.set_xscale("log")
+    ticks = sorted({eps for points in private_rows.values() for eps, _ in points})
+    ax.set_xticks(ticks, [f"{eps:.3g}" for eps in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("epsilon (per agent's data)")
     ax.set_ylabel(metric)
     ax.legend()
