@@ -9,7 +9,7 @@ it to a neighbour drawn from a transition kernel:
   \theta_{k+1} = \theta_k - \alpha_k \nabla f_{X_k, \xi_k}(\theta_k), \qquad
   X_{k+1} \sim K_k(X_k, \cdot).
 
-* **Random-walk SGD** (Johansson, Rabi, Johansson 2009; Sun, Sun, Hong, Yin, "On
+* **Random-walk SGD** (Sun, Sun, Yin, "On
   Markov chain gradient descent", NeurIPS 2018, https://arxiv.org/abs/1809.04216):
   :math:`K_k = P`, a fixed Markov chain on the graph, e.g. the Metropolis–Hastings
   walk, whose stationary distribution :math:`\mu` is uniform, so the token minimises
@@ -241,7 +241,7 @@ def random_walk_sgd(
         :func:`core.algorithm.local_optimizer`. Before compiling.
 
     References:
-          Sun, Sun, Hong, Yin, "On Markov chain gradient descent", NeurIPS 2018,
+          Sun, Sun, Yin, "On Markov chain gradient descent", NeurIPS 2018,
           https://arxiv.org/abs/1809.04216.
     """
     opt = local_optimizer(learning_rate, optimizer)
@@ -268,8 +268,7 @@ def srrw_sgd(
     with :math:`x_k` the empirical visit measure (module docstring). With
     ``alpha=0`` it draws exactly the walk of :func:`random_walk_sgd` (same keys, same
     draws). The SA-SRRW paper (Hu, Doshi, Eun, ICLR 2024) shows the iterate's
-    asymptotic covariance falling as :math:`O(1/\alpha^2)`; its experiments use
-    :math:`\alpha` up to 20.
+    asymptotic covariance falling as :math:`O(1/\alpha^2)`.
 
     Args:
       loss_fn: per-agent objective ``(params, batch) -> scalar``.

@@ -205,12 +205,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for name in config.algorithms:
         method, compressor = split_name(name)
         if private_runs.is_private(name):  # "dp_<method>@<noise key>"
-            method, _ = private_runs.parse(config, name)
-            if model_tasks.uses_nnx(config):
-                raise ValueError(
-                    f"algorithm {name!r}: DP-SGD runs need a loss without model state or "
-                    f"key (linear, mlp, cnn), not config.model.name={config.model.name!r}."
-                )
+            method = private_runs.validate(config, name, model_tasks.uses_nnx(config))
             if method not in FEDERATED_ALGORITHMS:
                 _lookup(ALGORITHMS, method, "algorithm", "algorithm")
             continue

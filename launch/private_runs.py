@@ -54,6 +54,22 @@ def parse(config: ml_collections.ConfigDict, name: str) -> tuple[str, float]:
     return method, float(table[key])
 
 
+def validate(config: ml_collections.ConfigDict, name: str, stateful_model: bool) -> str:
+    """Checks a private run's name and config; returns its base method's name.
+
+    Raises:
+      ValueError: as :func:`parse`, or for a model with state or a keyed loss (NNX
+        networks of ``launch.model_tasks``), whose loss DP-SGD does not wrap.
+    """
+    method, _ = parse(config, name)
+    if stateful_model:
+        raise ValueError(
+            f"algorithm {name!r}: DP-SGD runs need a loss without model state or key "
+            f"(linear, mlp, cnn), not config.model.name={config.model.name!r}."
+        )
+    return method
+
+
 def budget(config: ml_collections.ConfigDict, sigma: float, sampler: Sampler, steps: int):
     """Epsilon of one agent's data after ``steps`` DP-SGD steps of this config."""
     return privacy.epsilon(
