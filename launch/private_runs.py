@@ -24,7 +24,7 @@ PREFIX = "dp_"
 SAMPLER = "without_replacement"
 # RDP orders for the per-epoch budgets: the accountant's default set costs about 1 s per
 # call, this one about 0.3 s; fewer orders can only raise epsilon (it is a minimum over
-# orders), and on the committed runs it gives the default set's values.
+# orders): on the committed runs by under 1% (1.78 against 1.77 at sigma = 16).
 ORDERS = (1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 48, 64)
 ORDERS += (128, 256)
 
