@@ -26,11 +26,18 @@ from decentjax.algos.dsmt import DsmtState, dsmt
 from decentjax.algos.fedbuff import FedBuffServer, async_fedavg, fedbuff
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.fedkseed import FedKSeedState, fedkseed
+from decentjax.algos.private import private
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp_sync, cpp
 from decentjax.algos.push_compressed_async import BCppAsyncState, b_cpp_async
 from decentjax.algos.push_sum import PushSumState, push_sum_sgp
 from decentjax.algos.push_tracking import PushDigingState, PushPullState, push_diging, push_pull
+from decentjax.algos.random_walk import (
+    RandomWalkState,
+    random_walk_sgd,
+    simulate_visits,
+    srrw_sgd,
+)
 from decentjax.algos.tracking import TrackingState, gradient_tracking, gt_rr
 from decentjax.algos.with_model import WithModelState, with_model
 
@@ -98,4 +105,9 @@ __all__ = [
     "AsyncPushSumState",
     "ad_psgd",
     "async_push_sum",
+    "RandomWalkState",
+    "random_walk_sgd",
+    "simulate_visits",
+    "srrw_sgd",
+    "private",
 ]

@@ -119,3 +119,36 @@ def make_sampler(name: str, num_samples: int, batch_size: int = 1) -> Sampler:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid: {sorted(SAMPLERS)}.")
     return SAMPLERS[name](num_samples, batch_size)
+
+
+def without_replacement(
+    num_samples: int, batch_size: int = 1, steps_per_epoch: int | None = None
+) -> Sampler:
+    """Each step a fresh uniform subset of ``batch_size`` distinct samples.
+
+    The sampling DP-SGD's accountant models as ``SampledWithoutReplacementDpEvent``
+    (:func:`core.privacy.epsilon`): the batches of different steps are independent.
+
+    Args:
+      num_samples: samples per agent ``m``.
+      batch_size: distinct samples per step.
+      steps_per_epoch: defaults to ``m // batch_size``, as :func:`iid`.
+
+    Returns:
+      A :class:`Sampler` named ``"without_replacement"``.
+    """
+    _check(num_samples, batch_size)
+    steps = num_samples // batch_size if steps_per_epoch is None else steps_per_epoch
+    if steps < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps}.")
+
+    def indices(key: jax.Array) -> jax.Array:
+        def one(k):
+            return jax.random.permutation(k, num_samples)[:batch_size].astype(jnp.int32)
+
+        return jax.vmap(one)(jax.random.split(key, steps))
+
+    return Sampler(indices, num_samples, batch_size, steps, "without_replacement")
+
+
+SAMPLERS["without_replacement"] = without_replacement

@@ -31,7 +31,14 @@ from decentjax.core import (
     weights,
 )
 from decentjax.core import relabel as relabel_lib
-from decentjax.launch import async_methods, federated_methods, model_tasks, registry, sweeps
+from decentjax.launch import (
+    async_methods,
+    federated_methods,
+    model_tasks,
+    private_runs,
+    registry,
+    sweeps,
+)
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -67,6 +74,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     # DSMT mixes with the configured W, as DSGD / DSGT do (the authors' code runs all three
     # on Wbar = (I + W)/2): use lazy weights ("drr_metropolis", "lazy_metropolis").
     "dsmt": AlgorithmSpec(functools.partial(algos.dsmt, lazy=False), "iid", True),
+    # Token methods: one model walks the graph (base walk P = the configured W).
+    "rw_sgd": AlgorithmSpec(algos.random_walk_sgd, "iid", True),
+    "srrw_sgd": AlgorithmSpec(algos.srrw_sgd, "iid", True),
     "centralized_rr": AlgorithmSpec(
         functools.partial(algos.centralized, name="centralized-rr"), "reshuffle", False
     ),
@@ -248,6 +258,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every name and number of a config before any data is loaded."""
     for name in config.algorithms:
         method, compressor = split_name(name)
+        if private_runs.is_private(name):  # "dp_<method>@<noise key>"
+            method = private_runs.validate(config, name, model_tasks.uses_nnx(config))
+            if method not in FEDERATED_ALGORITHMS:
+                _lookup(ALGORITHMS, method, "algorithm", "algorithm")
+            continue
         if config.get("directed"):
             _lookup(DIRECTED_ALGORITHMS, method, "directed-graph algorithm")
             if compressor is not None and compressor not in (config.get("compressors") or {}):
@@ -527,6 +542,8 @@ CONVEX_OBJECTIVES = ("logistic", "least_squares")
 
 def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]:
     """``(sampler name, decentralized)`` of the method a config name denotes."""
+    if private_runs.is_private(name):
+        return private_runs.SAMPLER, sampler_of(config, private_runs.parse(config, name)[0])[1]
     method, compressor_key = split_name(name)
     if config.get("directed"):
         return config.get("directed_sampler", "full"), True
@@ -569,6 +586,15 @@ def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_
     if model_tasks.is_task(loss_fn):
         return algos.with_model(
             lambda loss, op: build_algorithm(config, name, loss, op, lr), loss_fn, comm_op
+        )
+    if private_runs.is_private(name):
+        method, sigma = private_runs.parse(config, name)
+        return algos.private(
+            lambda loss, op: build_algorithm(config, method, loss, op, lr),
+            loss_fn,
+            comm_op,
+            clip_norm=config.privacy.clip_norm,
+            noise_multiplier=sigma,
         )
     return async_methods.timed(config, name, _build(config, name, loss_fn, comm_op, lr))
 

@@ -61,6 +61,8 @@ FAMILIES: dict[str, str] = {
         ("ef21", "econtrol", "fedavg_compressed", "fedkseed", "fedkseed_pro"), "federated"
     ),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
+    **dict.fromkeys(("rw_sgd", "srrw_sgd"), "token"),
+    **dict.fromkeys(("dp_dsgd", "dp_fedavg", "dp_local_sgd", "dp_scaffold"), "private"),
 }
 
 # Family -> line style; methods of other families (a user's own) get "other".
@@ -72,6 +74,8 @@ FAMILY_LINESTYLES: dict[str, str | tuple[int, tuple[int, ...]]] = {
     "directed": (0, (4, 1, 1, 1, 1, 1)),
     "federated": "-",
     "centralized": ":",
+    "token": (0, (5, 1, 1, 1)),
+    "private": (0, (2, 1)),
     "other": (0, (8, 2, 2, 2)),
 }
 

@@ -37,7 +37,15 @@ from decentjax.core import (
     partition,
     sampling,
 )
-from decentjax.launch import experiment, model_tasks, plotting, rates, sweeps, tracking
+from decentjax.launch import (
+    experiment,
+    model_tasks,
+    plotting,
+    private_runs,
+    rates,
+    sweeps,
+    tracking,
+)
 from decentjax.launch import workdir as workdir_lib
 from decentjax.models import nets, objectives
 
@@ -402,6 +410,7 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
                         (log, bands_log), labels, runs_grid, run_histories, metric
                     )
                     band_lines.append(line)
+                private_runs.annotate(config, name, sampler, history)
                 histories[(label, name)] = history
                 if not many_runs:  # Sweeps' rows went in through sweeps.record above.
                     tracker.log_history(label, name, history)
@@ -433,6 +442,8 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
             "metrics.jsonl, bands in bands.jsonl):\n" + "\n".join(band_lines)
         )
     table += _agent_table(summary)
+    if config.get("privacy"):
+        table += private_runs.summary_lines(summary, config.privacy.delta)
     print(f"\nafter {config.num_epochs} epochs ({description}):\n{table}")
     summary_path = workdir / "summary.txt"
     plot_path = workdir / f"{metric}_vs_epochs.png"
@@ -443,6 +454,8 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
             workdir_lib.write_text(bands_path, bands_log.getvalue())
         plotting.plot_histories(histories, metric, plot_path, title=description)
         plotting.plot_histories(histories, metric, bytes_path, x="bytes_sent", title=description)
+        if config.get("privacy"):
+            private_runs.plot(summary, workdir / "accuracy_vs_epsilon.png")
         print(f"wrote {metrics_path}, {summary_path}, {plot_path}, {bytes_path}")
         if all(_has_key(runs, "sim_time") for runs in histories.values()):
             time_path = workdir / f"{metric}_vs_sim_time.png"
