@@ -4,10 +4,10 @@ import functools
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from step_scan import scan_steps
 
 from decentjax.algos import centralized
 from decentjax.algos.federated import fedavg, fedprox, scaffold
@@ -23,7 +23,6 @@ from decentjax.core import (
     sampling,
     weights,
 )
-from decentjax.core.algorithm import Batch
 from decentjax.models import objectives
 
 N, D, M = 8, 5, 10
@@ -88,33 +87,7 @@ def step_outputs(algorithm, steps, n_devices=8):
     leading step axis.
     """
     parts, _ = least_squares_problem()
-    agent_mesh = mesh.make_agent_mesh(N, n_devices)
-    agents = jax.P(mesh.AGENT_AXIS)
-
-    def body(params, data, key):
-        state = algorithm.init(params, data, key)
-
-        def one(state, k):
-            state, out = algorithm.step(
-                state, Batch(data, jnp.int32(0), k), jax.random.fold_in(key, k)
-            )
-            return state, (state, jnp.broadcast_to(out["bytes_sent"], state.active.shape))
-
-        return state, jax.lax.scan(one, state, jnp.arange(steps, dtype=jnp.int32))[1]
-
-    f = jax.jit(
-        jax.shard_map(
-            body,
-            mesh=agent_mesh,
-            in_specs=(agents, agents, jax.P()),
-            out_specs=(agents, jax.P(None, mesh.AGENT_AXIS)),
-        )
-    )
-    key = jax.device_put(jax.random.key(5), mesh.replicated(agent_mesh))
-    initial, (states, sent) = f(
-        mesh.shard_agents(x0_agents(), agent_mesh), mesh.shard_agents(parts, agent_mesh), key
-    )
-    return jax.device_get(initial), jax.device_get(states), np.asarray(jax.device_get(sent))
+    return scan_steps(algorithm, x0_agents(), parts, steps, n_devices)
 
 
 # ---------------------------------------------------------------------------------------
