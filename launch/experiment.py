@@ -29,7 +29,7 @@ from decentjax.core import (
     topology,
     weights,
 )
-from decentjax.launch import model_tasks, registry, sweeps
+from decentjax.launch import model_tasks, registry, sam_methods, sweeps
 from decentjax.launch.registry import AlgorithmSpec
 from decentjax.models import nets, objectives
 
@@ -117,7 +117,10 @@ FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     "scaffold": lambda loss, op, lr, fed: algos.scaffold(
         loss, op, lr, local_steps=fed.local_steps, participation=fed.participation
     ),
+    **sam_methods.FEDERATED,  # fedsam, fedspeed
 }
+# Decentralized FL (local steps, then gossip on the config's graph), from config.federated.
+LOCAL_GOSSIP_ALGORITHMS = sam_methods.DECENTRALIZED  # dfedavg(m), dfedsam, dfedsam_mgs
 
 # Directed-graph methods take (loss, pull R, push C, lr, config); compressed ones are
 # named "<method>@<compressor key>" like the undirected compressed methods.
@@ -206,7 +209,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             if compressor is not None and compressor not in (config.get("compressors") or {}):
                 raise ValueError(f"algorithm {name!r} names undefined compressor {compressor!r}.")
             continue
-        if compressor is None and method in FEDERATED_ALGORITHMS:
+        if compressor is None and (
+            method in FEDERATED_ALGORITHMS or method in LOCAL_GOSSIP_ALGORITHMS
+        ):
             if not config.get("federated"):
                 raise ValueError(f"algorithm {name!r} needs a config.federated section.")
             continue
@@ -462,6 +467,8 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
         return config.get("directed_sampler", "full"), True
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return "iid", False
+    if compressor_key is None and method in LOCAL_GOSSIP_ALGORITHMS:
+        return "iid", True
     if compressor_key is None:
         spec = _lookup(ALGORITHMS, method, "algorithm", "algorithm")
         return spec.sampler, spec.decentralized
@@ -505,6 +512,8 @@ def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_
         return DIRECTED_ALGORITHMS[method](loss_fn, pull, push, lr, config, compressor)
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return FEDERATED_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
+    if compressor_key is None and method in LOCAL_GOSSIP_ALGORITHMS:
+        return LOCAL_GOSSIP_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
     if compressor_key is None:
         return _lookup(ALGORITHMS, method, "algorithm", "algorithm").factory(loss_fn, comm_op, lr)
     spec = config.compressors[compressor_key]

@@ -41,6 +41,8 @@ FAMILIES: dict[str, str] = {
         "directed",
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
+    **dict.fromkeys(("fedsam", "fedspeed"), "federated"),
+    **dict.fromkeys(("dfedavg", "dfedavgm", "dfedsam", "dfedsam_mgs"), "local_gossip"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }
 
@@ -52,6 +54,7 @@ FAMILY_LINESTYLES: dict[str, str | tuple[int, tuple[int, ...]]] = {
     "compressed": (0, (6, 2)),
     "directed": (0, (4, 1, 1, 1, 1, 1)),
     "federated": "-",
+    "local_gossip": (0, (3, 1)),
     "centralized": ":",
     "other": (0, (8, 2, 2, 2)),
 }

@@ -12,6 +12,8 @@ from step_scan import scan_steps
 from decentjax import algos
 from decentjax.core import comm, topology, weights
 from decentjax.core.loss_inputs import LossInputs, Task
+from decentjax.launch import experiment, plot_styles
+from decentjax.launch.configs import sam as sam_config
 from decentjax.models import objectives
 
 N, D, M = 8, 5, 10
@@ -115,6 +117,17 @@ def test_sam_with_any_method_dsgd_matches_numpy():
         x = W @ (x - lr * np_sam_grads(x, rho))
         np.testing.assert_allclose(states.params[k], x, rtol=RTOL)
     assert sent.sum() == steps * N * VEC_BYTES
+
+
+def test_sam_family_config_names_validate_and_build():
+    for variant in ("dfl", "fl"):
+        config = sam_config.get_config(variant)
+        experiment.validate(config)
+        for name in config.algorithms:
+            algorithm = experiment.build_algorithm(config, name, LOGISTIC.loss, RING, 0.1)
+            assert algorithm.name in {*name.replace("_", "-").split(), "fedavg"}, name
+            assert experiment.sampler_of(config, name) == ("iid", name.startswith("dfed"))
+            assert plot_styles.family(name) != "other", name
 
 
 def test_bad_sam_arguments_are_clear_errors():
