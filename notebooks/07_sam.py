@@ -142,18 +142,21 @@ pool = {"x": parts["x"].reshape(-1, 64), "y": parts["y"].reshape(-1)}
 held_out = {"x": x_all[test], "y": data["y"][test]}
 
 
-def top_hessian_eigenvalue(params, batch, iterations=30):
+@jax.jit
+def top_hessian_eigenvalue(params, batch):
     flat, unravel = jax.flatten_util.ravel_pytree(params)
 
     def hvp(v):
         grad = jax.grad(lambda f: obj.loss(unravel(f), batch))
         return jax.jvp(grad, (flat,), (v,))[1]
 
-    v = jax.random.normal(jax.random.key(1), flat.shape, flat.dtype)
-    for _ in range(iterations):
+    def power_step(_, v):
         v = hvp(v)
-        v = v / jnp.linalg.norm(v)
-    return float(v @ hvp(v))
+        return v / jnp.linalg.norm(v)
+
+    v = jax.random.normal(jax.random.key(1), flat.shape, flat.dtype)
+    v = jax.lax.fori_loop(0, 30, power_step, v)  # 30 power iterations
+    return v @ hvp(v)
 
 
 methods = {
@@ -173,7 +176,7 @@ for label, algorithm in methods.items():
     mean = jax.tree.map(lambda p: np.asarray(p).mean(0), jax.device_get(state.params))
     finals[label] = (
         float(obj.accuracy(mean, held_out)),
-        top_hessian_eigenvalue(mean, pool),
+        float(top_hessian_eigenvalue(mean, pool)),
         histories[label][-1]["consensus"],
     )
     print(

@@ -11,6 +11,7 @@ from step_scan import scan_steps
 
 from decentjax import algos
 from decentjax.core import comm, topology, weights
+from decentjax.core.algorithm import AgentMapped, agent_grad, map_over_agents
 from decentjax.core.loss_inputs import LossInputs, Task
 from decentjax.launch import experiment, plot_styles
 from decentjax.launch.configs import sam as sam_config
@@ -76,6 +77,10 @@ def test_sam_gradient_matches_numpy_per_agent(alpha):
     x = x0()
     grads = jax.vmap(jax.grad(algos.sam(LOGISTIC.loss, rho, alpha=alpha)))(x, problem())
     np.testing.assert_allclose(grads, np_sam_grads(x, rho, alpha), rtol=RTOL, atol=1e-15)
+    # A loss marked for lax.map keeps its mark and gives the same gradients.
+    mapped = algos.sam(map_over_agents(LOGISTIC.loss), rho, alpha=alpha)
+    assert isinstance(mapped, AgentMapped)
+    np.testing.assert_allclose(agent_grad(mapped)(x, problem()), grads, rtol=RTOL)
     # The perturbation is per agent: a different radius per agent's norm, not a shared one.
     plain = jax.vmap(jax.grad(LOGISTIC.loss))(x, problem())
     assert not np.allclose(grads, plain, rtol=1e-3)
@@ -146,34 +151,41 @@ def test_bad_sam_arguments_are_clear_errors():
 # ---------------------------------------------------------------------------------------
 
 
+K_DFL, LR_DFL, RHO, ROUNDS = 3, 0.2, 0.1, 2
+
+
+@functools.cache
+def dfedsam_run(q, n_devices=8, w=None):
+    """DFedSAM(-MGS) on ``RING`` (or the gossip of ``w``), K = 3, two rounds; cached."""
+    op = RING if w is None else comm.gossip(np.asarray(w))
+    alg = algos.dfedsam(LOGISTIC.loss, op, LR_DFL, local_steps=K_DFL, rho=RHO, gossip_steps=q)
+    return alg.name, *step_states(alg, ROUNDS * K_DFL, n_devices)
+
+
 @pytest.mark.parametrize("q", [1, 3])
 def test_dfedsam_matches_numpy_with_q_gossip_steps(q):
-    k, lr, rho, rounds = 3, 0.2, 0.1, 2
-    alg = algos.dfedsam(LOGISTIC.loss, RING, lr, local_steps=k, rho=rho, gossip_steps=q)
-    assert alg.name == ("dfedsam" if q == 1 else "dfedsam-mgs")
-    _, states, sent = step_states(alg, rounds * k)
-    x = x0()
+    name, _, states, sent = dfedsam_run(q)
+    assert name == ("dfedsam" if q == 1 else "dfedsam-mgs")
+    x, k = x0(), K_DFL
     w_q = np.linalg.matrix_power(W, q)
-    for r in range(rounds):
+    for r in range(ROUNDS):
         for step in range(k):
-            x = x - lr * np_sam_grads(x, rho)
+            x = x - LR_DFL * np_sam_grads(x, RHO)
             if step < k - 1:  # Inside the round: local iterates, no gossip.
                 np.testing.assert_allclose(states.params[r * k + step], x, rtol=RTOL)
         x = w_q @ x
         np.testing.assert_allclose(states.params[r * k + k - 1], x, rtol=RTOL)
-    assert sent.sum() == rounds * q * N * VEC_BYTES  # Q vectors per client per round.
-    assert (sent.reshape(rounds, k, N)[:, : k - 1] == 0).all()
+    assert sent.sum() == ROUNDS * q * N * VEC_BYTES  # Q vectors per client per round.
+    assert (sent.reshape(ROUNDS, k, N)[:, : k - 1] == 0).all()
 
 
 def test_q_gossip_steps_equal_one_gossip_with_w_to_the_q_and_one_vs_eight_devices():
-    make = functools.partial(algos.dfedsam, learning_rate=0.2, local_steps=2, rho=0.1)
-    steps = 4
-    _, s8, sent8 = step_states(make(LOGISTIC.loss, RING, gossip_steps=3), steps)
-    _, s1, sent1 = step_states(make(LOGISTIC.loss, RING, gossip_steps=3), steps, n_devices=1)
+    _, _, s8, sent8 = dfedsam_run(3)
+    _, _, s1, sent1 = dfedsam_run(3, n_devices=1)
     chex.assert_trees_all_close(s1, s8, rtol=RTOL, atol=1e-15)
     np.testing.assert_array_equal(sent1, sent8)
-    cubed = comm.gossip(np.linalg.matrix_power(W, 3))
-    _, s_w3, _ = step_states(make(LOGISTIC.loss, cubed, gossip_steps=1), steps)
+    cubed = tuple(map(tuple, np.linalg.matrix_power(W, 3)))  # hashable for the cache
+    _, _, s_w3, _ = dfedsam_run(1, w=cubed)
     np.testing.assert_allclose(s_w3.params, s8.params, rtol=1e-11)
 
 
@@ -188,36 +200,43 @@ def test_dfedavg_is_dfedsam_at_rho_zero_and_dsgd_at_one_local_step():
 # ---------------------------------------------------------------------------------------
 
 
-def test_fedspeed_matches_numpy_with_partial_participation():
-    k, lr, rho, lam, alpha, rounds = 3, 0.1, 0.1, 2.0, 0.6, 3
+K_FL, LAM, ALPHA, FL_ROUNDS = 3, 2.0, 0.6, 3
+
+
+@functools.cache
+def fedspeed_run(n_devices=8):
+    """FedSpeed with half the clients per round, K = 3, three rounds; cached."""
     alg = algos.fedspeed(
-        LOGISTIC.loss, SERVER, lr, local_steps=k, rho=rho, lam=lam, alpha=alpha, participation=0.5
-    )
-    initial, states, sent = step_states(alg, rounds * k)
+        LOGISTIC.loss, SERVER, 0.1, local_steps=K_FL, rho=RHO, lam=LAM, alpha=ALPHA,
+        participation=0.5,
+    )  # fmt: skip
+    return step_states(alg, FL_ROUNDS * K_FL, n_devices)
+
+
+def test_fedspeed_matches_numpy_with_partial_participation():
+    initial, states, sent = fedspeed_run()
+    k, lr = K_FL, 0.1
     x_s = np.asarray(initial.server_params)[0]
     np.testing.assert_allclose(x_s, x0().mean(0), rtol=1e-15)
     h = np.zeros((N, D))
-    for r in range(rounds):
+    for r in range(FL_ROUNDS):
         s = states.active[r * k]
         assert s.sum() == N // 2
         y = np.broadcast_to(x_s, (N, D)).copy()
         for _ in range(k):
-            y = y - lr * (np_sam_grads(y, rho, alpha) - h + (y - x_s) / lam)
-        h_new = h - (y - x_s) / lam
-        x_s = (y - lam * h_new)[s].mean(0)
+            y = y - lr * (np_sam_grads(y, RHO, ALPHA) - h + (y - x_s) / LAM)
+        h_new = h - (y - x_s) / LAM
+        x_s = (y - LAM * h_new)[s].mean(0)
         h = np.where(s[:, None], h_new, h)
         end = r * k + k - 1
         np.testing.assert_allclose(states.server_params[end][0], x_s, rtol=RTOL)
         np.testing.assert_allclose(states.client_correction[end], h, rtol=RTOL, atol=1e-15)
-    assert sent.sum() == rounds * (N // 2) * VEC_BYTES
+    assert sent.sum() == FL_ROUNDS * (N // 2) * VEC_BYTES
 
 
 def test_fedspeed_one_and_eight_devices_agree():
-    alg = algos.fedspeed(
-        LOGISTIC.loss, SERVER, 0.1, local_steps=2, rho=0.1, lam=5.0, participation=0.5
-    )
-    _, s8, sent8 = step_states(alg, 6)
-    _, s1, sent1 = step_states(alg, 6, n_devices=1)
+    _, s8, sent8 = fedspeed_run()
+    _, s1, sent1 = fedspeed_run(n_devices=1)
     np.testing.assert_array_equal(s1.active, s8.active)
     chex.assert_trees_all_close(s1, s8, rtol=RTOL, atol=1e-15)
     np.testing.assert_array_equal(sent1, sent8)
