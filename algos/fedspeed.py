@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from decentjax.algos._federated_round import (
     PyTree,
@@ -70,6 +71,7 @@ def fedspeed(
     lam: float,
     alpha: float = 1.0,
     participation: float = 1.0,
+    correction_mean: str = "sampled",
 ) -> Algorithm:
     r"""FedSpeed (Sun et al. 2023, Algorithm 1).
 
@@ -100,10 +102,11 @@ def fedspeed(
     (``lamb`` :math:`= 1/\lambda`), which gives the same local steps and, at full
     participation, the same server model. With partial participation its server takes
     :math:`\mathrm{mean}_{S_t}\,y_i^K + \mathrm{mean}_{\text{all } i}\,h_i` (every
-    client's correction) where the paper, and this function, take
-    :math:`\mathrm{mean}_{S_t}\hat x_i`; its ESAM optimiser uses :math:`\alpha = 1`
-    (pure SAM; the default here) and clips the local gradient's norm at 10, which
-    this function does not.
+    client's correction; ``correction_mean="all"``, which the server can form from
+    the uploads alone, as it can track every :math:`h_i`) where the paper takes
+    :math:`\mathrm{mean}_{S_t}\hat x_i` (``"sampled"``, the default); its ESAM
+    optimiser uses :math:`\alpha = 1` (pure SAM; the default here) and clips the local
+    gradient's norm at 10, which this function does not.
 
     Communication per round: each sampled client downloads :math:`x^t` and uploads one
     vector :math:`\hat x_i`; ``bytes_sent`` counts the upload at the last local step.
@@ -118,6 +121,10 @@ def fedspeed(
       lam: prox coefficient :math:`\lambda > 0` (the authors' ``lamb`` = 1/λ = 0.1).
       alpha: merge weight :math:`\alpha \in [0, 1]` of the perturbed gradient.
       participation: fraction of clients sampled per round, in ``(0, 1]``.
+      correction_mean: ``"sampled"`` (the paper: the server averages the sampled
+        clients' :math:`\hat x_i`) or ``"all"`` (the authors' code: the sampled
+        :math:`y_i^K` plus every client's :math:`-\lambda\hat g_i`); equal at
+        full participation.
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`FedSpeedState`, whose
@@ -137,6 +144,8 @@ def fedspeed(
     References:
       Sun, Shen, Huang, Ding, Tao, ICLR 2023, https://arxiv.org/abs/2302.10429.
     """
+    if correction_mean not in ("sampled", "all"):
+        raise ValueError(f"correction_mean must be 'sampled' or 'all', got {correction_mean!r}.")
     k_steps = _check_local_steps(local_steps)
     n = comm.n_agents
     num = _num_participants(participation, n)
@@ -165,13 +174,19 @@ def fedspeed(
         correction = jax.tree.map(
             lambda h, y, xs: h - (y - xs) / lam, state.client_correction, params, x
         )
-        corrected = jax.tree.map(lambda y, h: y - lam * h, params, correction)
-        zeros = jax.tree.map(jnp.zeros_like, corrected)
+        correction = select(active, correction, state.client_correction)
+        if correction_mean == "sampled":
+            sampled, every = jax.tree.map(lambda y, h: y - lam * h, params, correction), None
+        else:
+            sampled, every = params, jax.tree.map(lambda h: -lam * h, correction)
+        zeros = jax.tree.map(jnp.zeros_like, sampled)
         # The all-agent mean of masked uploads times n/|S| (exactly 1.0 at full
-        # participation): the mean over the sampled clients.
-        total = comm.average(select(active, corrected, zeros))
+        # participation) is the mean over the sampled clients; one server mean in all.
+        total, every = comm.average((select(active, sampled, zeros), every))
         server = jax.tree.map(lambda m: m * (n / num), total)
-        return server, select(active, correction, state.client_correction)
+        if every is not None:
+            server = optax.tree.add(server, every)
+        return server, correction
 
     def keep_server(params: PyTree, state: FedSpeedState, active: jax.Array):
         del params, active

@@ -41,7 +41,7 @@ FAMILIES: dict[str, str] = {
         "directed",
     ),
     **dict.fromkeys(("local_sgd", "fedavg", "fedavgm", "fedprox", "scaffold"), "federated"),
-    **dict.fromkeys(("fedsam", "fedspeed"), "federated"),
+    **dict.fromkeys(("fedsam", "fedspeed", "fedspeed_code"), "federated"),
     **dict.fromkeys(("dfedavg", "dfedavgm", "dfedsam", "dfedsam_mgs"), "local_gossip"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
 }

@@ -1,5 +1,7 @@
-"""Config names of the SAM family: decentralized FL (DFedAvg(M), DFedSAM, DFedSAM-MGS) and
-federated (FedSAM, FedSpeed), built from ``config.federated``.
+"""Config names of the SAM family, built from ``config.federated``.
+
+Decentralized FL: DFedAvg(M), DFedSAM, DFedSAM-MGS; federated: FedSAM, FedSpeed and
+``fedspeed_code`` (FedSpeed with its authors' server average of every correction).
 
 Hyperparameters read from ``config.federated``: ``local_steps`` (K), ``participation``
 (federated methods), ``rho`` (SAM radius, default 0.05), ``gossip_steps`` (Q of
@@ -50,7 +52,14 @@ FEDERATED: dict[str, Callable[..., Any]] = {
         local_steps=fed.local_steps,
         participation=fed.participation,
     ),
-    "fedspeed": lambda loss, op, lr, fed: algos.fedspeed(
+    "fedspeed": lambda loss, op, lr, fed: _fedspeed(loss, op, lr, fed, "sampled"),
+    "fedspeed_code": lambda loss, op, lr, fed: _fedspeed(loss, op, lr, fed, "all"),
+}
+
+
+def _fedspeed(loss, op, lr, fed, correction_mean):
+    """FedSpeed; ``fedspeed_code`` averages every client's correction (authors' code)."""
+    return algos.fedspeed(
         loss,
         op,
         lr,
@@ -59,5 +68,5 @@ FEDERATED: dict[str, Callable[..., Any]] = {
         lam=fed.get("lam", 10.0),
         alpha=fed.get("alpha", 1.0),
         participation=fed.participation,
-    ),
-}
+        correction_mean=correction_mean,
+    )

@@ -45,7 +45,7 @@ from decentjax.launch.configs import federated
 
 VARIANTS = {
     "dfl": ("dfedavg", "dfedsam", "dfedsam_mgs"),
-    "fl": ("fedavg", "fedsam", "scaffold", "fedspeed"),
+    "fl": ("fedavg", "fedsam", "scaffold", "fedspeed", "fedspeed_code"),
 }
 
 
