@@ -13,6 +13,7 @@ from decentjax.algos.client_momentum import (
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.algos.compressed import LeadState, cedas, choco_sgd, compressed, lead
 from decentjax.algos.compressed_uplink import UplinkState, compressed_fedavg, econtrol, ef21
+from decentjax.algos.dfedsam import DFedState, dfedavg, dfedsam
 from decentjax.algos.diffusion import (
     DiffusionState,
     ExtraState,
@@ -26,6 +27,7 @@ from decentjax.algos.dsmt import DsmtState, dsmt
 from decentjax.algos.fedbuff import FedBuffServer, async_fedavg, fedbuff
 from decentjax.algos.federated import FedAvgState, ScaffoldState, fedavg, fedprox, scaffold
 from decentjax.algos.fedkseed import FedKSeedState, fedkseed
+from decentjax.algos.fedspeed import FedSpeedState, fedspeed
 from decentjax.algos.private import private
 from decentjax.algos.push_accelerated import ApdState, apd, apd_sc
 from decentjax.algos.push_compressed import CppState, b_cpp_sync, cpp
@@ -40,6 +42,7 @@ from decentjax.algos.random_walk import (
 )
 from decentjax.algos.tracking import TrackingState, gradient_tracking, gt_rr
 from decentjax.algos.with_model import WithModelState, with_model
+from decentjax.core.sam import sam
 
 __all__ = [
     "ApdState",
@@ -110,4 +113,10 @@ __all__ = [
     "simulate_visits",
     "srrw_sgd",
     "private",
+    "DFedState",
+    "FedSpeedState",
+    "dfedavg",
+    "dfedsam",
+    "fedspeed",
+    "sam",
 ]

@@ -37,6 +37,7 @@ from decentjax.launch import (
     model_tasks,
     private_runs,
     registry,
+    sam_methods,
     sweeps,
 )
 from decentjax.launch.registry import AlgorithmSpec
@@ -151,7 +152,10 @@ FEDERATED_ALGORITHMS: dict[str, Callable[..., Any]] = {
         name: functools.partial(_client_momentum, getattr(algos, name))
         for name in ("fedavg_client_momentum", "scaffold_client_momentum")
     },
+    **sam_methods.FEDERATED,  # fedsam, fedspeed
 }
+# Decentralized FL (local steps, then gossip on the config's graph), from config.federated.
+LOCAL_GOSSIP_ALGORITHMS = sam_methods.DECENTRALIZED  # dfedavg(m), dfedsam, dfedsam_mgs
 
 
 # FedKSeed and the compressed-uplink methods (launch/federated_methods.py).
@@ -272,7 +276,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             async_methods.asynchrony_model(config)  # checks config.asynchrony
         if compressor is None and method in async_methods.ASYNC_ALGORITHMS:
             continue
-        if compressor is None and method in FEDERATED_ALGORITHMS:
+        if compressor is None and (
+            method in FEDERATED_ALGORITHMS or method in LOCAL_GOSSIP_ALGORITHMS
+        ):
             if not config.get("federated"):
                 raise ValueError(f"algorithm {name!r} needs a config.federated section.")
             continue
@@ -553,6 +559,8 @@ def sampler_of(config: ml_collections.ConfigDict, name: str) -> tuple[str, bool]
         return "iid", False
     if compressor_key is None and method in async_methods.ASYNC_ALGORITHMS:
         return config.get("async_sampler", "iid"), True
+    if compressor_key is None and method in LOCAL_GOSSIP_ALGORITHMS:
+        return "iid", True
     if compressor_key is None:
         spec = _lookup(ALGORITHMS, method, "algorithm", "algorithm")
         return spec.sampler, spec.decentralized
@@ -614,6 +622,8 @@ def _build(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
         return DIRECTED_ALGORITHMS[method](loss_fn, pull, push, lr, config, compressor)
     if compressor_key is None and method in FEDERATED_ALGORITHMS:
         return FEDERATED_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
+    if compressor_key is None and method in LOCAL_GOSSIP_ALGORITHMS:
+        return LOCAL_GOSSIP_ALGORITHMS[method](loss_fn, comm_op, lr, config.federated)
     if compressor_key is None:
         return _lookup(ALGORITHMS, method, "algorithm", "algorithm").factory(loss_fn, comm_op, lr)
     spec = config.compressors[compressor_key]

@@ -60,6 +60,8 @@ FAMILIES: dict[str, str] = {
     **dict.fromkeys(
         ("ef21", "econtrol", "fedavg_compressed", "fedkseed", "fedkseed_pro"), "federated"
     ),
+    **dict.fromkeys(("fedsam", "fedspeed", "fedspeed_code"), "federated"),
+    **dict.fromkeys(("dfedavg", "dfedavgm", "dfedsam", "dfedsam_mgs"), "local_gossip"),
     **dict.fromkeys(("centralized_rr", "centralized_sgd", "centralized-rr"), "centralized"),
     **dict.fromkeys(("rw_sgd", "srrw_sgd"), "token"),
     **dict.fromkeys(("dp_dsgd", "dp_fedavg", "dp_local_sgd", "dp_scaffold"), "private"),
@@ -73,6 +75,7 @@ FAMILY_LINESTYLES: dict[str, str | tuple[int, tuple[int, ...]]] = {
     "compressed": (0, (6, 2)),
     "directed": (0, (4, 1, 1, 1, 1, 1)),
     "federated": "-",
+    "local_gossip": (0, (3, 1)),
     "centralized": ":",
     "token": (0, (5, 1, 1, 1)),
     "private": (0, (2, 1)),

@@ -1,6 +1,7 @@
-"""Runs a federated algorithm's steps directly (no run loop), for tests that read states.
+"""Runs a method's steps directly (no run loop) in one compiled ``shard_map``, keeping
+every state, for tests that read states.
 
-Imported by the federated test modules as ``from federated_steps import run_steps``
+Imported by test modules as ``from federated_steps import run_steps``
 (pytest puts ``tests/`` on the path, as for ``launch_checks``).
 """
 
@@ -12,11 +13,11 @@ from decentjax.core import mesh
 from decentjax.core.algorithm import Batch
 
 
-def run_steps(algorithm, params, data, steps, n_devices, key=5):
+def run_steps(algorithm, params, data, steps, n_devices=8, key=5):
     """``steps`` steps of ``algorithm`` on the full local data, every step the same batch.
 
     Args:
-      algorithm: the method; its state must have a per-agent ``active`` field.
+      algorithm: the method (any :class:`~core.algorithm.Algorithm`).
       params: initial per-agent parameters, NumPy ``(n, ...)``.
       data: per-agent data, NumPy leaves ``(n, m, ...)``.
       steps: number of steps (the batch position is the step index).
@@ -33,12 +34,13 @@ def run_steps(algorithm, params, data, steps, n_devices, key=5):
 
     def body(params, data, key):
         state = algorithm.init(params, data, key)
+        block = (jax.tree.leaves(params)[0].shape[0],)  # Per-agent bytes, as the loop sees.
 
         def one(state, k):
             state, out = algorithm.step(
                 state, Batch(data, jnp.int32(0), k), jax.random.fold_in(key, k)
             )
-            return state, (state, jnp.broadcast_to(out["bytes_sent"], state.active.shape))
+            return state, (state, jnp.broadcast_to(out["bytes_sent"], block))
 
         return state, jax.lax.scan(one, state, jnp.arange(steps, dtype=jnp.int32))[1]
 
