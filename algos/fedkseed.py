@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from decentjax.algos import _federated_round as rounds
+from decentjax.algos._cohort_plan import _check_positive_int
 from decentjax.core.algorithm import Algorithm, Batch
 from decentjax.core.comm import Gossip
 from decentjax.core.mesh import agent_keys, as_varying
@@ -171,12 +172,6 @@ def fedkseed_upload_bits(local_steps: int, num_seeds: int, scalar_bits: int = 32
     """
     index_bits = math.ceil(math.log2(num_seeds)) if num_seeds > 1 else 0
     return local_steps * (index_bits + scalar_bits)
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
 
 
 def _check_positive(value: Any, name: str, allow_none: bool = False) -> float | None:

@@ -27,6 +27,7 @@ from decentjax.core import privacy
 from decentjax.core.algorithm import Algorithm
 
 PyTree = Any
+_NO_GRADIENT = ("fedkseed",)  # factories that only evaluate the loss
 
 
 def private(
@@ -55,13 +56,31 @@ def private(
     Returns:
       The method, named ``"dp-<name>"``, whose every gradient is the DP-SGD one.
 
+    The privacy argument assumes each agent takes **one** gradient of its loss per step
+    (one noise draw per step key). Methods that do not take gradients (zeroth-order
+    :func:`algos.fedkseed`) or take two on the same key (:func:`algos.ed_rr` with
+    ``same_sample_difference=True``, whose difference cancels the noise) are refused.
+
     Raises:
-      ValueError: as :func:`core.privacy.dp_sgd` or ``factory``, before compiling.
+      ValueError: as :func:`core.privacy.dp_sgd` or ``factory``, before compiling; a
+        factory listed above.
 
     References:
           Abadi et al., "Deep learning with differential privacy", CCS 2016,
           https://arxiv.org/abs/1607.00133.
     """
+    name = getattr(factory, "__name__", repr(factory))
+    if kwargs.get("same_sample_difference"):
+        raise ValueError(
+            f"{name} with same_sample_difference=True takes two gradients on one step key, "
+            "whose difference cancels the DP noise; use same_sample_difference=False."
+        )
     dp_loss = privacy.dp_sgd(loss_fn, clip_norm=clip_norm, noise_multiplier=noise_multiplier)
     algorithm = with_model(factory, dp_loss, comm, *args, **kwargs)
+    if algorithm.name.startswith(_NO_GRADIENT):
+        raise ValueError(
+            f"{algorithm.name} takes no gradients (zeroth-order steps from loss values), so "
+            "DP-SGD noise on gradients would not make it private; give a gradient method "
+            "(dsgd, fedavg, gradient_tracking, ...)."
+        )
     return algorithm._replace(name=f"dp-{algorithm.name}")

@@ -52,6 +52,7 @@ bytes the token takes about ``n`` steps per DSGD step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -117,10 +118,10 @@ def _make_walk(comm: Any, alpha: float | None, start: int) -> _Walk:
     p = _transition(comm)
     mu = token_walk.stationary_distribution(p)
     n = p.shape[0]
-    if not (isinstance(start, (int, np.integer)) and 0 <= start < n):
+    if isinstance(start, bool) or not (isinstance(start, (int, np.integer)) and 0 <= start < n):
         raise ValueError(f"start must be an agent index in [0, {n}), got {start!r}.")
-    if alpha is not None and not float(alpha) >= 0.0:
-        raise ValueError(f"alpha must be >= 0 (0 is the base walk), got {alpha!r}.")
+    if alpha is not None and not (0.0 <= float(alpha) < math.inf):
+        raise ValueError(f"alpha must be finite and >= 0 (0 is the base walk), got {alpha!r}.")
     log_mu = AgentTable(np.log(mu), "log stationary distribution")
     return _Walk(token_walk.transition_table(p), log_mu, n, alpha, int(start))
 

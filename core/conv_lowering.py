@@ -18,7 +18,9 @@ grouped convolutions, which it runs far below its GEMM speed (the reason the
 library's own CNN uses :class:`models.nets.PatchConv`). The patch form is slices
 plus one batched matrix product per layer, which XLA:CPU runs at GEMM speed. The
 rewrite is exact up to floating-point summation order (tested against
-``conv_general_dilated`` and its gradients to 1e-12 in float64).
+``conv_general_dilated`` and its gradients to 1e-12 in float64). One caveat: where a
+max-pooling window holds tied maxima, the reshape form splits the gradient among
+them while ``reduce_window`` gives it to one; both are valid subgradients.
 
 Scope: convolutions with two spatial dimensions, no input or kernel dilation,
 ``feature_group_count = batch_group_count = 1`` and non-negative padding, in any
@@ -28,8 +30,11 @@ calls are rewritten; inside other higher-order primitives (``scan``, ``cond``,
 ``custom_jvp`` bodies) they are left untouched. The function is traced once per
 call signature (inside ``jit`` that is once per compile).
 
-**Automatic on XLA:CPU.** Every method differentiates its per-agent loss through
-:func:`core.algorithm.agent_grad`, which applies :func:`lowered_on_cpu`: when the
+**Automatic on XLA:CPU.** The gradient methods differentiate their per-agent loss
+through :func:`core.algorithm.agent_grad`, which applies :func:`lowered_on_cpu` (not
+covered: the token walks of :mod:`algos.random_walk`, the per-example gradients of
+:func:`core.privacy.dp_sgd` and the zeroth-order :func:`algos.fedkseed`; wrap their loss
+in :func:`convs_as_matmuls` there): when the
 default backend is the CPU and the traced loss holds a convolution this module can
 rewrite, the loss is evaluated in the patch form; otherwise (GPU/TPU, where the
 native batched convolutions are fast, or a loss without convolutions) it is called as

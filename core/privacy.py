@@ -38,6 +38,7 @@ amplification of FedAvg's client sampling (conservative), and every local step c
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,9 @@ ACCOUNTED_SAMPLERS = ("without_replacement", "full")
 
 
 def _check(clip_norm: float, noise_multiplier: float) -> tuple[float, float]:
+    for name, value in (("clip_norm", clip_norm), ("noise_multiplier", noise_multiplier)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a real number, got {value!r}.")
     clip_norm, noise_multiplier = float(clip_norm), float(noise_multiplier)
     if not clip_norm > 0.0:
         raise ValueError(f"clip_norm must be positive (inf: no clipping), got {clip_norm!r}.")

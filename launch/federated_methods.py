@@ -28,7 +28,7 @@ def _fedkseed(loss: Any, op: Any, lr: Any, fed: Any, *, pro: bool = False) -> An
     return algos.fedkseed(
         loss,
         op,
-        fed.get("zo_learning_rate") or lr,
+        lr if fed.get("zo_learning_rate") is None else fed.zo_learning_rate,
         local_steps=fed.local_steps,
         participation=fed.participation,
         num_seeds=fed.get("num_seeds", 4096),

@@ -94,7 +94,8 @@ def test_econtrol_with_local_steps_matches_numpy_on_one_and_eight_devices(econtr
             np.testing.assert_allclose(states.error[end], e, rtol=RTOL, atol=1e-13)
             np.testing.assert_allclose(states.server_shift[end][0], h.mean(0), rtol=RTOL)
     one, eight = econtrol_runs[1][1], econtrol_runs[8][1]
-    np.testing.assert_array_equal(one.server_params, eight.server_params)
+    # Same draws; only the order of the cross-device sums differs.
+    np.testing.assert_allclose(one.server_params, eight.server_params, rtol=RTOL, atol=1e-13)
 
 
 def test_bytes_are_the_compressors_bits_once_per_round(econtrol_runs):

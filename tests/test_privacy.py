@@ -149,6 +149,20 @@ def test_bad_privacy_parameters_are_clear_errors():
         privacy.dp_sgd(obj.loss, clip_norm=1.0, noise_multiplier=-1.0)
     with pytest.raises(ValueError, match="delta"):
         privacy.epsilon(1.0, sampling.full_batch(M), 3, 1.5)
+    with pytest.raises(ValueError, match="clip_norm must be a real number, got None"):
+        privacy.dp_sgd(obj.loss, clip_norm=None, noise_multiplier=1.0)
+
+
+def test_methods_whose_noise_would_not_protect_are_refused():
+    # FedKSeed only evaluates the loss (no gradient to noise); ED-RR's same-sample
+    # difference takes two gradients on one key, so the noise cancels.
+    parts, obj = problem()
+    op = comm.gossip(weights.metropolis_hastings(topology.ring(N)))
+    dp = dict(clip_norm=1.0, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="fedkseed takes no gradients"):
+        algos.private(algos.fedkseed, obj.loss, op, 0.1, local_steps=1, num_seeds=4, **dp)
+    with pytest.raises(ValueError, match="same_sample_difference=True .* cancels the DP noise"):
+        algos.private(algos.ed_rr, obj.loss, op, 0.1, same_sample_difference=True, **dp)
 
 
 def test_private_config_names_build_the_private_method_and_report_epsilon():

@@ -149,8 +149,11 @@ def test_bad_walks_are_clear_errors():
         algos.random_walk_sgd(obj.loss, np.eye(N), 0.1)
     with pytest.raises(ValueError, match="alpha"):
         algos.srrw_sgd(obj.loss, transition(), 0.1, alpha=-1.0)
-    with pytest.raises(ValueError, match="start"):
-        algos.random_walk_sgd(obj.loss, transition(), 0.1, start=N)
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        algos.srrw_sgd(obj.loss, transition(), 0.1, alpha=np.inf)
+    for start in (N, True):
+        with pytest.raises(ValueError, match="start"):
+            algos.random_walk_sgd(obj.loss, transition(), 0.1, start=start)
 
 
 def test_config_runs_the_token_methods(tmp_path):
