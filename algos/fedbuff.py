@@ -131,7 +131,7 @@ def fedbuff(
       learning_rate: local step :math:`\eta_l` (float or schedule of the global
         local-step index, as :func:`algos.cohort.cohort_fedavg`).
       compute_time: ``(N,)`` positive simulated time per local step of each client
-        (e.g. :func:`algos._async_slots.straggler_compute_time`).
+        (e.g. :func:`core.asynchrony.stragglers`).
       batch_size: :math:`B_l`, samples per local step.
       local_steps: :math:`K` local steps; or
       local_epochs: passes over the client's own samples.
