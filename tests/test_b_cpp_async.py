@@ -4,6 +4,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from test_push import LS, D, N, least_squares_problem, local_smoothness
@@ -12,6 +13,7 @@ from decentjax import algos
 from decentjax.algos import push_compressed_async as bca
 from decentjax.core import async_links, asynchrony, comm, compression, directed, mesh
 from decentjax.core.algorithm import Batch
+from decentjax.launch import async_methods, experiment
 
 AGENTS = jax.P(mesh.AGENT_AXIS)
 EPS = np.finfo(np.float64).eps
@@ -319,3 +321,14 @@ def test_a_marker_is_not_seen_before_it_arrives():
     observed = np.where(view.any(axis=0), view.argmax(axis=0), np.inf)
     assert np.any(arrival[0] > 0)  # Some first messages were delayed.
     np.testing.assert_array_equal(observed, seen)
+
+
+def test_the_launch_keeps_its_own_clock():
+    # A config with an asynchrony section builds b_cpp_async from it and does not wrap it in
+    # synchronous rounds (which would count its ticks as rounds waiting for the slowest).
+    config = ml_collections.ConfigDict(
+        {"n_agents": N, "asynchrony": {"straggler_fraction": 0.25, "straggler_slowdown": 4.0}}
+    )
+    build = experiment.DIRECTED_ALGORITHMS["b_cpp_async"]
+    algorithm = build(LS.loss, PULL, PUSH, 0.1, config, compression.qsgd(4))
+    assert async_methods.timed(config, "b_cpp_async@qsgd4", algorithm) is algorithm
