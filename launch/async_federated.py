@@ -50,7 +50,14 @@ def _algorithm(name: str, loss_fn, cfg: ml_collections.ConfigDict, times: np.nda
         return algos.cohort_fedavg(loss_fn, n, c, cfg.learning_rate, **common)
     if name == "fedbuff":
         return algos.fedbuff(
-            loss_fn, n, c, cfg.buffer_size, cfg.learning_rate, compute_time=times, **common
+            loss_fn,
+            n,
+            c,
+            cfg.buffer_size,
+            cfg.learning_rate,
+            compute_time=times,
+            dispatch=cfg.get("dispatch", "at_step"),
+            **common,
         )
     if name == "async_fedavg":
         return algos.async_fedavg(loss_fn, n, c, cfg.learning_rate, compute_time=times, **common)
