@@ -5,14 +5,13 @@ the idle ones, and a cohort member's local training from a downloaded model. All
 draws come from keys every device shares and fold in *global* client indices, so
 results do not depend on the device count.
 
-The straggler model and per-client compute times are plain arrays here
-(``compute_time``); :func:`straggler_compute_time` draws the issue's model (a
-fraction of clients ``k`` times slower) reproducibly from a seed.
+Per-client compute times are plain arrays here (``compute_time``); the straggler
+model (a fraction of clients ``k`` times slower, reproducible from a seed) is
+:func:`core.asynchrony.stragglers`, shared with the asynchronous gossip methods.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -63,29 +62,6 @@ def check_compute_time(compute_time: Any, n_clients: int) -> np.ndarray:
             f"compute_time must be finite and > 0 for every client; client {i} has {t[i]!r}."
         )
     return t
-
-
-def straggler_compute_time(
-    n_clients: int, straggler_fraction: float, straggler_slowdown: float, *, seed: int = 0
-) -> np.ndarray:
-    """Per-client times per local step: 1, and ``straggler_slowdown`` for stragglers.
-
-    ``round(straggler_fraction * n_clients)`` clients, drawn uniformly without
-    replacement with ``numpy.random.default_rng(seed)``, are the stragglers (the same
-    draw as ``core.asynchrony.stragglers`` of the asynchronous gossip methods).
-
-    Raises:
-      ValueError: a fraction outside [0, 1] or a slowdown below 1.
-    """
-    if not (isinstance(straggler_fraction, numbers.Real) and 0 <= straggler_fraction <= 1):
-        raise ValueError(f"straggler_fraction must be in [0, 1], got {straggler_fraction!r}.")
-    if not (isinstance(straggler_slowdown, numbers.Real) and straggler_slowdown >= 1):
-        raise ValueError(f"straggler_slowdown must be a number >= 1, got {straggler_slowdown!r}.")
-    times = np.ones((n_clients,))
-    count = round(straggler_fraction * n_clients)
-    slow = np.random.default_rng(seed).choice(n_clients, size=count, replace=False)
-    times[slow] = straggler_slowdown
-    return times
 
 
 def draw_idle(key: jax.Array, n_idle: int, num: int, padded: int, busy: jax.Array) -> jax.Array:

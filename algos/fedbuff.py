@@ -35,18 +35,21 @@ finish time, and its update :math:`\Delta_i`. Step :math:`t` (server clock
    choice, ``staleness_weight="inverse_sqrt"``) or :math:`s = 1` (``"constant"``) or any
    callable. The arrived slots are freed.
 
-Initialisation dispatches :math:`C - B` clients from :math:`x^0` at time 0, so step 0
-dispatches the remaining :math:`B` and :math:`C` clients are in training throughout.
+Initialisation dispatches :math:`C - B` clients (:math:`C - 1` with ``"on_arrival"``)
+from :math:`x^0` at time 0, so step 0 dispatches the remaining ones and :math:`C`
+clients start at time 0.
 
-**Deviation from the paper, stated.** FedBuff replaces each arriving client at once,
-with the model of that moment; here the :math:`B - 1` slots freed before the buffer
-fills wait for the server step and their replacements download the *new* model.
-This is what lets a step train its :math:`B` newcomers as one cohort (one compiled
-batch, O(B) compute per step, device-count independent); the replacements start up
-to one buffer-fill later but never staler than FedBuff's. For :math:`B = 1` the two
-coincide. With :math:`B = C` and equal compute times every client of a step downloads
-:math:`x^t` and arrives with :math:`\tau = 0`, so the method *is* the cohort FedAvg
-(tested step for step).
+**Dispatch.** With ``dispatch="at_step"`` (the default) the :math:`B - 1` slots
+freed before the buffer fills wait for the server step and their replacements download
+the *new* model, so a step trains its :math:`B` newcomers as one cohort from
+:math:`x^{t}` at :math:`T_t`; between server steps only :math:`C - B + 1` to :math:`C`
+slots are busy. FedBuff itself replaces each arriving client at once, with the model
+of that moment: ``dispatch="on_arrival"`` (:mod:`algos._fedbuff_arrival`), where
+:math:`C` clients train throughout and the newcomers of step :math:`t` still all
+download :math:`x^t` (one cohort). For :math:`B = 1` the two coincide. With :math:`B = C`
+and equal compute times, ``"at_step"`` has every client of a step download :math:`x^t`
+and arrive with :math:`\tau = 0`, so the method *is* the cohort FedAvg (tested step for
+step); ``"on_arrival"`` is not (the refilled clients arrive one step stale).
 
 **Memory.** The state holds the server model once (replicated), per slot three
 scalars (client, version, finish time: :math:`3C` numbers, replicated) and the
@@ -72,6 +75,7 @@ import jax.numpy as jnp
 
 from decentjax.algos import _async_slots as slots
 from decentjax.algos._cohort_plan import StepSize, _at, _check_positive_int, _check_step, _Plan
+from decentjax.algos._fedbuff_arrival import on_arrival_round
 from decentjax.core import cohort
 from decentjax.core.comm import _bytes_per_agent
 from decentjax.core.loss_inputs import as_task
@@ -113,6 +117,7 @@ def fedbuff(
     server_learning_rate: StepSize = 1.0,
     staleness_weight: str | Callable[[jax.Array], jax.Array] = "inverse_sqrt",
     weights: Any = "uniform",
+    dispatch: str = "at_step",
 ) -> RoundAlgorithm:
     r"""FedBuff (buffered asynchronous aggregation); one call = one server step.
 
@@ -131,7 +136,7 @@ def fedbuff(
       learning_rate: local step :math:`\eta_l` (float or schedule of the global
         local-step index, as :func:`algos.cohort.cohort_fedavg`).
       compute_time: ``(N,)`` positive simulated time per local step of each client
-        (e.g. :func:`algos._async_slots.straggler_compute_time`).
+        (e.g. :func:`core.asynchrony.stragglers`).
       batch_size: :math:`B_l`, samples per local step.
       local_steps: :math:`K` local steps; or
       local_epochs: passes over the client's own samples.
@@ -140,6 +145,10 @@ def fedbuff(
         or a callable of a float array of staleness values.
       weights: ``"uniform"`` (FedBuff), ``"samples"`` (:math:`w_i = m_i`) or ``N``
         positive numbers.
+      dispatch: ``"at_step"`` (slots freed while the buffer fills wait for the server
+        step; the module docstring) or ``"on_arrival"`` (FedBuff's continuous dispatch:
+        a freed slot is refilled at once with the current model,
+        :mod:`algos._fedbuff_arrival`). They coincide for :math:`B = 1`.
 
     Returns:
       A :class:`~core.rounds.RoundAlgorithm`; run it with :class:`core.rounds.RoundRunner`.
@@ -147,7 +156,7 @@ def fedbuff(
     Raises:
       ValueError: (before compiling) ``buffer_size > concurrency``, ``concurrency >
         n_clients``, non-positive sizes, compute times not positive or of the wrong
-        shape, an unknown staleness weight, a loss with a key or model state, or any
+        shape, an unknown staleness weight or dispatch, a loss with a key or model state, or any
         argument :func:`algos.cohort.cohort_fedavg` refuses.
     """
     concurrency = _check_positive_int(concurrency, "concurrency")
@@ -171,7 +180,11 @@ def fedbuff(
     learning_rate = _check_step(learning_rate, "learning_rate")
     server_learning_rate = _check_step(server_learning_rate, "server_learning_rate")
     weight = slots.staleness_weight(staleness_weight)
-    n_busy = concurrency - plan.size  # clients in training at each dispatch
+    if dispatch not in ("at_step", "on_arrival"):
+        raise ValueError(f"dispatch must be 'at_step' or 'on_arrival', got {dispatch!r}.")
+    on_arrival = dispatch == "on_arrival" and plan.size > 1
+    # Clients in training at each dispatch: on arrival, all but the slot freed last.
+    n_busy = concurrency - (1 if on_arrival else plan.size)
 
     def dispatch(server, store, key, busy, free_slots, version):
         """Draws ``len(free_slots)`` idle clients and trains them from ``server.params``."""
@@ -223,6 +236,18 @@ def fedbuff(
         return CohortState(server, pending, jnp.zeros((), jnp.int32))
 
     def round_fn(state: CohortState, store: cohort.ClientStore, key: jax.Array):
+        if on_arrival:
+            return on_arrival_round(
+                state,
+                store,
+                key,
+                loss_fn=loss_fn,
+                plan=plan,
+                times=times,
+                weight=weight,
+                learning_rate=learning_rate,
+                server_learning_rate=server_learning_rate,
+            )
         server, t = state.server, state.round
         # 1. Dispatch into the B free slots (slot order: the sort is stable).
         free_slots = jnp.argsort(server.client >= 0, stable=True)[: plan.size].astype(jnp.int32)

@@ -37,13 +37,14 @@ from decentjax.algos._directed import (
     check_unit_interval,
     check_variant,
 )
-from decentjax.algos.push_compressed import _ACTIVATION, _Y_CHANNEL, cpp_steps, cpp_x_step
-from decentjax.core import compressed_defaults, compression
+from decentjax.algos.push_compressed import _X_CHANNEL, _Y_CHANNEL, cpp_steps, cpp_x_step
+from decentjax.core import async_links, asynchrony, compressed_defaults, compression
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
+from decentjax.core.asynchrony import AsyncModel
 from decentjax.core.comm import Gossip
 from decentjax.core.compressed_gossip import message_bytes
-from decentjax.core.mesh import agent_keys, as_varying, local_agent_ids
-from decentjax.core.tree import block_size, combine, select
+from decentjax.core.mesh import as_varying
+from decentjax.core.tree import block_size, combine, leaf_dtype, select
 
 
 class BCppAsyncState(NamedTuple):
@@ -59,6 +60,10 @@ class BCppAsyncState(NamedTuple):
       opt_state: per-agent optax state (advances only when the agent wakes).
       wakes: int32 ``(b,)``: how many times each agent has woken.
       tick: int32 ``(b,)``: ticks elapsed (the same on every agent).
+      x_links: with delays, the x-messages in flight to each agent (an
+        :class:`~core.async_links.InFlight` over ``R``'s in-edges) and the arrival
+        tick ``(b, K)`` of each edge's latest message; else ``None``.
+      y_links: the same for the y-messages over ``C``'s in-edges; else ``None``.
     """
 
     params: PyTree
@@ -70,67 +75,8 @@ class BCppAsyncState(NamedTuple):
     opt_state: optax.OptState
     wakes: jax.Array
     tick: jax.Array
-
-
-def straggler_compute_time(
-    n_agents: int,
-    straggler_fraction: float = 0.0,
-    straggler_slowdown: float = 1.0,
-    *,
-    seed: int = 0,
-) -> npt.NDArray[np.float64]:
-    """Per-agent compute time per gradient: 1, or ``straggler_slowdown`` for stragglers.
-
-    ``round(straggler_fraction * n_agents)`` agents, drawn without replacement from
-    ``numpy.random.default_rng(seed)``, are the stragglers, so the draw is reproducible
-    and independent of the device count.
-
-    Args:
-      n_agents: number of agents.
-      straggler_fraction: fraction of slow agents, in ``[0, 1]``.
-      straggler_slowdown: how many times slower a straggler is, ``>= 1``.
-      seed: seed of the draw of which agents straggle.
-
-    Returns:
-      float64 ``(n_agents,)`` time units per gradient.
-
-    Raises:
-      ValueError: naming the bad argument and its valid range.
-    """
-    if not 0.0 <= straggler_fraction <= 1.0:
-        raise ValueError(f"straggler_fraction must be in [0, 1], got {straggler_fraction!r}.")
-    if not (np.isfinite(straggler_slowdown) and straggler_slowdown >= 1.0):
-        raise ValueError(
-            f"straggler_slowdown must be a finite number >= 1, got {straggler_slowdown!r}."
-        )
-    times = np.ones(n_agents)
-    slow = np.random.default_rng(seed).choice(
-        n_agents, round(straggler_fraction * n_agents), replace=False
-    )
-    times[slow] = straggler_slowdown
-    return times
-
-
-def wake_probabilities(
-    compute_time: npt.ArrayLike, wake_prob: float
-) -> tuple[npt.NDArray[np.float64], float]:
-    r"""Per-agent wake probabilities per tick and the tick's length in time units.
-
-    Agent :math:`i` wakes with probability :math:`p_i = p\,\tau_{\min}/\tau_i` per tick
-    (:math:`p` = ``wake_prob``, :math:`\tau_i` its compute time) and a tick lasts
-    :math:`\Delta = p\,\tau_{\min}`, so every agent wakes on average once per
-    :math:`\tau_i` time units: a Bernoulli approximation of Poisson clocks with rates
-    :math:`1/\tau_i`, exact as :math:`p \to 0`.
-
-    Args:
-      compute_time: :math:`\tau`, positive ``(n_agents,)``.
-      wake_prob: :math:`p \in (0, 1]`, the fastest agents' probability.
-
-    Returns:
-      ``(p_i, Delta)``.
-    """
-    tau = np.asarray(compute_time, np.float64)
-    return wake_prob * tau.min() / tau, wake_prob * float(tau.min())
+    x_links: tuple[async_links.InFlight, jax.Array] | None = None
+    y_links: tuple[async_links.InFlight, jax.Array] | None = None
 
 
 def tick_matrices(
@@ -171,38 +117,14 @@ def tick_matrices(
     return eye - gamma * a[:, None] * (eye - r), eye - gamma * (eye - c) * s[None, :]
 
 
-def _wake(key: jax.Array, probs: npt.NDArray[np.float64], block: int) -> jax.Array:
-    """Which agents of this block wake: Bernoulli(``probs[i]``) from ``fold_in(key, i)``.
-
-    ``probs`` holds every agent's probability by global index ``i``, so the draw does not
-    depend on the device count. Local view only.
-    """
-    p = jnp.asarray(probs, jnp.result_type(float))[local_agent_ids(block)]
-    return jax.vmap(jax.random.bernoulli)(agent_keys(key, block), p)
-
-
-def _check_compute_time(compute_time: npt.ArrayLike | None, n: int) -> npt.NDArray[np.float64]:
-    """``compute_time`` as float64 ``(n,)``, ones if ``None``; raises if not positive."""
-    if compute_time is None:
-        return np.ones(n)
-    tau = np.asarray(compute_time, np.float64)
-    if tau.shape != (n,) or not np.all(np.isfinite(tau)) or not np.all(tau > 0):
-        raise ValueError(
-            f"b_cpp_async: compute_time must be {n} finite positive numbers (one per "
-            f"agent), got shape {tau.shape} and values {tau!r}."
-        )
-    return tau
-
-
 def b_cpp_async(
     loss_fn: LossFn,
     pull: Gossip,
     push: Gossip,
+    model: AsyncModel,
     learning_rate: float | optax.Schedule | None = None,
     *,
     compressor: compression.Compressor,
-    wake_prob: float,
-    compute_time: npt.ArrayLike | None = None,
     gamma: float | None = None,
     beta: float | None = None,
     variant: Variant = "ab",
@@ -210,15 +132,14 @@ def b_cpp_async(
 ) -> Algorithm:
     r"""B-CPP in the asynchronous broadcast setting (Song, Shi, Pu, Yan, IEEE TSP 2022).
 
-    **Wake-ups and time.** One step is one tick. Agent :math:`i` wakes with
-    probability :math:`p_i = p\,\tau_{\min}/\tau_i` (:math:`p` = ``wake_prob``,
-    :math:`\tau_i` = ``compute_time[i]``, its time per gradient), drawn from the tick
-    key folded with its global index; a tick lasts :math:`\Delta = p\,\tau_{\min}`,
-    so each agent computes on average once per :math:`\tau_i` time units
-    (:func:`wake_probabilities`). ``metrics["sim_time"]`` is the global simulated
-    wall-clock :math:`(k+1)\Delta` after tick :math:`k` (the same on every agent).
-    Messages arrive within the tick (no delay model here). A synchronous method on the
-    same agents waits for the slowest: its round lasts :math:`\max_i \tau_i`.
+    **Wake-ups, time and delays** follow the execution model ``model`` of
+    :mod:`core.asynchrony`, as for :func:`algos.ad_psgd` and :func:`algos.async_push_sum`:
+    one step is one tick, agent :math:`i` wakes with probability :math:`p_i`
+    (:func:`core.asynchrony.wake`; e.g. ``async_model(n, compute_time=τ, tick=Δ)``
+    gives :math:`p_i = \Delta/\tau_i`), ``metrics["sim_time"]`` is the simulated
+    wall-clock (ticks × ``model.tick``), and messages arrive ``0 .. model.max_delay``
+    ticks after they are sent. A synchronous method on the same agents waits for the
+    slowest (:func:`core.asynchrony.synchronous`).
 
     **Update ([RECON]; the paper's B-CPP was not readable).** With :math:`a^k` the
     woken agents and :math:`s^k = a^k \wedge (\text{woke before})` those that push
@@ -247,22 +168,43 @@ def b_cpp_async(
     (:func:`tick_matrices`): woken agents pull from the latest messages of their
     in-neighbours, and push a :math:`\gamma` share of their tracker. An in-neighbour
     that has never broadcast counts with its reference :math:`h_{x,j} = 0`, as every
-    reference starts in CPP (a transient while stragglers have not woken yet). Sleeping agents
-    only receive: their :math:`H_x^R` and the mass pushed into their :math:`y`. So
-    :math:`\mathbf 1^\top Y = \mathbf 1^\top G` holds after every tick for every wake
-    pattern and compressor (:math:`\mathbf 1^\top (I - C) = 0`), with :math:`G` each
-    agent's last gradient (zero before its first wake-up, and :math:`Y^0 = 0`). An
-    agent's first wake-up sends only its x-message, as CPP's first step does. With
-    every agent awake in every tick (:math:`p = 1`, equal ``compute_time``) this is
-    CPP step for step, with the same compressor draws.
+    reference starts in CPP (a transient while stragglers have not woken yet). Sleeping
+    agents only receive: their :math:`H_x^R` and the mass pushed into their :math:`y`.
+    An agent's first wake-up sends only its x-message, as CPP's first step does. With
+    every agent awake in every tick and no delay this is CPP step for step, with the
+    same compressor draws.
+
+    **Delays ([RECON]).** With ``model.max_delay`` > 0 (or ``model.buffer`` > 1) the
+    messages to :math:`i` from :math:`j` (:math:`r_{ij} Q_{x,j}` and
+    :math:`\gamma c_{ij}\hat y_j`) travel through the ring buffers of
+    :mod:`core.async_links` on **in-order channels** (:func:`core.async_links.in_order_arrival`:
+    a delay drawn per edge and tick, but no message overtakes an earlier one on its
+    edge and at most one arrives per edge and tick). A receiver applies each message at
+    its arrival tick, in :math:`\hat x^R_i = H^R_{x,i} + r_{ii} Q_{x,i} + \sum_{\text{arrived}}
+    r_{ij} Q_{x,j}` and :math:`y_i \mathrel{+}= \gamma\sum_{\text{arrived}} c_{ij}\hat y_j`;
+    its own share (:math:`r_{ii}`, :math:`c_{ii}`) is immediate. In order, each
+    arrival is decoded against the receiver's copy of the sender's reference as of the
+    message's send, so :math:`\hat x_j` seen by :math:`i` is the **latest message
+    received** from :math:`j`, and what holds is, with :math:`M_x`, :math:`M_y` the
+    messages in flight:
+
+    .. math::
+
+      H_x^R + \beta M_x = R H_x, \qquad
+      \mathbf 1^\top Y + \mathbf 1^\top M_y = \mathbf 1^\top G
+
+    after every tick (the tracker-sum invariant counts the tracker mass in flight;
+    :math:`\mathbf 1^\top Y = \mathbf 1^\top G` alone holds only when nothing is in
+    flight). With ``max_delay = 0`` and ``buffer = 1`` (the default) messages arrive
+    within the tick without buffers.
 
     How receivers hold :math:`\hat y_j`: the pushed term :math:`\gamma c_{ij}\hat y_j`
     needs the sender's reference :math:`h_{y,j}`, so each agent keeps a copy of the
     y-references of its in-neighbours (O(in-degree) vectors), updated from the same
-    messages. The simulation does not store those copies: it mixes the woken senders'
-    :math:`\hat y` with ``push``, which moves no information the receivers lack.
-    Bytes are counted as what is sent: per woken agent the compressor's exact bits / 8
-    of its x-message, plus its y-message when it pushes (zero when asleep).
+    messages. The simulation does not store those copies: it mixes (or, with delays,
+    sends) the woken senders' :math:`\hat y`, which moves no information the receivers
+    lack. Bytes are counted as what is sent: per woken agent the compressor's exact
+    bits / 8 of its x-message, plus its y-message when it pushes (zero when asleep).
 
     This differs from §2.7's template (one agent per tick, gossip-type :math:`R_k`):
     any number of agents may wake, and :math:`R_k, C_k` are the rows / columns of
@@ -279,12 +221,12 @@ def b_cpp_async(
       loss_fn: per-agent objective ``(params, batch) -> scalar``.
       pull: gossip operator holding a row-stochastic ``R``.
       push: gossip operator holding a column-stochastic ``C``.
+      model: wake probabilities, delay bound and tick length
+        (:func:`core.asynchrony.async_model`, e.g. with
+        ``compute_time=core.asynchrony.stragglers(...)``).
       learning_rate: :math:`\alpha`, a float or optax schedule (of the agent's own
         optimizer steps, which advance only when it wakes).
       compressor: any :class:`core.compression.Compressor`.
-      wake_prob: the fastest agents' wake probability per tick, in ``(0, 1]``.
-      compute_time: per-agent time per gradient :math:`\tau_i > 0`, ``(n_agents,)``
-        (e.g. :func:`straggler_compute_time`); default all 1.
       gamma: consensus step :math:`\gamma \in (0, 1]`; default CPP's.
       beta: reference-point step :math:`\beta \in (0, 1]`; default :math:`\delta`.
       variant: ``"ab"`` or ``"push_pull"``, as in :func:`algos.cpp`.
@@ -292,12 +234,13 @@ def b_cpp_async(
 
     Returns:
       An :class:`~core.algorithm.Algorithm` with state :class:`BCppAsyncState`;
-      ``metrics`` has ``"bytes_sent"`` and ``"sim_time"`` per agent, ``(b,)``.
+      ``metrics`` has ``"bytes_sent"`` per agent ``(b,)`` and ``"sim_time"``.
 
     Raises:
       ValueError: before compiling, if ``R``/``C`` fail their checks (e.g. the digraph
-        is not strongly connected), ``wake_prob``, ``gamma`` or ``beta`` is not in
-        ``(0, 1]``, or ``compute_time`` is not one positive number per agent.
+        is not strongly connected), ``gamma`` or ``beta`` is not in ``(0, 1]``, or
+        ``model`` is not an :class:`~core.asynchrony.AsyncModel` for ``R``'s agents
+        (a delay bound that does not fit the buffer is refused by ``async_model``).
 
     References:
       Song, Shi, Pu, Yan, https://arxiv.org/abs/2106.07243.
@@ -305,17 +248,18 @@ def b_cpp_async(
     method = "b_cpp_async"
     check_variant(variant)
     check_pair(pull, push, method)
-    checked = check_unit_interval("wake_prob", wake_prob, method)
-    if checked is None:
-        raise ValueError(f"{method}: wake_prob must be a number in (0, 1], got None.")
-    probs, tick_length = wake_probabilities(
-        _check_compute_time(compute_time, pull.n_agents), checked
-    )
+    if not isinstance(model, AsyncModel) or model.n_agents != pull.n_agents:
+        raise ValueError(
+            f"{method}: model must be core.asynchrony.async_model({pull.n_agents}, ...) "
+            f"(one wake probability per agent of R), got {model!r}."
+        )
     gamma = check_unit_interval("gamma", gamma, method)
     beta = check_unit_interval("beta", beta, method)
     opt = local_optimizer(learning_rate, optimizer)
     grad_fn = agent_grad(loss_fn)
     spread = compressed_defaults.operator_spread(pull, push)
+    delayed = model.max_delay > 0 or model.buffer > 1
+    channels = (async_links.links(pull), async_links.links(push)) if delayed else None
 
     def init(params: PyTree, data: PyTree, key: jax.Array) -> BCppAsyncState:
         del data, key
@@ -323,11 +267,21 @@ def b_cpp_async(
         # Varying over the agent axis: wake counts differ between agents.
         count = as_varying(jnp.zeros((block_size(params),), jnp.int32))
         opt_state = jax.vmap(opt.init)(params)
-        return BCppAsyncState(params, zeros, zeros, zeros, zeros, zeros, opt_state, count, count)
+        state = BCppAsyncState(params, zeros, zeros, zeros, zeros, zeros, opt_state, count, count)
+        if not delayed:
+            return state
+        x_links, y_links = (
+            (
+                async_links.in_flight_init(edges, params, model.buffer),
+                as_varying(jnp.full((block_size(params), edges.slots), -1, jnp.int32)),
+            )
+            for edges in channels
+        )
+        return state._replace(x_links=x_links, y_links=y_links)
 
     def step(state: BCppAsyncState, batch: Batch, key: jax.Array):
         g, b = cpp_steps(state.params, compressor, spread, gamma, beta)
-        woken = _wake(jax.random.fold_in(key, _ACTIVATION), probs, block_size(state.params))
+        woken = asynchrony.wake(model, key, block_size(state.params))
         pushes = woken & (state.wakes > 0)
         grads = select(woken, grad_fn(state.params, batch.data), state.prev_grad)
 
@@ -340,16 +294,25 @@ def b_cpp_async(
         zeros = jax.tree.map(jnp.zeros_like, q)
         y_hat = optax.tree.add(state.h_y, select(pushes, q, zeros))
         sent_y = select(pushes, y_hat, zeros)
-        y_diff = optax.tree.sub(sent_y, push.mix(sent_y))
-        mixed = combine(1.0, state.tracker, -g, y_diff)
+        if delayed:
+            mixed, y_links = _delayed_push(model, channels[1], state, sent_y, pushes, g, key)
+        else:
+            y_diff = optax.tree.sub(sent_y, push.mix(sent_y))
+            mixed, y_links = combine(1.0, state.tracker, -g, y_diff), None
         tracker = optax.tree.add(mixed, optax.tree.sub(grads, state.prev_grad))
         h_y = y_hat if b == 1.0 else combine(1.0 - b, state.h_y, b, y_hat)
         h_y = select(pushes, h_y, state.h_y)
 
         # x-channel: woken agents broadcast C(X - H_x) and take CPP's x-step.
-        params, opt_state, h_x, h_x_pulled = cpp_x_step(
-            pull, compressor, opt, variant, state, tracker, key, g, b, woken
-        )
+        if delayed:
+            params, opt_state, h_x, h_x_pulled, x_links = _delayed_x_step(
+                model, channels[0], compressor, opt, variant, state, tracker, key, g, b, woken
+            )
+        else:
+            params, opt_state, h_x, h_x_pulled = cpp_x_step(
+                pull, compressor, opt, variant, state, tracker, key, g, b, woken
+            )
+            x_links = None
         params = select(woken, params, state.params)
         new = BCppAsyncState(
             params,
@@ -361,10 +324,102 @@ def b_cpp_async(
             select(woken, opt_state, state.opt_state),
             state.wakes + woken.astype(jnp.int32),
             state.tick + 1,
+            x_links,
+            y_links,
         )
         x_bytes = jnp.where(woken, message_bytes(pull, compressor, params), 0.0)
         y_bytes = jnp.where(pushes, message_bytes(push, compressor, tracker), 0.0)
-        sim_time = new.tick.astype(jnp.result_type(float)) * tick_length
+        sim_time = asynchrony.tick_clock(model, state.tick)
         return new, {"bytes_sent": x_bytes + y_bytes, "sim_time": sim_time}
 
     return Algorithm(init=init, step=step, name="b-cpp-async")
+
+
+def _in_order_channel(
+    model: AsyncModel,
+    edges: async_links.Links,
+    channel: tuple[async_links.InFlight, jax.Array],
+    message: PyTree,
+    senders: jax.Array,
+    scale: float,
+    key: jax.Array,
+    tick: jax.Array,
+) -> tuple[PyTree, tuple[async_links.InFlight, jax.Array]]:
+    """Sends ``scale * edge weight * message`` of the ``senders`` on in-order channels.
+
+    Local view. Returns this tick's arrivals, summed over in-edges, ``(b, ...)``, and
+    the channel's new ``(buffer, arrival ticks)``.
+    """
+    buffer, last = channel
+    block = senders.shape[0]
+    received, sent = edges.receive((message, senders.astype(leaf_dtype(message))))
+    w = async_links.edge_weights(edges, block, sent) * sent
+    delay = asynchrony.delays(model, key, block, edges.slots)
+    delay, last = async_links.in_order_arrival(last, delay, w != 0, tick)
+    buffer = async_links.send(edges, buffer, received, scale * w, delay, tick)
+    arrived, buffer = async_links.deliver(buffer, tick)
+    return arrived, (buffer, last)
+
+
+def _delayed_push(
+    model: AsyncModel,
+    edges: async_links.Links,
+    state: BCppAsyncState,
+    sent_y: PyTree,
+    pushes: jax.Array,
+    gamma: float,
+    key: jax.Array,
+) -> tuple[PyTree, tuple[async_links.InFlight, jax.Array]]:
+    r"""The y-mix with delays: :math:`y_i - \gamma(1 - c_{ii})\hat y_i + \text{arrivals}`."""
+    keep = async_links.self_weight(edges, pushes.shape[0], jax.tree.leaves(sent_y)[0])
+    arrived, channel = _in_order_channel(
+        model,
+        edges,
+        state.y_links,
+        sent_y,
+        pushes,
+        gamma,
+        jax.random.fold_in(key, _Y_CHANNEL),
+        state.tick[0],
+    )
+    local = combine(1.0, state.tracker, -gamma * (1.0 - keep), sent_y)
+    return optax.tree.add(local, arrived), channel
+
+
+def _delayed_x_step(
+    model: AsyncModel,
+    edges: async_links.Links,
+    compressor: compression.Compressor,
+    opt: optax.GradientTransformation,
+    variant: Variant,
+    state: BCppAsyncState,
+    tracker: PyTree,
+    key: jax.Array,
+    gamma: float,
+    beta: float,
+    woken: jax.Array,
+):
+    r""":func:`algos.push_compressed.cpp_x_step` with the x-messages on in-order channels.
+
+    :math:`\hat x^R_i = H^R_{x,i} + r_{ii} Q_{x,i} + \sum_{\text{arrived}} r_{ij} Q_{x,j}`;
+    returns ``(params, opt_state, h_x, h_x_pulled, x_links)``.
+    """
+    updates, opt_state = jax.vmap(opt.update)(tracker, state.opt_state, state.params)
+    adapted = optax.apply_updates(state.params, updates)
+    value = adapted if variant == "push_pull" else state.params
+    x_key = jax.random.fold_in(key, _X_CHANNEL)
+    q = compression.compress_block(compressor, x_key, optax.tree.sub(value, state.h_x))
+    q = select(woken, q, jax.tree.map(jnp.zeros_like, q))
+    arrived, channel = _in_order_channel(
+        model, edges, state.x_links, q, woken, 1.0, x_key, state.tick[0]
+    )
+    keep = async_links.self_weight(edges, woken.shape[0], jax.tree.leaves(q)[0])
+    v_hat = optax.tree.add(state.h_x, q)
+    v_hat_pulled = optax.tree.add(combine(1.0, state.h_x_pulled, keep, q), arrived)
+    if beta == 1.0:
+        h_x, h_x_pulled = v_hat, v_hat_pulled
+    else:
+        h_x = combine(1.0 - beta, state.h_x, beta, v_hat)
+        h_x_pulled = combine(1.0 - beta, state.h_x_pulled, beta, v_hat_pulled)
+    params = combine(1.0, adapted, -gamma, optax.tree.sub(v_hat, v_hat_pulled))
+    return params, opt_state, h_x, h_x_pulled, channel

@@ -22,6 +22,16 @@ sent at tick ``t`` with delay ``δ`` is added to position ``(t + δ) mod L`` of 
 the arrival tick of every message it holds: a message is never visible before it
 arrives, and none is lost. Messages that arrive at the same tick on the same edge
 are summed, as push-sum needs.
+
+**In-order channels** (:func:`in_order_arrival`, the "latest message received" mode):
+a method whose messages are differences against references both ends keep (CPP and
+B-CPP's compressed messages) needs every message of an edge applied in send order,
+one at a time; then a receiver's copy of the sender's reference is exact as of the
+latest message it has received. :func:`in_order_arrival` turns the drawn delays into
+arrival ticks :math:`a = \max(t + \delta, a_{\text{prev}} + 1)` per edge: a message
+never overtakes an earlier one on its edge, at most one arrives per edge and tick, and
+still :math:`a \le t + \text{max\_delay}` (by induction, :math:`a_{\text{prev}} \le
+t - 1 + \text{max\_delay}`), so the same buffers hold them.
 """
 
 from __future__ import annotations
@@ -206,6 +216,29 @@ def send(
         return buf + due * scaled[:, :, None]
 
     return InFlight(jax.tree.map(leaf, buffer.messages, received))
+
+
+def in_order_arrival(
+    last: jax.Array, delay: jax.Array, sent: jax.Array, tick: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    r"""Arrival ticks on in-order channels (see the module docstring).
+
+    Local view. A message sent at ``tick`` with drawn delay :math:`\delta` arrives at
+    :math:`a = \max(t + \delta, a_{\text{prev}} + 1)`, :math:`a_{\text{prev}}` the arrival
+    tick of the edge's previous message.
+
+    Args:
+      last: ``(b, K)`` int32 arrival tick of each edge's previous message (-1 before any).
+      delay: ``(b, K)`` int32 drawn delays in ``0 .. max_delay``.
+      sent: ``(b, K)`` bool, whether the edge carries a message this tick.
+      tick: int32 scalar, the current tick.
+
+    Returns:
+      ``(delay, last)``: the effective delays ``a - t`` (in ``0 .. max_delay``) for
+      :func:`send`, and the updated arrival ticks.
+    """
+    arrival = jnp.maximum(tick + delay, last + 1)
+    return arrival - tick, jnp.where(sent, arrival, last)
 
 
 def deliver(buffer: InFlight, tick: jax.Array) -> tuple[PyTree, InFlight]:

@@ -4,7 +4,7 @@ A config with an ``asynchrony`` section (``launch/configs/fedbuff.py``) runs her
 data is split over ``asynchrony.n_clients`` clients (as :mod:`launch.cross_device`
 does), and for every straggler fraction of ``asynchrony.straggler_fractions`` (that
 fraction of the clients is ``straggler_slowdown`` times slower per local step,
-:func:`algos._async_slots.straggler_compute_time`) each method runs until it has used
+:func:`core.asynchrony.stragglers`) each method runs until it has used
 ``asynchrony.client_updates`` client updates:
 
 * ``fedavg``: synchronous cohort FedAvg (:func:`algos.cohort_fedavg`) of
@@ -37,8 +37,7 @@ import ml_collections
 import numpy as np
 
 from decentjax import algos
-from decentjax.algos._async_slots import straggler_compute_time
-from decentjax.core import cohort, mesh, rounds
+from decentjax.core import asynchrony, cohort, mesh, rounds
 from decentjax.launch import cross_device, experiment, plotting
 
 ASYNC_ALGORITHMS = ("fedavg", "fedbuff", "async_fedavg")
@@ -51,7 +50,14 @@ def _algorithm(name: str, loss_fn, cfg: ml_collections.ConfigDict, times: np.nda
         return algos.cohort_fedavg(loss_fn, n, c, cfg.learning_rate, **common)
     if name == "fedbuff":
         return algos.fedbuff(
-            loss_fn, n, c, cfg.buffer_size, cfg.learning_rate, compute_time=times, **common
+            loss_fn,
+            n,
+            c,
+            cfg.buffer_size,
+            cfg.learning_rate,
+            compute_time=times,
+            dispatch=cfg.get("dispatch", "at_step"),
+            **common,
         )
     if name == "async_fedavg":
         return algos.async_fedavg(loss_fn, n, c, cfg.learning_rate, compute_time=times, **common)
@@ -147,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     histories: dict[tuple[str, str], list[dict]] = {}
     sync_run = None
     for fraction in cfg.straggler_fractions:
-        times = straggler_compute_time(
+        times = asynchrony.stragglers(
             cfg.n_clients, fraction, cfg.straggler_slowdown, seed=config.seed
         )
         panel = f"{100 * fraction:g}% stragglers"

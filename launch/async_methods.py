@@ -1,7 +1,7 @@
 """The launch's asynchronous methods and simulated clock (:mod:`core.asynchrony`).
 
 A config with an ``asynchrony`` section runs its asynchronous methods (``ad_psgd``;
-``async_push_sum`` among the directed ones) in ticks of the execution model it
+``async_push_sum`` and ``b_cpp_async`` among the directed ones) in ticks of the execution model it
 describes, and every other method in synchronous rounds that wait for the slowest
 agent, so that all report ``sim_time`` and can be compared against simulated time.
 """
@@ -24,7 +24,7 @@ ASYNC_ALGORITHMS: dict[str, Callable[..., Any]] = {
         loss, weights.support(op.matrix), model, lr
     ),
 }
-ASYNC_METHODS = frozenset({*ASYNC_ALGORITHMS, "async_push_sum"})
+ASYNC_METHODS = frozenset({*ASYNC_ALGORITHMS, "async_push_sum", "b_cpp_async"})
 
 
 def asynchrony_model(config: ml_collections.ConfigDict) -> asynchrony.AsyncModel:

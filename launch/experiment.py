@@ -17,7 +17,6 @@ import numpy as np
 import optax
 
 from decentjax import algos
-from decentjax.algos import push_compressed_async
 from decentjax.core import algorithm as algorithm_lib
 from decentjax.core import (
     comm,
@@ -175,20 +174,9 @@ DIRECTED_ALGORITHMS: dict[str, Callable[..., Any]] = {
     "b_cpp_sync": lambda loss, r, c, lr, cfg, comp: algos.b_cpp_sync(
         loss, r, c, lr, compressor=comp, p=cfg.b_cpp_p
     ),
-    # Asynchronous: one step is one tick; config.wake_prob, straggler_fraction/_slowdown.
+    # Asynchronous: one step is one tick of config.asynchrony (launch/async_methods.py).
     "b_cpp_async": lambda loss, r, c, lr, cfg, comp: algos.b_cpp_async(
-        loss,
-        r,
-        c,
-        lr,
-        compressor=comp,
-        wake_prob=cfg.get("wake_prob", 0.5),
-        compute_time=push_compressed_async.straggler_compute_time(
-            r.n_agents,
-            cfg.get("straggler_fraction", 0.0),
-            cfg.get("straggler_slowdown", 1.0),
-            seed=cfg.get("seed", 0),
-        ),
+        loss, r, c, async_methods.asynchrony_model(cfg), lr, compressor=comp
     ),
     "async_push_sum": lambda loss, r, c, lr, cfg, comp: algos.async_push_sum(
         loss, c, async_methods.asynchrony_model(cfg), lr

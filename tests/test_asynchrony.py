@@ -349,3 +349,20 @@ def test_launch_config_needs_its_asynchrony_section():
         experiment.validate(config)
     with pytest.raises(ValueError, match="give one of adpsgd, push"):
         config_file.get_config("adpsgd,push")
+
+
+def test_in_order_channels_keep_send_order_and_the_delay_bound():
+    # 3 edges, random delays 0..3 and random sends over 300 ticks, run eagerly on numbers.
+    rng = np.random.default_rng(0)
+    max_delay, last = 3, jnp.full((1, 3), -1, jnp.int32)
+    sends = []  # (edge, send tick + drawn delay, arrival tick)
+    for t in range(300):
+        sent = rng.random((1, 3)) < 0.7
+        drawn = rng.integers(0, max_delay + 1, (1, 3)).astype(np.int32)
+        delay, last = async_links.in_order_arrival(last, jnp.asarray(drawn), sent, jnp.int32(t))
+        assert np.all((np.asarray(delay) >= drawn) & (np.asarray(delay) <= max_delay))
+        sends += [(k, t + int(drawn[0, k]), t + int(delay[0, k])) for k in np.flatnonzero(sent[0])]
+    for k in range(3):
+        raw, arrivals = np.array([(r, a) for edge, r, a in sends if edge == k]).T  # send order
+        assert np.all(np.diff(arrivals) >= 1)  # no overtaking, one arrival per tick
+        assert np.any(np.diff(raw) < 1)  # which the drawn delays alone would break

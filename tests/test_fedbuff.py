@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from decentjax import algos
-from decentjax.algos._async_slots import local_step_counts, straggler_compute_time
+from decentjax.algos._async_slots import local_step_counts
 from decentjax.algos._cohort_plan import _Plan
-from decentjax.core import cohort, mesh, rounds
+from decentjax.core import asynchrony, cohort, mesh, rounds
 from decentjax.launch import async_federated
 from decentjax.launch.configs import fedbuff as fedbuff_config
 from decentjax.models import objectives
@@ -173,13 +173,13 @@ def test_bad_inputs_are_clear_errors_before_compiling():
     with pytest.raises(ValueError, match="async_fedavg has buffer_size 1"):
         algos.async_fedavg(LS.loss, N, 4, LR, compute_time=ones, buffer_size=2, **kw)
     with pytest.raises(ValueError, match="straggler_fraction must be in"):
-        straggler_compute_time(N, 1.5, 10.0)
+        asynchrony.stragglers(N, 1.5, 10.0)
 
 
 def test_straggler_model_slows_the_stated_fraction():
-    times = straggler_compute_time(20, 0.3, 10.0, seed=3)
+    times = asynchrony.stragglers(20, 0.3, 10.0, seed=3)
     np.testing.assert_array_equal(np.sort(times), [1.0] * 14 + [10.0] * 6)
-    np.testing.assert_array_equal(times, straggler_compute_time(20, 0.3, 10.0, seed=3))
+    np.testing.assert_array_equal(times, asynchrony.stragglers(20, 0.3, 10.0, seed=3))
 
 
 def test_synchronous_rounds_wait_for_their_slowest_member():

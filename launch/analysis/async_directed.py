@@ -2,7 +2,8 @@ r"""Runs ``launch/configs/directed_async.py``: async B-CPP vs CPP vs Push-Pull o
 
 Every method runs for the same simulated time; a synchronous round lasts the slowest
 agent's compute time, an asynchronous tick ``wake_prob * tau_min``
-(:func:`algos.push_compressed_async.wake_probabilities`). Writes to ``--workdir``:
+(``core.asynchrony.async_model(n, compute_time=tau, tick=wake_prob * tau_min)``).
+Writes to ``--workdir``:
 ``summary.txt``, ``setup.txt``, ``dist_to_opt_vs_sim_time.png`` and
 ``dist_to_opt_vs_bytes.png`` (one panel per straggler setting).
 """
@@ -18,8 +19,7 @@ import numpy as np
 from etils import epath
 
 from decentjax import algos
-from decentjax.algos import push_compressed_async
-from decentjax.core import comm, compression, directed, loop, mesh, metrics, sampling
+from decentjax.core import asynchrony, comm, compression, directed, loop, mesh, metrics, sampling
 from decentjax.launch import plotting
 from decentjax.models import objectives
 
@@ -61,15 +61,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sharded = mesh.shard_agents(data, agent_mesh)
     histories, rows = {}, []
     for fraction in config.straggler_fractions:
-        tau = push_compressed_async.straggler_compute_time(
-            n, fraction, config.straggler_slowdown, seed=config.seed
-        )
+        tau = asynchrony.stragglers(n, fraction, config.straggler_slowdown, seed=config.seed)
         panel = (
             f"{fraction:.0%} stragglers {config.straggler_slowdown:g}x slower"
             if fraction
             else "no stragglers"
         )
-        _, tick = push_compressed_async.wake_probabilities(tau, config.wake_prob)
+        tick = config.wake_prob * float(tau.min())
+        model = asynchrony.async_model(n, compute_time=tau, tick=tick)
         methods = {
             "push_pull": (algos.push_pull(LS.loss, pull, push, lr), tau.max()),
             f"cpp@qsgd{config.qsgd_levels}": (
@@ -81,14 +80,22 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     LS.loss,
                     pull,
                     push,
+                    model,
                     lr,
                     compressor=qsgd,
-                    wake_prob=config.wake_prob,
-                    compute_time=tau,
                 ),
                 tick,
             ),
         }
+        if config.get("max_delay", 0):
+            # The same wake-ups, messages delayed 0..max_delay ticks on in-order channels.
+            delayed = asynchrony.async_model(
+                n, compute_time=tau, tick=tick, max_delay=config.max_delay
+            )
+            methods[f"b_cpp_async@qsgd{config.qsgd_levels},delay{config.max_delay}"] = (
+                algos.b_cpp_async(LS.loss, pull, push, delayed, lr, compressor=qsgd),
+                tick,
+            )
         for name, (algorithm, step_time) in methods.items():
             steps = int(round(config.sim_time / step_time))
             runner = loop.Runner(
@@ -116,11 +123,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     out = epath.Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     header = (
-        f"{'setting':32s}{'method':18s}{'steps':>7s}{'final error':>13s}"
+        f"{'setting':32s}{'method':26s}{'steps':>7s}{'final error':>13s}"
         f"{'time@target':>13s}{'MB@target':>11s}{'MB total':>10s}"
     )
     lines = [header] + [
-        f"{r['setting']:32s}{r['method']:18s}{r['steps']:7d}{r['final']:13.4e}"
+        f"{r['setting']:32s}{r['method']:26s}{r['steps']:7d}{r['final']:13.4e}"
         f"{r['time']:13.1f}{r['mb']:11.4f}{r['mb_total']:10.4f}"
         for r in rows
     ]
