@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from decentjax.core.algorithm import Algorithm, Batch
-from decentjax.core.mesh import AGENT_AXIS, agent_keys, as_varying
+from decentjax.core.mesh import AGENT_AXIS, agent_axis_relabelled, agent_keys, as_varying
 from decentjax.core.operator_tables import AgentTable
 
 PyTree = Any
@@ -236,6 +236,22 @@ def stragglers(
     return times
 
 
+def _local_probs(model: AsyncModel, block: int) -> jax.Array:
+    """This block's wake probabilities, by position (local view).
+
+    ``model.wake_prob`` is in the user's agent order; on a relabelled agent axis
+    (:func:`core.mesh.agent_axis_relabelled`) position ``k`` is another agent, so
+    unequal probabilities are refused there (equal ones do not depend on the order).
+    """
+    if agent_axis_relabelled() and np.ptp(model.wake_prob) > 0.0:
+        raise ValueError(
+            "agents with unequal wake probabilities (stragglers, rates or compute times) "
+            "cannot run on a relabelled agent axis: the probabilities are in the user's "
+            "order; run without relabelling (relabel='none')."
+        )
+    return model.table.local(block)
+
+
 def wake(model: AsyncModel, key: jax.Array, block: int) -> jax.Array:
     """Which of this block's agents wake in the tick of ``key``: bool ``(b,)`` (local view).
 
@@ -243,7 +259,7 @@ def wake(model: AsyncModel, key: jax.Array, block: int) -> jax.Array:
     """
     keys = agent_keys(jax.random.fold_in(key, WAKE_STREAM), block)
     u = jax.vmap(jax.random.uniform)(keys)
-    return u < model.table.local(block).astype(u.dtype)
+    return u < _local_probs(model, block).astype(u.dtype)
 
 
 def delays(model: AsyncModel, key: jax.Array, block: int, slots: int) -> jax.Array:
@@ -264,7 +280,7 @@ def round_ticks(model: AsyncModel, key: jax.Array, block: int) -> jax.Array:
     if model.all_awake:
         return jnp.int32(1)
     keys = agent_keys(jax.random.fold_in(key, ROUND_STREAM), block)
-    p = model.table.local(block)
+    p = _local_probs(model, block)
     # Geometric on {1, 2, ...}: the ticks until the agent's local step is done.
     ticks = jax.vmap(lambda k, q: jax.random.geometric(k, q, dtype=jnp.int32))(keys, p)
     return jax.lax.pmax(jnp.max(ticks), AGENT_AXIS)
@@ -302,6 +318,12 @@ def synchronous(algorithm: Algorithm, model: AsyncModel) -> Algorithm:
     def init(params: PyTree, data: PyTree, key: jax.Array) -> ClockedState:
         inner = algorithm.init(params, data, key)
         block = jax.tree.leaves(params)[0].shape[0]
+        n = block * jax.lax.axis_size(AGENT_AXIS)
+        if n != model.n_agents:
+            raise ValueError(
+                f"the asynchrony model is for {model.n_agents} agents, the run has {n}; "
+                "build it with async_model(n_agents, ...)."
+            )
         return ClockedState(inner, as_varying(jnp.zeros((block,), jnp.result_type(float))))
 
     def step(state: ClockedState, batch: Batch, key: jax.Array):

@@ -254,6 +254,12 @@ def user_agent_ids(ids: jax.Array) -> Iterator[None]:
         _USER_IDS.reset(token)
 
 
+def agent_axis_relabelled() -> bool:
+    """Whether the agent axis is relabelled here (inside :func:`user_agent_ids`): then
+    position ``k`` holds the user's agent ``order[k]`` (host check, at trace time)."""
+    return _USER_IDS.get() is not None
+
+
 def local_agent_ids(block: int) -> jax.Array:
     """Global (user) indices of the agents of this device's block (local view only).
 

@@ -366,3 +366,36 @@ def test_in_order_channels_keep_send_order_and_the_delay_bound():
         raw, arrivals = np.array([(r, a) for edge, r, a in sends if edge == k]).T  # send order
         assert np.all(np.diff(arrivals) >= 1)  # no overtaking, one arrival per tick
         assert np.any(np.diff(raw) < 1)  # which the drawn delays alone would break
+
+
+def test_model_of_another_size_or_order_is_refused_while_tracing():
+    """A model for another n, or unequal wake probabilities on a relabelled agent axis
+    (they are in the user's order), raise before anything is compiled."""
+    alg = asynchrony.synchronous(
+        algos.push_sum_sgp(LS.loss, push_operator(), 0.05), asynchrony.async_model(N + 8)
+    )
+    _, x0 = problem()
+    with pytest.raises(ValueError, match=f"for {N + 8} agents, the run has {N}"):
+        run_ticks(alg, x0, ticks=1, keep=lambda s: s.clock)
+    slow = asynchrony.async_model(N, compute_time=asynchrony.stragglers(N, 0.5, 10.0, seed=0))
+    agent_mesh = mesh.make_agent_mesh(N, 1)
+
+    f = jax.shard_map(
+        functools.partial(_wake_relabelled, slow),
+        mesh=agent_mesh,
+        in_specs=jax.P(),
+        out_specs=jax.P(mesh.AGENT_AXIS),
+    )
+    with pytest.raises(ValueError, match="relabelled agent axis"):
+        jax.jit(f).lower(jax.random.key(0))
+    even = asynchrony.async_model(N, wake_prob=0.5)  # equal probabilities: any order
+    g = jax.shard_map(
+        lambda key: _wake_relabelled(even, key), mesh=agent_mesh, in_specs=jax.P(),
+        out_specs=jax.P(mesh.AGENT_AXIS),
+    )  # fmt: skip
+    assert jax.jit(g)(jax.random.key(0)).shape == (N,)
+
+
+def _wake_relabelled(model, key):
+    with mesh.user_agent_ids(jnp.arange(N)[::-1]):
+        return asynchrony.wake(model, key, N)
