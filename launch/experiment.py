@@ -244,10 +244,23 @@ def split_name(name: str) -> tuple[str, str | None]:
     return method, compressor or None
 
 
+SAM_BUILT_IN = ("dfedsam", "dfedsam_mgs", "fedsam", "fedspeed", "fedspeed_code")
+NO_GRADIENT = ("fedkseed", "fedkseed_pro")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every name and number of a config before any data is loaded."""
+    rho = config.get("sam_rho", 0.0)
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 <= rho < np.inf:
+        raise ValueError(f"config.sam_rho must be a finite number >= 0, got {rho!r}.")
     for name in config.algorithms:
         method, compressor = split_name(name)
+        if rho and method in SAM_BUILT_IN + NO_GRADIENT:
+            raise ValueError(
+                f"config.sam_rho={rho} applies SAM to every method's loss, but {name!r} "
+                f"{'has SAM built in' if method in SAM_BUILT_IN else 'takes no gradients'}; "
+                "set its own rho in config.federated or drop config.sam_rho."
+            )
         if private_runs.is_private(name):  # "dp_<method>@<noise key>"
             method = private_runs.validate(config, name, model_tasks.uses_nnx(config))
             if method not in FEDERATED_ALGORITHMS:
@@ -498,8 +511,15 @@ def build_algorithm(config: ml_collections.ConfigDict, name: str, loss_fn, comm_
 
 
 def _build(config: ml_collections.ConfigDict, name: str, loss_fn, comm_op, lr):
-    """:func:`build_algorithm` for a plain loss, before any simulated clock."""
+    """:func:`build_algorithm` for a plain loss, before any simulated clock.
+
+    ``config.sam_rho`` > 0 gives every method SAM local steps: the loss becomes
+    :func:`algos.sam` ``(loss, rho)`` (gradient at the perturbed point
+    ``x + rho grad f / |grad f|``, same minibatch).
+    """
     method, compressor_key = split_name(name)
+    if config.get("sam_rho", 0.0):
+        loss_fn = algos.sam(loss_fn, config.sam_rho)
     if compressor_key is None and method in async_methods.ASYNC_ALGORITHMS:
         return async_methods.ASYNC_ALGORITHMS[method](
             loss_fn, comm_op, lr, async_methods.asynchrony_model(config)

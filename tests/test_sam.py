@@ -114,9 +114,17 @@ def test_sam_keeps_the_key_and_the_unperturbed_state():
     np.testing.assert_array_equal(wrapped.value_and_state(w, inputs)[1]["at"], w)
 
 
-def test_sam_with_any_method_dsgd_matches_numpy():
+@pytest.mark.parametrize("from_config", [False, True])
+def test_sam_with_any_method_dsgd_matches_numpy(from_config):
     lr, rho, steps = 0.3, 0.1, 4
-    initial, states, sent = step_states(algos.dsgd(algos.sam(LOGISTIC.loss, rho), RING, lr), steps)
+    if from_config:  # config.sam_rho gives any method SAM local steps
+        config = sam_config.get_config("dfl")
+        config.algorithms, config.sam_rho = ("dsgd",), rho
+        experiment.validate(config)
+        algorithm = experiment.build_algorithm(config, "dsgd", LOGISTIC.loss, RING, lr)
+    else:
+        algorithm = algos.dsgd(algos.sam(LOGISTIC.loss, rho), RING, lr)
+    initial, states, sent = step_states(algorithm, steps)
     x = x0()
     for k in range(steps):
         x = W @ (x - lr * np_sam_grads(x, rho))
@@ -136,6 +144,13 @@ def test_sam_family_config_names_validate_and_build():
 
 
 def test_bad_sam_arguments_are_clear_errors():
+    config = sam_config.get_config("dfl")
+    config.sam_rho = 0.1
+    with pytest.raises(ValueError, match="'dfedsam' has SAM built in"):
+        experiment.validate(config)
+    config.sam_rho = -1.0
+    with pytest.raises(ValueError, match="config.sam_rho must be a finite number >= 0"):
+        experiment.validate(config)
     with pytest.raises(ValueError, match="rho must be"):
         algos.sam(LOGISTIC.loss, -0.1)
     with pytest.raises(ValueError, match="alpha must be"):
