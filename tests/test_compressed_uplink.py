@@ -55,11 +55,12 @@ def econtrol_runs():
     return {n: full_batch_steps(alg, 8, n) for n in (1, 8)}
 
 
-def test_ef21_one_local_step_is_the_papers_ef21():
+@pytest.mark.parametrize("n_devices", [1, 8])
+def test_ef21_one_local_step_is_the_papers_ef21(n_devices):
     """K = 1, SGD steps alpha: EF21 of Richtárik et al. (Alg. 1) with gamma = alpha."""
     parts, x0 = problem()
     alpha, rounds = 0.05, 6
-    _, states, _ = full_batch_steps(ef21(LS.loss, SERVER, TOP2, alpha), rounds, 8)
+    _, states, _ = full_batch_steps(ef21(LS.loss, SERVER, TOP2, alpha), rounds, n_devices)
     x = x0.mean(0)
     g_i = np_top2(np_grad(np.broadcast_to(x, (N, D)), parts))  # g_i^0 = C(grad f_i(x^0))
     for t in range(rounds):
