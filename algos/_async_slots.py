@@ -109,8 +109,7 @@ def local_deltas(
     ragged = plan.local_epochs is not None and (store.min_count < m_max or m_max % plan.batch != 0)
     grad_fn = agent_grad(_masked_loss(loss_fn) if ragged else loss_fn)
     local = members.shape[0] // jax.lax.axis_size(AGENT_AXIS)
-    start = jax.lax.axis_index(AGENT_AXIS) * local
-    mine = jax.lax.dynamic_slice(members, (start,), (local,))
+    mine = cohort.local_slice(members)
     data = cohort.gather(store.data, members)
     counts = jnp.maximum(cohort.gather(store.counts, members), 1)  # dummies: 1 row of zeros
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
@@ -141,9 +140,5 @@ def local_step_counts(plan: _Plan, store: cohort.ClientStore, clients: jax.Array
     """
     if plan.local_steps is not None:
         return jnp.full(clients.shape, plan.local_steps, jnp.int32)
-    block = store.counts.shape[0]
-    rows = clients - jax.lax.axis_index(AGENT_AXIS) * block
-    owned = (clients >= 0) & (rows >= 0) & (rows < block)
-    picked = jnp.where(owned, store.counts[jnp.where(owned, rows, 0)], 0)
-    counts = jax.lax.psum(picked, AGENT_AXIS)
+    counts = cohort.lookup(store.counts, clients)
     return plan.local_epochs * ((counts + plan.batch - 1) // plan.batch)

@@ -41,12 +41,6 @@ from decentjax.core.rounds import CohortState
 PyTree = Any
 
 
-def _mine(values: jax.Array) -> jax.Array:
-    """This device's slice of a replicated cohort-length vector."""
-    local = values.shape[0] // jax.lax.axis_size(AGENT_AXIS)
-    return jax.lax.dynamic_slice(values, (jax.lax.axis_index(AGENT_AXIS) * local,), (local,))
-
-
 def _pad(values: jax.Array, size: int) -> jax.Array:
     return jnp.concatenate([values, jnp.full((size - values.shape[0],), -1, values.dtype)])
 
@@ -117,12 +111,16 @@ def on_arrival_round(
     waited = src < 0
     old_who = _pad(jnp.where(waited, who, -1), pad)
     old = cohort.gather(state.clients, _pad(jnp.where(waited, slot_of, -1), pad))
-    old_s = _mine(jnp.concatenate([jnp.where(waited, s, 0), jnp.zeros((pad - size,), dtype)]))
-    delta = plan.aggregate(old, plan.probabilities(store, old_who, _mine(old_who), dtype) * old_s)
+    old_s = cohort.local_slice(
+        jnp.concatenate([jnp.where(waited, s, 0), jnp.zeros((pad - size,), dtype)])
+    )
+    delta = plan.aggregate(
+        old, plan.probabilities(store, old_who, cohort.local_slice(old_who), dtype) * old_s
+    )
     # Newcomers that arrived within the step (staleness 0), from the cohort's rows.
     in_step = jnp.any(src[:, None] == jnp.arange(size, dtype=src.dtype)[None], axis=0)
     fresh = jnp.where(in_step, weight(jnp.zeros((size,), dtype)), 0)
-    new_s = _mine(jnp.concatenate([fresh, jnp.zeros((pad - size,), dtype)]))
+    new_s = cohort.local_slice(jnp.concatenate([fresh, jnp.zeros((pad - size,), dtype)]))
     p_new = plan.probabilities(store, cohort_members, mine, dtype)
     delta = jax.tree.map(jnp.add, delta, plan.aggregate(deltas, p_new * new_s))
     # The other newcomers wait in the slot they still hold.

@@ -155,7 +155,7 @@ def _round_algorithm(
         padded = cohort.padded_cohort_size(plan.size, n_devices)
         local = padded // n_devices
         members = cohort.draw_cohort(jax.random.fold_in(key, 0), plan.n, plan.size, padded)
-        mine = jax.lax.dynamic_slice(members, (jax.lax.axis_index(AGENT_AXIS) * local,), (local,))
+        mine = cohort.local_slice(members)
         x = state.server[0]
         data = cohort.gather(store.data, members)
         counts = jnp.maximum(cohort.gather(store.counts, members), 1)  # dummies: 1 row of zeros

@@ -267,11 +267,10 @@ def fedbuff(
         who = jnp.concatenate([clients, fill])
         # 3. Server step with the staleness-weighted buffer.
         updates = cohort.gather(pending, rows)
-        local = pad // n_devices
-        mine = jax.lax.dynamic_slice(who, (jax.lax.axis_index(AGENT_AXIS) * local,), (local,))
+        mine = cohort.local_slice(who)
         dtype = jax.tree.leaves(server.params)[0].dtype
         s = jnp.concatenate([weight(tau.astype(dtype)), jnp.zeros((pad - plan.size,), dtype)])
-        s_mine = jax.lax.dynamic_slice(s, (jax.lax.axis_index(AGENT_AXIS) * local,), (local,))
+        s_mine = cohort.local_slice(s)
         p = plan.probabilities(store, who, mine, dtype)
         delta = plan.aggregate(updates, p * s_mine)
         eta_g = _at(server_learning_rate, t)

@@ -196,6 +196,27 @@ def _local_rows(members: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
     return jnp.where(owned, rows, 0), owned
 
 
+def local_slice(values: jax.Array) -> jax.Array:
+    """This device's slice of a replicated cohort-length vector (local view).
+
+    ``values`` is ``(C,)``, the same on every device, ``C`` a multiple of the device
+    count; device ``d`` gets entries ``d*C/P .. (d+1)*C/P - 1``, the members whose rows
+    :func:`gather` gives it.
+    """
+    local = values.shape[0] // jax.lax.axis_size(AGENT_AXIS)
+    return jax.lax.dynamic_slice_in_dim(values, jax.lax.axis_index(AGENT_AXIS) * local, local)
+
+
+def lookup(column: jax.Array, clients: jax.Array) -> jax.Array:
+    """``column[clients]`` of a client-sharded per-client column, replicated (local view).
+
+    ``column`` is this device's ``(N/P,)`` block; ``clients`` any ``(k,)`` global
+    indices (``-1`` gives 0), the same on every device. One all-reduce of ``k`` values.
+    """
+    rows, owned = _local_rows(clients, column.shape[0])
+    return jax.lax.psum(jnp.where(owned, column[rows], jnp.zeros((), column.dtype)), AGENT_AXIS)
+
+
 def gather(tree: PyTree, members: jax.Array) -> PyTree:
     """The members' rows of a client-sharded pytree, as this device's cohort slice.
 
