@@ -23,12 +23,12 @@ sends nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
 
+from decentjax.algos import _checks
 from decentjax.core import directed, requirements
 from decentjax.core.comm import Gossip
 
@@ -72,18 +72,9 @@ def check_unit_interval(name: str, value: Any, method: str) -> float | None:
     """``None`` (use the default) or a float in ``(0, 1]``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{method}: {name} must be a number in (0, 1], got {name}={value!r}.")
-    return float(value)
+    return _checks.real(name, value, low=0, high=1, low_open=True, method=method)
 
 
 def check_positive(name: str, value: Any, method: str) -> float:
     """``value`` as a float if it is a finite positive number; raises otherwise."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not value > 0
-    ):
-        raise ValueError(f"{method}: {name} must be a positive number, got {name}={value!r}.")
-    return float(value)
+    return _checks.real(name, value, low=0, low_open=True, method=method)

@@ -34,7 +34,6 @@ Reference:
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from decentjax.algos import _checks
 from decentjax.algos._cohort_plan import _check_step, _Plan
 from decentjax.algos._federated_round import (
     PyTree,
@@ -88,16 +88,10 @@ class ClientMomentumState(NamedTuple):
 
 
 def _check_momentum(momentum: Any) -> float:
-    if (
-        isinstance(momentum, bool)
-        or not isinstance(momentum, numbers.Real)
-        or not 0.0 < float(momentum) <= 1.0
-    ):
-        raise ValueError(
-            f"momentum (the weight beta of the fresh gradient) must be in (0, 1], got "
-            f"{momentum!r}; 1 is FedAvg / SCAFFOLD."
-        )
-    return float(momentum)
+    return _checks.real(
+        "momentum", momentum, low=0, high=1, low_open=True,
+        note="the weight beta of the fresh gradient; 1 is FedAvg / SCAFFOLD",
+    )  # fmt: skip
 
 
 def _client_momentum(

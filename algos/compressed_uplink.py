@@ -48,8 +48,6 @@ References:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -57,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from decentjax.algos import _checks
 from decentjax.algos import _federated_round as rounds
 from decentjax.core import compression
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad, local_optimizer
@@ -99,16 +98,7 @@ class UplinkState(NamedTuple):
 
 
 def _check_eta(eta: Any) -> float:
-    if (
-        isinstance(eta, bool)
-        or not isinstance(eta, numbers.Real)
-        or not math.isfinite(eta)
-        or not 0.0 <= eta <= 1.0
-    ):
-        raise ValueError(
-            f"eta must be a number in [0, 1] (the error-feedback strength), got {eta!r}."
-        )
-    return float(eta)
+    return _checks.real("eta", eta, low=0, high=1, note="the error-feedback strength")
 
 
 def compressed_fedavg(

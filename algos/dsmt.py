@@ -21,7 +21,6 @@ Reference:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from decentjax.algos import _checks
 from decentjax.core import requirements, spectral, weights
 from decentjax.core.algorithm import Algorithm, Batch, agent_grad
 from decentjax.core.comm import Gossip
@@ -78,16 +78,6 @@ def lca_weight(lam: float) -> float:
         raise ValueError(f"the mixing rate lambda must be in [0, 1), got {lam!r}.")
     root = math.sqrt(1.0 - lam * lam)
     return 0.5 * (1.0 + (1.0 - root) / (1.0 + root))
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= float(value) < 1.0
-    ):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
-    return float(value)
 
 
 def dsmt(
@@ -173,12 +163,14 @@ def dsmt(
     wbar = weights.lazy(w) if lazy else w
     if lca is None:
         lca = lca_weight(spectral.mixing_rate(wbar))
-    eta = _check_fraction(lca, "lca")
-    beta = math.sqrt(eta) if momentum is None else _check_fraction(momentum, "momentum")
-    if not callable(learning_rate) and not (
-        isinstance(learning_rate, numbers.Real) and learning_rate > 0
-    ):
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
+    eta = _checks.real("lca", lca, low=0, high=1, high_open=True)
+    beta = (
+        math.sqrt(eta)
+        if momentum is None
+        else _checks.real("momentum", momentum, low=0, high=1, high_open=True)
+    )
+    if not callable(learning_rate):
+        _checks.real("learning_rate", learning_rate, low=0, low_open=True, note="or a schedule")
     schedule = learning_rate if callable(learning_rate) else (lambda count: learning_rate)
     grad_fn = agent_grad(loss_fn)
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from decentjax.algos import _checks
 from decentjax.algos import _federated_round as rounds
 from decentjax.algos._cohort_plan import _check_positive_int
 from decentjax.core.algorithm import Algorithm, Batch
@@ -177,14 +178,7 @@ def fedkseed_upload_bits(local_steps: int, num_seeds: int, scalar_bits: int = 32
 def _check_positive(value: Any, name: str, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or not value > 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)
+    return _checks.real(name, value, low=0, low_open=True)
 
 
 def fedkseed(

@@ -100,7 +100,9 @@ def test_dsmt_invalid_hyperparameters():
         algos.dsmt(LS.loss, op, 0.1, momentum=1.0)
     with pytest.raises(ValueError, match="lca must be"):
         algos.dsmt(LS.loss, op, 0.1, lca=-0.5)
-    with pytest.raises(ValueError, match="learning_rate must be positive, got 0"):
+    with pytest.raises(
+        ValueError, match=r"learning_rate must be a finite number > 0 \(or a schedule\), got 0"
+    ):
         algos.dsmt(LS.loss, op, 0)
     with pytest.raises(ValueError, match="dsmt: the gossip operator must hold a symmetric"):
         shift = (np.eye(N) + np.roll(np.eye(N), 1, axis=1)) / 2  # Doubly stochastic, not symmetric.

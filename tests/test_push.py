@@ -522,7 +522,7 @@ def test_invalid_hyperparameters():
         algos.cpp(LS.loss, pull, push_op, 0.1, compressor=ident, gamma=1.5)
     with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\]"):
         algos.b_cpp_sync(LS.loss, pull, push_op, 0.1, compressor=ident, p=0.0)
-    with pytest.raises(ValueError, match="w1 must be a positive number"):
+    with pytest.raises(ValueError, match="w1 must be a finite number > 0"):
         algos.apd(LS.loss, push_op, gamma=0.1, w1=-1.0)
     with pytest.raises(ValueError, match="alpha must be >= 1/4"):
         algos.apd_sc(LS.loss, push_op, gamma=0.1, alpha=0.1, beta=0.5)
