@@ -1,6 +1,6 @@
 """Config names of the federated methods with compressed or zeroth-order uplinks.
 
-:mod:`launch.experiment` merges :data:`ZEROTH_ORDER_ALGORITHMS` into its
+:mod:`launch.method_tables` merges :data:`ZEROTH_ORDER_ALGORITHMS` into its
 ``FEDERATED_ALGORITHMS`` (``"fedkseed"``, ``"fedkseed_pro"``) and resolves
 ``"<method>@<compressor key>"`` names of :data:`FEDERATED_COMPRESSED_ALGORITHMS`
 (``"ef21@top10"``, ``"econtrol@top10"``, ``"fedavg_compressed@top10"``): federated runs
@@ -42,7 +42,7 @@ ZEROTH_ORDER_ALGORITHMS: dict[str, Callable[..., Any]] = {
     "fedkseed": _fedkseed,
     "fedkseed_pro": functools.partial(_fedkseed, pro=True),
 }
-"""Rows of :data:`launch.experiment.FEDERATED_ALGORITHMS`: ``(loss, op, lr, config.federated)``."""
+"""Rows of :data:`launch.method_tables.FEDERATED_ALGORITHMS`: ``(loss, op, lr, config.federated)``."""
 
 # Federated methods with a compressed uplink (algos.compressed_uplink), named
 # "<method>@<compressor key>" like the compressed gossip methods; config.federated as above

@@ -1,7 +1,7 @@
 """Configs' differentially private runs: ``"dp_<method>@<key>"`` names and their budget.
 
 A config names a private run ``"dp_dsgd@s4"``: the method ``dsgd`` (any name of
-:data:`launch.experiment.ALGORITHMS` or ``FEDERATED_ALGORITHMS``) with DP-SGD local
+:data:`launch.method_tables.ALGORITHMS` or ``FEDERATED_ALGORITHMS``) with DP-SGD local
 steps (:func:`algos.private`), its noise multiplier ``config.privacy.noise_multipliers
 ["s4"]`` and clipping norm ``config.privacy.clip_norm``, sampled with
 :func:`core.sampling.without_replacement`. After the run every history row gets

@@ -18,7 +18,7 @@ a name registered here, or a function by import path, ``"package.module:function
 What each kind of function takes and returns:
 
 * algorithm: ``factory(loss_fn, comm_op, learning_rate) -> core.algorithm.Algorithm``,
-  as the built-in table's (:data:`launch.experiment.ALGORITHMS`); register with the
+  as the built-in table's (:data:`launch.method_tables.ALGORITHMS`); register with the
   sampler it is run with (``"iid"``, ``"reshuffle"``, ``"full"``) and whether it
   gossips (``decentralized=False`` runs it once, on no graph). An import path may name
   an :class:`AlgorithmSpec` to say the same.
