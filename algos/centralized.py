@@ -27,6 +27,7 @@ import optax
 
 from decentjax.core.algorithm import Algorithm, Batch, local_optimizer
 from decentjax.core.comm import Gossip
+from decentjax.core.conv_lowering import lowered_on_cpu
 from decentjax.core.mesh import as_varying
 
 PyTree = Any
@@ -98,7 +99,7 @@ def centralized(
         # Every agent holds the same iterate and optimizer state (init averages them
         # and every step applies the same update), so agent 0 of the block stands for all.
         params, opt_state = jax.tree.map(lambda a: a[0], (state.params, state.opt_state))
-        grad_sum = jax.grad(block_loss)(params, batch.data)
+        grad_sum = jax.grad(lowered_on_cpu(block_loss))(params, batch.data)
         grads = comm.mean(jax.tree.map(lambda g: g[None], grad_sum))
         updates, opt_state = opt.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)

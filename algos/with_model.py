@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from decentjax.core import requirements
 from decentjax.core.algorithm import AgentMapped, Algorithm, Batch, map_over_agents
 from decentjax.core.comm import Gossip
+from decentjax.core.conv_lowering import lowered_on_cpu
 from decentjax.core.loss_inputs import (
     LossInputs,
     Task,
@@ -133,10 +134,12 @@ def with_model(
         return factory(loss, comm, *args, **kwargs)
     if mapped is None:
         inner = factory(task.loss, comm, *args, **kwargs)
-        forward = jax.vmap(task.value_and_state)
+        forward = jax.vmap(lowered_on_cpu(task.value_and_state))
     else:
         inner = factory(map_over_agents(task.loss, mapped.batch_size), comm, *args, **kwargs)
-        forward = functools.partial(_map_forward, task.value_and_state, mapped.batch_size)
+        forward = functools.partial(
+            _map_forward, lowered_on_cpu(task.value_and_state), mapped.batch_size
+        )
     if task.stateful and task.state_mixing == "gossip":
         _check_state_operator(comm, inner.name)
 

@@ -55,6 +55,13 @@ import jax.numpy as jnp
 import numpy as np
 
 _JIT_PRIMITIVES = ("pjit", "jit")
+# The name of the ``jit`` that :func:`native_convs` puts around a function: the rewrite
+# leaves everything inside such a call native, however the function is wrapped later.
+_NATIVE_NAME = "decentjax_native_convs"
+
+
+def _native_call(eqn: Any) -> bool:
+    return eqn.primitive.name in _JIT_PRIMITIVES and eqn.params.get("name") == _NATIVE_NAME
 
 
 def _supported(params: dict[str, Any], lhs: jax.Array) -> bool:
@@ -135,7 +142,9 @@ def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        if name == "conv_general_dilated" and _supported(eqn.params, invals[0]):
+        if _native_call(eqn):
+            outs = _bind(eqn, invals)
+        elif name == "conv_general_dilated" and _supported(eqn.params, invals[0]):
             outs = [conv_as_matmul(*invals, **eqn.params)]
         elif name in _POOLS and _tiling_window(eqn.params):
             outs = [
@@ -145,17 +154,21 @@ def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:
             inner = eqn.params["jaxpr"]
             outs = _evaluate(inner.jaxpr, inner.consts, *invals)
         else:
-            bind_params = eqn.primitive.get_bind_params(eqn.params)
-            subfuns: tuple = ()
-            if isinstance(bind_params, tuple):  # JAX < 0.7 returned (subfuns, params).
-                subfuns, bind_params = bind_params
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*subfuns, *invals, **bind_params)
-            if not eqn.primitive.multiple_results:
-                outs = [outs]
+            outs = _bind(eqn, invals)
         for var, value in zip(eqn.outvars, outs, strict=True):
             env[var] = value
     return [read(v) for v in jaxpr.outvars]
+
+
+def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
+    """Evaluates one equation as it is."""
+    bind_params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns: tuple = ()
+    if isinstance(bind_params, tuple):  # JAX < 0.7 returned (subfuns, params).
+        subfuns, bind_params = bind_params
+    with eqn.ctx.manager:
+        outs = eqn.primitive.bind(*subfuns, *invals, **bind_params)
+    return list(outs) if eqn.primitive.multiple_results else [outs]
 
 
 def _rewritable(jaxpr: jex.Jaxpr) -> bool:
@@ -163,6 +176,8 @@ def _rewritable(jaxpr: jex.Jaxpr) -> bool:
     :func:`_evaluate` rewrites (its poolings are rewritten along with it)."""
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
+        if _native_call(eqn):
+            continue
         if name == "conv_general_dilated" and _supported(eqn.params, eqn.invars[0].aval):
             return True
         if name in _JIT_PRIMITIVES and _rewritable(eqn.params["jaxpr"].jaxpr):
@@ -174,12 +189,21 @@ def native_convs(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Marks a loss so that :func:`lowered_on_cpu` leaves its convolutions native.
 
     Use it to compare against the patch form, or where the native convolution is
-    known to be faster. Calling the result calls ``fn``.
+    known to be faster. Calling the result calls ``fn`` inside a ``jax.jit`` named
+    ``decentjax_native_convs``, which :func:`lowered_on_cpu` and :func:`convs_as_matmuls`
+    never rewrite: the mark holds however the function is wrapped afterwards (a
+    method's ``Task.loss``, augmentation, a user's lambda). ``fn``'s arguments must
+    therefore be arrays or pytrees of arrays (they are traced).
     """
+
+    def decentjax_native_convs(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    jitted = jax.jit(decentjax_native_convs)
 
     @functools.wraps(fn)
     def native(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+        return jitted(*args, **kwargs)
 
     native.native_convs = True  # type: ignore[attr-defined]
     return native

@@ -1,5 +1,7 @@
 """convs_as_matmuls: the same function and gradients as the stock convolutions (float64)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,12 @@ import pytest
 from flax import nnx
 
 from decentjax.core.algorithm import agent_grad, map_over_agents
-from decentjax.core.conv_lowering import conv_as_matmul, convs_as_matmuls, native_convs
+from decentjax.core.conv_lowering import (
+    conv_as_matmul,
+    convs_as_matmuls,
+    lowered_on_cpu,
+    native_convs,
+)
 
 CASES = {
     "nhwc_same": dict(dn=("NHWC", "HWIO", "NHWC"), k=(3, 3), strides=(1, 1), pad="SAME"),
@@ -169,3 +176,60 @@ def test_a_loss_without_convolutions_compiles_exactly_as_before():
     )
     plain = jax.make_jaxpr(jax.vmap(jax.grad(loss)))(w, batch)
     assert str(jax.make_jaxpr(agent_grad(loss))(w, batch)) == str(plain)
+
+
+def test_native_mark_survives_later_wrapping():
+    # native_convs marks by a named jit, so a marked loss wrapped again (a Task's loss,
+    # augmentation, a lambda) keeps its convolutions native under the automatic lowering.
+    conv = nnx.Conv(2, 3, (3, 3), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(conv, nnx.Param)
+
+    def loss(p, x):
+        return jnp.sum(nnx.merge(graphdef, p)(x) ** 2)
+
+    x = jnp.ones((2, 6, 6, 2), jnp.float32)
+    wrapped = lambda p, x: 2.0 * native_convs(loss)(p, x)  # noqa: E731
+    for fn, native in ((wrapped, True), (lambda p, x: 2.0 * loss(p, x), False)):
+        jaxpr = str(jax.make_jaxpr(lowered_on_cpu(fn))(params, x))
+        assert ("conv_general_dilated" in jaxpr) == native or jax.default_backend() != "cpu"
+    np.testing.assert_allclose(
+        jax.grad(lowered_on_cpu(wrapped))(params, x)["kernel"][...],
+        jax.grad(lambda p, x: 2.0 * loss(p, x))(params, x)["kernel"][...],
+        rtol=1e-10,
+    )
+
+
+def test_the_centralized_method_lowers_its_pooled_gradient_on_cpu():
+    # algos.centralized differentiates one model on the block's pooled batch (not through
+    # agent_grad); on XLA:CPU that gradient is lowered too (native: 194 s vs 5.0 s per
+    # ResNet-20 step on batch 512 in launch/benchmarks/resnet.py), with equal results.
+    from decentjax import algos
+    from decentjax.core import comm, mesh, weights
+    from decentjax.core.algorithm import Batch
+
+    loss, stacked, batch = _user_loss_and_agents()
+    agents = jax.tree.leaves(stacked)[0].shape[0]
+    agent_mesh = mesh.make_agent_mesh(agents, 1)
+    op = comm.gossip(weights.averaging(agents))
+    stacked, batch = mesh.shard_agents((stacked, batch), agent_mesh)
+    results = []
+    for fn in (loss, native_convs(loss)):
+        method = algos.centralized(fn, op, 0.1)
+
+        spec = jax.P(mesh.AGENT_AXIS)
+
+        @jax.jit
+        @functools.partial(jax.shard_map, mesh=agent_mesh, in_specs=spec, out_specs=spec)
+        def step(params, data, method=method):
+            state = method.init(params, data, jax.random.key(0))
+            zero = jnp.zeros((), jnp.int32)
+            new, _ = method.step(state, Batch(data, zero, zero), jax.random.key(1))
+            return method.params(new)
+
+        jaxpr = str(jax.make_jaxpr(step)(stacked, batch))
+        assert ("conv_general_dilated" in jaxpr) == (
+            fn is not loss or jax.default_backend() != "cpu"
+        )
+        results.append(step(stacked, batch))
+    for a, b in zip(*(jax.tree.leaves(r) for r in results), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
