@@ -22,6 +22,13 @@ per sample). The local step size of round :math:`r`, step :math:`k` is
 :math:`K_{\max}` the round's step count, so every client's schedule advances with
 the *global* round whether or not it was sampled.
 
+**Schedule.** By default the members' local steps run together, ``jax.vmap`` over the
+cohort slice of each device. A loss marked by :func:`core.algorithm.map_over_agents`
+makes the members train one after another instead (``lax.map`` over the members,
+each its whole local run of ``K`` steps; ``batch_size`` members at a time): the same
+draws and the same numbers up to rounding, a smaller working set per step (on the
+W3 CNN of ``launch/benchmarks/cohort.py`` the faster schedule on a CPU).
+
 **Aggregation.** With client weights :math:`w_i` (default :math:`w_i = m_i`;
 ``"uniform"``: :math:`w_i = 1`; or any positive array) and
 :math:`p_i = w_i/\sum_j w_j`, the server forms from the members' changes
@@ -56,7 +63,7 @@ import optax
 
 from decentjax.algos._cohort_plan import StepSize, _at, _check_step, _Plan
 from decentjax.core import cohort
-from decentjax.core.algorithm import agent_grad
+from decentjax.core.algorithm import AgentMapped, agent_grad
 from decentjax.core.comm import _bytes_per_agent
 from decentjax.core.loss_inputs import LossInputs, Variables, as_task, split_variables
 from decentjax.core.mesh import AGENT_AXIS, as_varying
@@ -102,6 +109,12 @@ def _round_algorithm(
     :mod:`algos.client_momentum` (FedAvg-M / SCAFFOLD-M); the server then keeps the
     momentum :math:`g` last in its tuple.
     """
+    # A loss marked by ``map_over_agents``: the members train one after another, each its
+    # whole local run (the same numbers; only the schedule changes, see the docstring).
+    in_sequence = isinstance(loss_fn, AgentMapped)
+    sequence_batch = loss_fn.batch_size if in_sequence else None
+    if in_sequence:
+        loss_fn = loss_fn.loss_fn
     task = as_task(loss_fn)
     stateful = task is not None and task.stateful
     if stateful and task.state_mixing == "local":
@@ -176,50 +189,62 @@ def _round_algorithm(
             jax.random.fold_in(key, 2), jnp.where(mine >= 0, mine, plan.n)
         )
 
-        def local_step(carry, s):
-            y, opt_state, eta_sum, model_state, grad_sum = carry
-            idx, live = order[:, s], mask[:, s]
-            batch = jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
-            if task is None:
-                grads = grad_fn(y, (batch, live) if ragged else batch)
-            else:
-                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loss_keys, s)
-                grads, new_state = grad_fn(y, LossInputs(batch, keys, model_state))
-            if mu:
-                grads = jax.tree.map(lambda g, yi, xs: g + mu * (yi - xs[None]), grads, y, x)
-            raw = grads
-            if scaffold:
-                grads = jax.tree.map(lambda g, ci, c: g - ci + c[None], grads, clients, control)
-            if momentum is not None:  # beta * (corrected) gradient + (1 - beta) * g^r.
-                grads = jax.tree.map(
-                    lambda g, m: momentum * g + (1.0 - momentum) * m[None], grads, state.server[-1]
-                )
-            active = jnp.any(live, axis=1)  # an empty step (local epochs) changes nothing
-            if optimizer is None:
-                eta = jnp.asarray(_at(learning_rate, state.round * steps + s), eta_sum.dtype)
-                stepped = jax.tree.map(lambda yi, g: yi - eta.astype(g.dtype) * g, y, grads)
-                new_opt = opt_state
-                eta_sum = eta_sum + jnp.where(active, eta, jnp.zeros_like(eta))
-                if scaffold and momentum is not None:  # SCAFFOLD-M's c_i^+ (below).
-                    grad_sum = optax.tree.add(grad_sum, scale(jnp.where(active, eta, 0.0), raw))
-            else:
-                updates, new_opt = jax.vmap(optimizer.update)(grads, opt_state, y)
-                stepped = optax.apply_updates(y, updates)
-                new_opt = select(active, new_opt, opt_state)
-            y = select(active, stepped, y)
-            if task is not None:
-                model_state = select(active, new_state, model_state)
-            return (y, new_opt, eta_sum, model_state, grad_sum), None
+        def local_train(carry0, data, order, mask, clients, loss_keys):
+            def local_step(carry, s):
+                y, opt_state, eta_sum, model_state, grad_sum = carry
+                idx, live = order[:, s], mask[:, s]
+                batch = jax.tree.map(lambda a: jax.vmap(lambda ai, ii: ai[ii])(a, idx), data)
+                if task is None:
+                    grads = grad_fn(y, (batch, live) if ragged else batch)
+                else:
+                    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loss_keys, s)
+                    grads, new_state = grad_fn(y, LossInputs(batch, keys, model_state))
+                if mu:
+                    grads = jax.tree.map(lambda g, yi, xs: g + mu * (yi - xs[None]), grads, y, x)
+                raw = grads
+                if scaffold:
+                    grads = jax.tree.map(lambda g, ci, c: g - ci + c[None], grads, clients, control)
+                if momentum is not None:  # beta * (corrected) gradient + (1 - beta) * g^r.
+                    grads = jax.tree.map(
+                        lambda g, m: momentum * g + (1.0 - momentum) * m[None],
+                        grads,
+                        state.server[-1],
+                    )
+                active = jnp.any(live, axis=1)  # an empty step (local epochs) changes nothing
+                if optimizer is None:
+                    eta = jnp.asarray(_at(learning_rate, state.round * steps + s), eta_sum.dtype)
+                    stepped = jax.tree.map(lambda yi, g: yi - eta.astype(g.dtype) * g, y, grads)
+                    new_opt = opt_state
+                    eta_sum = eta_sum + jnp.where(active, eta, jnp.zeros_like(eta))
+                    if scaffold and momentum is not None:  # SCAFFOLD-M's c_i^+ (below).
+                        grad_sum = optax.tree.add(grad_sum, scale(jnp.where(active, eta, 0.0), raw))
+                else:
+                    updates, new_opt = jax.vmap(optimizer.update)(grads, opt_state, y)
+                    stepped = optax.apply_updates(y, updates)
+                    new_opt = select(active, new_opt, opt_state)
+                y = select(active, stepped, y)
+                if task is not None:
+                    model_state = select(active, new_state, model_state)
+                return (y, new_opt, eta_sum, model_state, grad_sum), None
+
+            return jax.lax.scan(local_step, carry0, jnp.arange(steps, dtype=jnp.int32))[0]
 
         dtype = jax.tree.leaves(x)[0].dtype
         opt0 = () if (optimizer is None or scaffold) else clients
         state0 = per_member(state.server[2]) if stateful else ()
         sum0 = jax.tree.map(jnp.zeros_like, y0) if scaffold and momentum is not None else ()
-        (y, opt_state, eta_sum, model_state, grad_sum), _ = jax.lax.scan(
-            local_step,
-            (y0, opt0, as_varying(jnp.zeros((local,), dtype)), state0, sum0),
-            jnp.arange(steps, dtype=jnp.int32),
-        )
+        carry0 = (y0, opt0, as_varying(jnp.zeros((local,), dtype)), state0, sum0)
+        members_in = (carry0, data, order, mask, clients, loss_keys)
+        if in_sequence:  # Each member's whole local run, one member after another.
+
+            def one_member(args):
+                ones = jax.tree.map(lambda a: a[None], args)
+                return jax.tree.map(lambda a: a[0], local_train(*ones))
+
+            trained = jax.lax.map(one_member, members_in, batch_size=sequence_batch)
+        else:
+            trained = local_train(*members_in)
+        y, opt_state, eta_sum, model_state, grad_sum = trained
         deltas = jax.tree.map(lambda yi, xs: yi - xs[None], y, x)
         p = plan.probabilities(store, members, mine, dtype)
         delta = plan.aggregate(deltas, p)

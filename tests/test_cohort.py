@@ -17,6 +17,7 @@ import pytest
 from decentjax import algos
 from decentjax.algos.cohort import cohort_fedavg, cohort_scaffold
 from decentjax.core import cohort, comm, loop, mesh, metrics, partition, rounds, sampling, weights
+from decentjax.core.algorithm import map_over_agents
 from decentjax.models import objectives
 
 N, M, D = 16, 6, 3
@@ -401,3 +402,32 @@ def test_total_count_sums_every_devices_block():
         out_specs=jax.P(),
     )(placed)
     assert int(total) == 36
+
+
+@pytest.mark.parametrize(
+    ("name", "n_devices", "map_batch"), [("fedavg", 1, None), ("scaffold", 8, None),
+                                         ("fedprox_momentum", 8, 2), ("momentum_epochs", 1, 3)]
+)  # fmt: skip
+def test_members_in_sequence_equal_the_vmapped_cohort(name, n_devices, map_batch):
+    # A loss marked by map_over_agents trains the members one after another (each its
+    # whole local run); same draws, same numbers as the vmapped cohort (float64).
+    store, _ = _unequal_store()
+    make = {
+        "fedavg": lambda loss: cohort_fedavg(loss, N, 6, LR, batch_size=2, local_steps=K),
+        "scaffold": lambda loss: cohort_scaffold(loss, N, 5, LR, batch_size=2, local_steps=K),
+        "fedprox_momentum": lambda loss: cohort_fedavg(
+            loss, N, 6, batch_size=2, local_steps=K, optimizer=optax.sgd(LR, momentum=0.9), mu=0.1
+        ),
+        # ragged local epochs (clients of 2..9 samples, batch 4: masked partial batches)
+        "momentum_epochs": lambda loss: algos.cohort_fedavg_client_momentum(
+            loss, N, 7, LR, batch_size=4, local_epochs=2, momentum=0.5
+        ),
+    }[name]
+    vmapped, out_v, state_v, _ = _run(make(LS.loss), n_devices, store=store)
+    mapped, out_m, state_m, _ = _run(
+        make(map_over_agents(LS.loss, map_batch)), n_devices, store=store
+    )
+    np.testing.assert_array_equal(out_v["cohort"], out_m["cohort"])
+    np.testing.assert_allclose(mapped, vmapped, rtol=1e-12, atol=1e-14)
+    for a, b in zip(jax.tree.leaves(state_m), jax.tree.leaves(state_v), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
