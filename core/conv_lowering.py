@@ -240,6 +240,19 @@ def lowered_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
     return auto
 
 
+def lowers_on_cpu(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether :func:`lowered_on_cpu` would rewrite ``fn`` called on ``args``.
+
+    True when the default backend is the CPU, ``fn`` is not marked by
+    :func:`native_convs` and its jaxpr (traced on the shapes of ``args``, arrays or
+    ``jax.ShapeDtypeStruct``) holds a convolution that :func:`convs_as_matmuls`
+    rewrites. Methods use it to pick a schedule that suits the patch form.
+    """
+    if jax.default_backend() != "cpu" or getattr(fn, "native_convs", False):
+        return False
+    return _rewritable(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
 def convs_as_matmuls(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` with its 2-D convolutions computed as patches times a matrix.
 

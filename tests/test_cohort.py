@@ -431,3 +431,36 @@ def test_members_in_sequence_equal_the_vmapped_cohort(name, n_devices, map_batch
     np.testing.assert_allclose(mapped, vmapped, rtol=1e-12, atol=1e-14)
     for a, b in zip(jax.tree.leaves(state_m), jax.tree.leaves(state_v), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+
+
+def test_a_conv_loss_trains_members_in_sequence_on_cpu_with_equal_numbers():
+    # On XLA:CPU a plain loss with lowered convolutions picks the in-sequence schedule;
+    # its numbers equal the vmapped native-convolution run (float64).
+    from flax import nnx
+
+    from decentjax.algos.cohort import _lowered_convs
+    from decentjax.models import native_convs
+
+    conv = nnx.Conv(1, 2, (3, 3), param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(conv, nnx.Param)
+
+    def loss(p, batch):
+        out = nnx.merge(graphdef, p)(batch["x"])
+        return jnp.mean((out.mean(axis=(1, 2, 3)) - batch["y"]) ** 2)
+
+    rng = np.random.default_rng(7)
+    store = cohort.client_store(
+        {"x": rng.normal(size=(N, 4, 5, 5, 1)), "y": rng.normal(size=(N, 4))}
+    )
+    assert _lowered_convs(loss, params, store) == (jax.default_backend() == "cpu")
+    assert not _lowered_convs(native_convs(loss), params, store)
+    results = []
+    for fn in (loss, native_convs(loss)):
+        algorithm = cohort_fedavg(fn, N, 5, LR, batch_size=2, local_steps=K)
+        runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(N, 8))
+        placed = runner.place(store)
+        state = runner.init(params, placed, jax.random.key(0))
+        state, _ = runner.run_rounds(state, placed, jax.random.key(1), 2)
+        results.append(jax.device_get(algorithm.params(state)))
+    for a, b in zip(*(jax.tree.leaves(r) for r in results), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-13)
