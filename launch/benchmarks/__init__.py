@@ -28,8 +28,8 @@ It prints a table of ratios (medians of ``--reps`` repetitions), and writes
 * :mod:`~launch.benchmarks.seeds`: 8 seeds of D-RR in one compiled program
   (:mod:`core.runs`) against 8 sequential runs, compilation included and excluded.
 * :mod:`~launch.benchmarks.resnet`: a DSGD step of 16 ResNet-20s (GroupNorm, BatchNorm
-  through ``from_nnx``) against one centralized step on batch 512 (target ≤ 1.3x), and
-  stock ``nnx.Conv`` against the lowered convolutions under the agent axis (≤ 1.5x).
+  through ``from_nnx``, stock ``nnx`` layers) against one centralized step on batch 512
+  (target ≤ 1.3x on a GPU).
 
 Peers run in their own virtual environments (``setup_peers.sh``; nothing of theirs is in
 this repository) as subprocesses that print JSON; a peer that is not installed is

@@ -2,7 +2,7 @@
 
 Command (after ``bash launch/benchmarks/setup_peers.sh pfl fedjax``)::
 
-  python -m decentjax.launch.benchmarks --only cohort [--reps 3]
+  python -m decentjax.launch.benchmarks --only cohort [--reps 3] [--devices 2]
 
 The workload pfl and FedJAX are built for (W3 of the federated cohort issue): 100 clients
 of 64 samples (28x28x1, 10 classes), 10 clients per round, one local epoch each = 4 SGD
@@ -12,19 +12,27 @@ decentjax runs :func:`algos.cohort_fedavg` (only the cohort computes) with that 
 written as a user writes it, with stock ``flax.nnx`` layers, three ways, and two
 references:
 
-* ``nnx as written``: the loss as written (``jax.vmap`` over the cohort); on XLA:CPU
-  the method differentiates it with the convolutions as im2col matmuls and tiling max
-  pools as reshapes (:func:`core.conv_lowering.lowered_on_cpu`, automatic);
-* ``nnx as written, map_over_agents``: the loss wrapped in
-  :func:`core.algorithm.map_over_agents`, so the members' gradients are taken one client
-  at a time (``lax.map``) instead of one ``vmap``-ed program;
+* ``nnx as written``: the loss as written; on XLA:CPU the method differentiates it
+  with the convolutions as im2col matmuls and tiling max pools as reshapes
+  (:func:`core.conv_lowering.lowered_on_cpu`) and, because it does, trains the members
+  one after another (``lax.map`` over the members, each its whole local run), both
+  automatic (:mod:`algos.cohort`'s schedule);
 * ``nnx, native convolutions``: the loss marked :func:`models.native_convs` (what every
-  stock model cost before the automatic lowering: batched native convolutions);
+  stock model cost before the automatic lowering: batched native convolutions, the
+  members vmapped);
 * ``same CNN in library layers``: the W3 CNN written with :class:`models.nets.PatchConv`
   and reshape max pooling; the row "stock nnx layers as written / library layers" is
   the deep-learning issue's target (<= 1.5x) for a model written with stock layers;
 * ``library cnn``: :func:`models.nets.cnn` with ``features=(32, 64)`` (PatchConv,
-  average pooling, no hidden dense layer: a lighter model, shown for reference).
+  average pooling, no hidden dense layer: a lighter model; its loss holds no
+  convolution to lower, so its members are vmapped), and the same in
+  :func:`core.algorithm.map_over_agents` (members in sequence).
+
+With ``--devices P`` (P > 1; ``jax_num_cpu_devices = P``, e.g. one per core) the
+stock model as written and the library CNN (both schedules) also run with the cohort
+sharded over the P CPU devices (each device trains its ``10 / P`` members; the server
+sum is an all-reduce): the library's own way to use several cores, as on a
+multi-accelerator machine.
 
 pfl (PyTorch backend, the better of 1 thread and all cores) and FedJAX run the same W3
 CNN on the same workload in their own venvs. Ratio = peer s/round / decentjax s/round;
@@ -33,7 +41,8 @@ targets: >= 1.5x pfl, >= 4x FedJAX.
 Scaling: s/round of ``cohort_fedavg`` on logistic regression (d = 785, 64 samples per
 client) for N = 100, 1,000, 10,000 clients, and on the library's small CNN (28x28x1
 images, 64 per client) for N = 100 and 10,000, at cohorts of 10 and 100, and the
-compiled program's peak memory; target: N = 10,000 within 1.5x of N = 100.
+compiled program's peak memory; target: N = 10,000 within 1.5x of N = 100. Each timed
+chunk holds 200 logistic rounds (a round is well under a millisecond) or 5 CNN rounds.
 """
 
 from __future__ import annotations
@@ -98,11 +107,16 @@ def _sizes(quick: bool) -> dict:
         return dict(
             clients=8, cohort=2, samples=8, batch=4, image=(8, 8, 1), rounds=2,
             scale_n=(8, 32), scale_n_cnn=(8, 32), scale_cohort=(2,), scale_d=9,
+            scale_rounds={"logistic": 2, "cnn": 2},
         )  # fmt: skip
     return dict(
         clients=100, cohort=10, samples=64, batch=16, image=(28, 28, 1), rounds=5,
         scale_n=(100, 1_000, 10_000), scale_n_cnn=(100, 10_000), scale_cohort=(10, 100),
         scale_d=785,
+        # Rounds per timed chunk: a logistic round takes ~0.4 ms, so 5-round chunks
+        # (2 ms) measured dispatch and timer noise (1.9x between N = 100 and 10,000 in
+        # one run, 0.99x with 200-round chunks on the same machine).
+        scale_rounds={"logistic": 200, "cnn": 5},
     )  # fmt: skip
 
 
@@ -114,9 +128,11 @@ def _ce_loss(apply):
     return loss
 
 
-def _time_rounds(algorithm, store, params, rounds_per_rep: int, reps: int) -> dict:
+def _time_rounds(
+    algorithm, store, params, rounds_per_rep: int, reps: int, n_devices: int = 1
+) -> dict:
     """Median s/round over ``reps`` chunks, the first call's time, and peak bytes."""
-    runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(len(store.counts), 1))
+    runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(len(store.counts), n_devices))
     placed = runner.place(store)
     state = runner.init(params, placed, jax.random.key(0))
     key = jax.random.key(1)
@@ -154,22 +170,33 @@ def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, 
     layers_def, layers_params = nnx.split(LibraryLayersCNN(nnx.Rngs(0), s["image"]), nnx.Param)
     variants = {
         "nnx as written": (user_loss, user_params),
-        "nnx as written, map_over_agents": (map_over_agents(user_loss), user_params),
         "nnx, native convolutions": (native_convs(user_loss), user_params),
         "same CNN in library layers": (
             _ce_loss(lambda p, x: nnx.merge(layers_def, p)(x)),
             layers_params,
         ),
         "library cnn": (_ce_loss(library.apply), library.init(jax.random.key(0))),
+        "library cnn, map_over_agents": (
+            map_over_agents(_ce_loss(library.apply)),
+            library.init(jax.random.key(0)),
+        ),
     }
+    cases = [(name, 1) for name in variants]
+    if settings.devices > 1:  # The cohort sharded over several CPU devices (cores).
+        cases += [
+            (name, settings.devices)
+            for name in ("nnx as written", "library cnn", "library cnn, map_over_agents")
+        ]
     ours = {}
-    for name, (loss, params) in variants.items():
+    for name, n_devices in cases:
+        loss, params = variants[name]
         algorithm = cohort_fedavg(
             loss, n, s["cohort"], 0.05, batch_size=s["batch"], local_epochs=1, weights="uniform"
         )
-        out = _time_rounds(algorithm, store, params, s["rounds"], settings.reps)
-        ours[name] = out["round_s"]
-        result.measurements.append({"impl": f"decentjax {name}", **out})
+        out = _time_rounds(algorithm, store, params, s["rounds"], settings.reps, n_devices)
+        label = name if n_devices == 1 else f"{name}, {n_devices} CPU devices"
+        ours[label] = out["round_s"]
+        result.measurements.append({"impl": f"decentjax {label}", **out})
     as_written, layers = ours["nnx as written"], ours.pop("same CNN in library layers")
     result.rows.append(
         report.Row(
@@ -254,7 +281,8 @@ def _scaling(s: dict, settings: report.Settings, result: report.Result) -> None:
                 store = store_of(n, rng)
                 algorithm = cohort_fedavg(loss, n, size, lr, batch_size=16 if m >= 16 else m,
                                           local_epochs=1, weights="uniform")  # fmt: skip
-                out = _time_rounds(algorithm, store, params, s["rounds"], settings.reps)
+                rounds_ = s["scale_rounds"][model]
+                out = _time_rounds(algorithm, store, params, rounds_, settings.reps)
                 result.measurements.append({"impl": f"scaling {model} N={n} cohort={size}", **out})
                 base = out["round_s"] if base is None else base
                 peak = "" if out["peak"] is None else f"peak {out['peak'] / 2**20:.0f} MiB"
