@@ -182,6 +182,8 @@ def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, 
         ),
     }
     cases = [(name, 1) for name in variants]
+    if settings.quick:  # Plumbing only: one compilation fewer for the test suite.
+        cases.remove(("library cnn, map_over_agents", 1))
     if settings.devices > 1:  # The cohort sharded over several CPU devices (cores).
         cases += [
             (name, settings.devices)

@@ -35,9 +35,9 @@ step of 16 x 32 images; an epoch is 78 steps (2,500 images per agent / 32), ~10 
 a 100-epoch run ~1 PFLOP, and the grid (2 graphs x 5 methods x 3 seeds) ~30 PFLOP: on
 one GPU at an effective 5-20 TFLOP/s (small convolutions with per-agent weights) about
 0.5-2 hours (``--config.model.compute_dtype=bfloat16`` for bf16 compute). On a 2-core
-CPU it is out of reach: ``runlocal`` restricted to DSGD on the ring with one seed ran
-its 8 steps (8 agents x 8 images, ResNet-8) in 5.3 s with metrics, and a step of the
-full setting is ~24x that work per step and ~30,000x the steps; ``runlocal`` is the CPU
+CPU it is out of reach: a DSGD step of the full setting takes 3.7 s on this project's
+2-core CPU (``launch.benchmarks --only resnet``), so one 100-epoch run ~8 hours and the
+two splits' grids ~20 days; ``runlocal`` is the CPU
 check.
 Without the prepared data the run falls back to a synthetic stand-in of CIFAR-10's shape
 and the output says so: results on it say nothing about CIFAR-10.
