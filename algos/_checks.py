@@ -31,11 +31,14 @@ def real(
     Raises:
       ValueError: naming the value and the valid interval.
     """
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(float(value))
-    )
+    try:
+        ok = (
+            not isinstance(value, bool)
+            and isinstance(value, numbers.Real)
+            and math.isfinite(float(value))
+        )
+    except OverflowError:  # an int too large for a float
+        ok = False
     if ok and low is not None:
         ok = float(value) > low if low_open else float(value) >= low
     if ok and high is not None:

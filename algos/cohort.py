@@ -28,9 +28,10 @@ members, each its whole local run of ``K`` steps): the same draws and the same
 numbers up to rounding, a smaller working set per step. The second is chosen for a
 loss marked by :func:`core.algorithm.map_over_agents` (``batch_size`` members at a
 time) and, on XLA:CPU, for a plain loss whose convolutions are lowered to patches x
-matrix (:func:`core.conv_lowering.lowers_on_cpu`): on the W3 CNN of
-``launch/benchmarks/cohort.py`` it took a round from 0.193 to 0.149 s (library CNN,
-2 CPU devices). Everything else is vmapped.
+matrix (:func:`core.conv_lowering.lowers_on_cpu`). On the W3 workload of
+``launch/benchmarks/cohort.py`` it took the stock-``nnx`` CNN as written from 0.237 to
+0.193 s per round (one CPU device) and the library CNN in ``map_over_agents`` from
+0.195 to 0.145 s (two CPU devices). Everything else is vmapped.
 
 **Aggregation.** With client weights :math:`w_i` (default :math:`w_i = m_i`;
 ``"uniform"``: :math:`w_i = 1`; or any positive array) and
@@ -94,10 +95,13 @@ def _masked_loss(loss_fn: Callable) -> Callable:
     return loss
 
 
-def _lowered_convs(loss_fn: Callable, params: PyTree, store: cohort.ClientStore) -> bool:
-    """Whether the members' gradients run in the patch form of XLA:CPU (one sample's
-    shapes suffice): such losses train the members in sequence (module docstring)."""
-    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[2:]), a.dtype), store.data)
+def _lowered_convs(
+    loss_fn: Callable, params: PyTree, store: cohort.ClientStore, batch: int = 1
+) -> bool:
+    """Whether the members' gradients run in the patch form of XLA:CPU, traced on the
+    shapes of one ``batch``: such losses train the members in sequence (module
+    docstring)."""
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch, *a.shape[2:]), a.dtype), store.data)
     like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
     return lowers_on_cpu(loss_fn, like, one)
 
@@ -176,7 +180,10 @@ def _round_algorithm(
                 "or equal client sizes that batch_size divides."
             )
         grad_fn = masked_grad if ragged else full_grad
-        in_sequence = marked or (task is None and _lowered_convs(loss_fn, state.server[0], store))
+        probe = 1 if ragged else min(plan.batch, m_max)
+        in_sequence = marked or (
+            task is None and _lowered_convs(loss_fn, state.server[0], store, probe)
+        )
         n_devices = jax.lax.axis_size(AGENT_AXIS)
         padded = cohort.padded_cohort_size(plan.size, n_devices)
         local = padded // n_devices

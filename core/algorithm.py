@@ -96,7 +96,9 @@ def local_optimizer(
 class AgentMapped:
     """A per-agent loss marked to be differentiated agent by agent (see :func:`map_over_agents`).
 
-    Calling it calls ``loss_fn``; only :func:`agent_grad` treats it differently.
+    Calling it calls ``loss_fn``. :func:`agent_grad` maps its gradients over the agents,
+    the cohort methods of :mod:`algos.cohort` train their members in sequence with it,
+    and :func:`algos.with_model` maps the model-state forward pass.
 
     Attributes:
       loss_fn: ``(params, batch) -> scalar`` for one agent.

@@ -43,6 +43,7 @@ from decentjax.launch.method_tables import (  # noqa: F401 - re-exported
     TOPOLOGIES,
     WEIGHTS,
 )
+from decentjax.launch.registry import AlgorithmSpec  # noqa: F401 - re-exported
 from decentjax.models import nets, objectives
 
 PyTree = Any

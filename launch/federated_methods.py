@@ -42,7 +42,8 @@ ZEROTH_ORDER_ALGORITHMS: dict[str, Callable[..., Any]] = {
     "fedkseed": _fedkseed,
     "fedkseed_pro": functools.partial(_fedkseed, pro=True),
 }
-"""Rows of :data:`launch.method_tables.FEDERATED_ALGORITHMS`: ``(loss, op, lr, config.federated)``."""
+"""Rows of :data:`launch.method_tables.FEDERATED_ALGORITHMS`:
+``(loss, op, lr, config.federated)``."""
 
 # Federated methods with a compressed uplink (algos.compressed_uplink), named
 # "<method>@<compressor key>" like the compressed gossip methods; config.federated as above

@@ -35,6 +35,7 @@ def test_accepts_finite_numbers_inside_the_interval(value, bounds, expected):
         (math.nan, dict(), r"x must be a finite number, got nan\."),
         ("0.5", dict(low=0, high=1), r"got '0\.5'\."),
         (None, dict(low=0, high=1), r"got None\."),
+        (10**400, dict(low=0), r"x must be a finite number >= 0, got 1000"),  # float overflow
     ],
 )
 def test_refuses_with_the_value_and_the_valid_interval(value, bounds, message):

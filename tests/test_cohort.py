@@ -405,12 +405,14 @@ def test_total_count_sums_every_devices_block():
 
 
 @pytest.mark.parametrize(
-    ("name", "n_devices", "map_batch"), [("fedavg", 1, None), ("scaffold", 8, None),
-                                         ("fedprox_momentum", 8, 2), ("momentum_epochs", 1, 3)]
+    ("name", "n_devices", "map_batch"), [("fedavg", 1, None), ("scaffold", 2, None),
+                                         ("fedprox_momentum", 1, 4), ("momentum_epochs", 8, None)]
 )  # fmt: skip
 def test_members_in_sequence_equal_the_vmapped_cohort(name, n_devices, map_batch):
     # A loss marked by map_over_agents trains the members one after another (each its
-    # whole local run); same draws, same numbers as the vmapped cohort (float64).
+    # whole local run); same draws, same numbers as the vmapped cohort (float64). Cases
+    # with several members per device (5 of 16 on 2 devices: 3 each; 6 on 1 device in
+    # map batches of 4: one batch and a remainder) and one with one member per device.
     store, _ = _unequal_store()
     make = {
         "fedavg": lambda loss: cohort_fedavg(loss, N, 6, LR, batch_size=2, local_steps=K),
@@ -434,8 +436,9 @@ def test_members_in_sequence_equal_the_vmapped_cohort(name, n_devices, map_batch
 
 
 def test_a_conv_loss_trains_members_in_sequence_on_cpu_with_equal_numbers():
-    # On XLA:CPU a plain loss with lowered convolutions picks the in-sequence schedule;
-    # its numbers equal the vmapped native-convolution run (float64).
+    # On XLA:CPU a plain loss with lowered convolutions picks the in-sequence schedule
+    # (5 members in sequence on one device); its numbers equal the vmapped
+    # native-convolution run (float64).
     from flax import nnx
 
     from decentjax.algos.cohort import _lowered_convs
@@ -457,7 +460,7 @@ def test_a_conv_loss_trains_members_in_sequence_on_cpu_with_equal_numbers():
     results = []
     for fn in (loss, native_convs(loss)):
         algorithm = cohort_fedavg(fn, N, 5, LR, batch_size=2, local_steps=K)
-        runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(N, 8))
+        runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(N, 1))
         placed = runner.place(store)
         state = runner.init(params, placed, jax.random.key(0))
         state, _ = runner.run_rounds(state, placed, jax.random.key(1), 2)

@@ -201,7 +201,7 @@ def test_native_mark_survives_later_wrapping():
 
 def test_the_centralized_method_lowers_its_pooled_gradient_on_cpu():
     # algos.centralized differentiates one model on the block's pooled batch (not through
-    # agent_grad); on XLA:CPU that gradient is lowered too (native: 194 s vs 5.0 s per
+    # agent_grad); on XLA:CPU that gradient is lowered too (native: 194 s vs 3.8 s per
     # ResNet-20 step on batch 512 in launch/benchmarks/resnet.py), with equal results.
     from decentjax import algos
     from decentjax.core import comm, mesh, weights

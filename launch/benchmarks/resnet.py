@@ -18,9 +18,9 @@ Both sides run the stock ``nnx.Conv`` network as written: on XLA:CPU every metho
 differentiates it with its convolutions as patches x matrix
 (:func:`core.conv_lowering.lowered_on_cpu`, automatic), on a GPU natively. Native
 convolutions inside the compiled run loop are not timed at full size on a CPU: marked
-:func:`models.native_convs`, the centralized step alone took 194 s against 5.0 s
-lowered (session 6's run of this benchmark), and the 16-agent one is slower still
-(batched convolutions). ``lowered=True`` / ``False`` of :func:`resnet_workload` force
+:func:`models.native_convs`, the centralized step alone took 194 s against 3.8 s
+lowered (session 6's run of this benchmark); the 16-agent one (batched native
+convolutions) was not timed. ``lowered=True`` / ``False`` of :func:`resnet_workload` force
 either form.
 
 Every case is a chunk of steps compiled as one ``jit(shard_map(scan))`` by
@@ -118,7 +118,7 @@ def run(settings: report.Settings) -> report.Result:
     timers: dict[tuple, tuple] = {}
     for _, _, _, method, agents, norm, lowered, _ in cases:
         key = (method, agents, norm, lowered)
-        if key not in timers:  # "stock / lowered" reuses "dsgd gn stock"'s chunks.
+        if key not in timers:  # cases with the same key share their compiled chunks
             work = resnet_workload(
                 method, agents, norm=norm, lowered=lowered, batch=batch * (n // agents),
                 image=s["image"], blocks=s["blocks"], steps_per_epoch=s["steps"],
