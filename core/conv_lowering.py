@@ -194,8 +194,9 @@ def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> 
     the trailing (channel) axis; a ``reduce`` over the interleaved window axes ran
     about six times slower (2x2 max pooling of ``(16, 28, 28, 32)`` after a ReLU,
     forward and backward: 0.95 vs 0.16 ms on a 2-core Zen 4). In a whole W3 round of
-    ``launch/benchmarks/cohort.py`` the gain is 1-3% with max and ~5% with average
-    pooling (XLA fuses the next layer's input gradient into the pooling's backward).
+    ``launch/benchmarks/cohort.py`` the round took 0.96-1.03x the reduce form's time
+    with max pooling and 0.95x with average pooling (interleaved A/B runs): XLA then
+    fuses the next layer's input gradient (col2im) into the pooling's backward.
     Max pooling's gradient goes to each window's first maximum in row-major order, as
     ``lax.reduce_window``'s does: with tied maxima the gradient equals the native one.
     Larger windows and other ``reduce`` functions reduce over the reshaped axes (ties
