@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from decentjax.launch.benchmarks import COMPARISONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,3 +82,39 @@ def _check_absent_peers_are_reported(doc):
     for row in rows:
         assert row["peer"] is None and row["value"] is None
         assert "setup_peers.sh" in row["note"]
+
+
+def test_interleaved_rows_are_the_median_of_per_alternation_ratios(monkeypatch, tmp_path):
+    # The alternation's plumbing with stand-ins for our chunk timer and the peers'
+    # runs (no compilation, no venvs): ours, then each peer, reps times.
+    from decentjax.launch.benchmarks import cohort, report, timing
+
+    calls = []
+    ours = iter([0.10, 0.20, 0.10])
+    peer_s = {"pfl": iter([0.30, 0.30, 0.35]), "fedjax": iter([0.50, None, 0.60])}
+
+    def chunk():
+        calls.append("ours")
+        return next(ours)
+
+    def fake_peer(settings, name, script, payload):
+        calls.append(name)
+        assert payload["reps"] == 1 and payload["model"] == "w3"
+        seconds = next(peer_s[name])
+        return (None if seconds is None else {"round_s": seconds}), "", "ok"
+
+    monkeypatch.setattr(timing, "run_round_peer", fake_peer)
+    s = cohort._sizes(False)
+    settings = report.Settings(False, 3, str(tmp_path), 2, str(tmp_path))
+    result = report.Result("cohort", cohort.TITLE)
+    cohort._interleaved(s, settings, result, {"nnx as written, 2 CPU devices": chunk})
+    assert calls == ["ours", "pfl", "fedjax"] * 3
+    rows = {row.case.split(" vs ")[1]: row for row in result.rows}
+    assert rows["pfl, interleaved"].value == pytest.approx(3.0)  # ratios 3.0, 1.5, 3.5
+    assert rows["pfl, interleaved"].note.endswith("3.00, 1.50, 3.50")
+    assert rows["fedjax, interleaved"].value == pytest.approx(5.5)  # the failed run left out
+    assert rows["fedjax, interleaved"].target == ">= 4" and rows["fedjax, interleaved"].met
+
+    quick = report.Settings(True, 1, str(tmp_path), 1, str(tmp_path))
+    cohort._interleaved(s, quick, report.Result("cohort", cohort.TITLE), {"x": chunk})
+    assert len(calls) == 9  # quick mode: nothing runs

@@ -36,7 +36,10 @@ multi-accelerator machine.
 
 pfl (PyTorch backend, the better of 1 thread and all cores) and FedJAX run the same W3
 CNN on the same workload in their own venvs. Ratio = peer s/round / decentjax s/round;
-targets: >= 1.5x pfl, >= 4x FedJAX.
+targets: >= 1.5x pfl, >= 4x FedJAX. The ``interleaved`` rows (full mode, peers present)
+measure the stock model as written (on the P devices with ``--devices P``) against the
+peers alternately, ``--reps`` times, and report the median of the per-alternation
+ratios: robust to a machine whose speed drifts between the sections of the run.
 
 Scaling: s/round of ``cohort_fedavg`` on logistic regression (d = 785, 64 samples per
 client) for N = 100, 1,000, 10,000 clients, and on the library's small CNN (28x28x1
@@ -48,6 +51,7 @@ chunk holds 200 logistic rounds (a round is well under a millisecond) or 5 CNN r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -128,10 +132,13 @@ def _ce_loss(apply):
     return loss
 
 
-def _time_rounds(
-    algorithm, store, params, rounds_per_rep: int, reps: int, n_devices: int = 1
-) -> dict:
-    """Median s/round over ``reps`` chunks, the first call's time, and peak bytes."""
+def _round_timer(algorithm, store, params, rounds_per_rep: int, n_devices: int = 1):
+    """Compiles and runs a first chunk of ``rounds_per_rep`` rounds.
+
+    Returns:
+      ``(chunk, first_s, peak)``: ``chunk()`` runs one more chunk and returns its
+      s/round; the first call's seconds (compile included); peak bytes or ``None``.
+    """
     runner = rounds.RoundRunner(algorithm, mesh.make_agent_mesh(len(store.counts), n_devices))
     placed = runner.place(store)
     state = runner.init(params, placed, jax.random.key(0))
@@ -146,16 +153,30 @@ def _time_rounds(
         peak = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
     except Exception:  # noqa: BLE001 - memory analysis is optional on some backends.
         peak = None
-    chunks = []
-    for _ in range(reps):
+    current = [state]  # run_rounds donates its state: each chunk continues the last.
+
+    def chunk() -> float:
         start = time.perf_counter()
-        state, _ = runner.run_rounds(state, placed, key, rounds_per_rep)
-        jax.block_until_ready(state)
-        chunks.append((time.perf_counter() - start) / rounds_per_rep)
+        current[0], _ = runner.run_rounds(current[0], placed, key, rounds_per_rep)
+        jax.block_until_ready(current[0])
+        return (time.perf_counter() - start) / rounds_per_rep
+
+    return chunk, first, peak
+
+
+def _time_rounds(
+    algorithm, store, params, rounds_per_rep: int, reps: int, n_devices: int = 1
+) -> dict:
+    """Median s/round over ``reps`` chunks, the first call's time, and peak bytes."""
+    chunk, first, peak = _round_timer(algorithm, store, params, rounds_per_rep, n_devices)
+    chunks = [chunk() for _ in range(reps)]
     return {"round_s": timing.median(chunks), "chunks": chunks, "first_s": first, "peak": peak}
 
 
-def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, float]:
+def _w3(
+    s: dict, settings: report.Settings, result: report.Result
+) -> tuple[dict[str, float], dict[str, Callable[[], float]]]:
+    """Times W3's variants: ``(s/round by label, chunk timers of the user's model)``."""
     rng = np.random.default_rng(0)
     n, m = s["clients"], s["samples"]
     store = cohort.client_store(
@@ -189,16 +210,20 @@ def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, 
             (name, settings.devices)
             for name in ("nnx as written", "library cnn", "library cnn, map_over_agents")
         ]
-    ours = {}
+    ours, timers = {}, {}
     for name, n_devices in cases:
         loss, params = variants[name]
         algorithm = cohort_fedavg(
             loss, n, s["cohort"], 0.05, batch_size=s["batch"], local_epochs=1, weights="uniform"
         )
-        out = _time_rounds(algorithm, store, params, s["rounds"], settings.reps, n_devices)
+        chunk, first, peak = _round_timer(algorithm, store, params, s["rounds"], n_devices)
+        chunks = [chunk() for _ in range(settings.reps)]
+        out = {"round_s": timing.median(chunks), "chunks": chunks, "first_s": first, "peak": peak}
         label = name if n_devices == 1 else f"{name}, {n_devices} CPU devices"
         ours[label] = out["round_s"]
         result.measurements.append({"impl": f"decentjax {label}", **out})
+        if name == "nnx as written" and n_devices == settings.devices:
+            timers[label] = chunk  # the user's model on every device asked for
     as_written, layers = ours["nnx as written"], ours.pop("same CNN in library layers")
     result.rows.append(
         report.Row(
@@ -211,15 +236,19 @@ def _w3(s: dict, settings: report.Settings, result: report.Result) -> dict[str, 
             note="the deep-learning issue's target for a stock nnx.Conv model",
         )
     )
-    return ours
+    return ours, timers
+
+
+def _peer_payload(s: dict, reps: int) -> dict:
+    return dict(
+        clients=s["clients"], cohort=s["cohort"], samples=s["samples"], batch=s["batch"],
+        local_steps=s["samples"] // s["batch"], image=list(s["image"]), lr=0.05,
+        rounds=s["rounds"], reps=reps, model="w3",
+    )  # fmt: skip
 
 
 def _peers(s: dict, settings: report.Settings, result: report.Result, ours: dict) -> None:
-    payload = dict(
-        clients=s["clients"], cohort=s["cohort"], samples=s["samples"], batch=s["batch"],
-        local_steps=s["samples"] // s["batch"], image=list(s["image"]), lr=0.05,
-        rounds=s["rounds"], reps=min(settings.reps, 3), model="w3",
-    )  # fmt: skip
+    payload = _peer_payload(s, min(settings.reps, 3))
     for name, (script, target) in PEERS.items():
         out, note, status = timing.run_round_peer(settings, name, script, payload)
         result.notes.append(f"{name} venv: {status}")
@@ -302,12 +331,53 @@ def _scaling(s: dict, settings: report.Settings, result: report.Result) -> None:
                 del store
 
 
+def _interleaved(s: dict, settings: report.Settings, result: report.Result, timers: dict) -> None:
+    """Ratios to the peers measured alternately, ``reps`` times: one chunk of ours, then
+    one run of each peer (a warm-up round and one chunk), then ours again.
+
+    On a shared machine whose speed drifts over minutes (this VM: pfl's round took 0.23
+    to 0.40 s and FedJAX's 0.55 to 0.71 s between runs), a ratio of two medians taken
+    minutes apart carries the drift; each alternation's pair is seconds apart, and the
+    row reports the median of the per-alternation ratios. Skipped in quick mode and
+    for a peer whose venv is absent.
+    """
+    if settings.quick:
+        return
+    payload = _peer_payload(s, 1)
+    for label, chunk in timers.items():
+        mine: list[float] = []
+        theirs: dict[str, list[float | None]] = {name: [] for name in PEERS}
+        for _ in range(settings.reps):
+            mine.append(chunk())
+            for name, (script, _) in PEERS.items():
+                out, _, _ = timing.run_round_peer(settings, name, script, payload)
+                theirs[name].append(None if out is None else out["round_s"])
+        for name, (_, target) in PEERS.items():
+            pairs = [(p, m) for p, m in zip(theirs[name], mine, strict=True) if p is not None]
+            if not pairs:
+                continue
+            ratios = [p / m for p, m in pairs]
+            result.rows.append(
+                report.Row(
+                    f"W3 {s['cohort']} of {s['clients']} clients, {label} vs {name}, interleaved",
+                    timing.median([m for _, m in pairs]),
+                    timing.median([p for p, _ in pairs]),
+                    "s/round",
+                    timing.median(ratios),
+                    target,
+                    note="median of per-alternation ratios "
+                    + ", ".join(f"{r:.2f}" for r in ratios),
+                )
+            )
+
+
 def run(settings: report.Settings) -> report.Result:
     """Times the W3 workload (three model forms) and the peers, then the N scaling."""
     s = _sizes(settings.quick)
     result = report.Result("cohort", TITLE)
-    ours = _w3(s, settings, result)
+    ours, timers = _w3(s, settings, result)
     _peers(s, settings, result, ours)
+    _interleaved(s, settings, result, timers)
     _scaling(s, settings, result)
     result.notes.append(
         f"W3: {s['clients']} clients x {s['samples']} samples {s['image']}, cohort "
