@@ -129,11 +129,16 @@ def _tiling_window(params: dict[str, Any]) -> bool:
 _MAX_UNROLLED_WINDOW = 16
 
 
+def _split_shape(shape: tuple[int, ...], window: tuple[int, ...]) -> list[int]:
+    """A window-divisible shape with each axis split as (windows, window):
+    ``(o_0, w_0, o_1, w_1, ...)``."""
+    return [d for n, w in zip(shape, window, strict=True) for d in (n // w, w)]
+
+
 def _window_views(x: jax.Array, window: tuple[int, ...]) -> list[jax.Array]:
     """The strided views of a cropped, window-divisible ``x``, one per window position
     (row-major window order): view ``p`` holds element ``p`` of every window."""
-    split = [d for n, w in zip(x.shape, window, strict=True) for d in (n // w, w)]
-    r = x.reshape(split)
+    r = x.reshape(_split_shape(x.shape, window))
     return [
         r[tuple(i for p in position for i in (slice(None), p))]
         for position in itertools.product(*(range(w) for w in window))
@@ -142,8 +147,7 @@ def _window_views(x: jax.Array, window: tuple[int, ...]) -> list[jax.Array]:
 
 def _window_sum(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     """Sums each window by reshape and reduce (linear: its transpose is a broadcast)."""
-    split = [d for n, w in zip(x.shape, window, strict=True) for d in (n // w, w)]
-    return jnp.sum(x.reshape(split), axis=tuple(range(1, 2 * x.ndim, 2)))
+    return jnp.sum(x.reshape(_split_shape(x.shape, window)), axis=tuple(range(1, 2 * x.ndim, 2)))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -171,7 +175,9 @@ def _max_over_views_jvp(window, primals, tangents):
     # The choice is a mask of x's shape, so reverse mode is one select per element.
     (x,), (t,) = primals, tangents
     views = _window_views(x, window)
-    y = functools.reduce(jnp.maximum, views)
+    # Through _max_over_views itself, so that a second derivative takes this rule too
+    # (jnp.maximum's own rule would split tied maxima there).
+    y = _max_over_views(x, window)
     taken = jnp.zeros(y.shape, bool)
     firsts = []
     for view in views:
@@ -191,14 +197,16 @@ def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> 
 
     A window of at most 16 positions is reduced elementwise over its strided views
     (``jnp.maximum`` / ``+`` in row-major window order), which XLA:CPU vectorises over
-    the trailing (channel) axis; a ``reduce`` over the interleaved window axes ran
-    about six times slower (2x2 max pooling of ``(16, 28, 28, 32)`` after a ReLU,
-    forward and backward: 0.95 vs 0.16 ms on a 2-core Zen 4). In a whole W3 round of
-    ``launch/benchmarks/cohort.py`` the round took 0.96-1.03x the reduce form's time
-    with max pooling and 0.95x with average pooling (interleaved A/B runs): XLA then
-    fuses the next layer's input gradient (col2im) into the pooling's backward.
-    Max pooling's gradient goes to each window's first maximum in row-major order, as
-    ``lax.reduce_window``'s does: with tied maxima the gradient equals the native one.
+    the trailing (channel) axis where a ``reduce`` over the interleaved window axes is
+    not. How much that gains depends on what XLA fuses around the pooling: in the W3
+    round of ``launch/benchmarks/cohort.py`` the round took 0.96-1.03x the reduce
+    form's time with max pooling and 0.95x with average pooling (interleaved A/B runs;
+    XLA fuses conv2's col2im into the pooling's backward), while a pooling followed
+    directly by an elementwise ``sin`` ran about 3x slower in isolation (its consumer
+    re-evaluates the chain). The reason it is the default: max pooling's gradient goes
+    to each window's first maximum in row-major order, as ``lax.reduce_window``'s does,
+    so with tied maxima the first and second derivatives equal the native ones (finite
+    inputs; a window holding NaN gets no gradient, natively its last element does).
     Larger windows and other ``reduce`` functions reduce over the reshaped axes (ties
     then share the gradient).
     """
@@ -209,8 +217,7 @@ def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> 
             return _max_over_views(x, tuple(window))
         if reduce is jnp.sum:
             return _sum_over_views(x, tuple(window))
-    split = [d for o, w in zip(out, window, strict=True) for d in (o, w)]
-    return reduce(x.reshape(split), axis=tuple(range(1, 2 * x.ndim, 2)))
+    return reduce(x.reshape(_split_shape(x.shape, window)), axis=tuple(range(1, 2 * x.ndim, 2)))
 
 
 def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:

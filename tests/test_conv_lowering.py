@@ -92,8 +92,8 @@ def _check_pool(pool):
 def test_max_pool_gradient_goes_where_the_native_one_goes_ties_included(window):
     # Small integers: most windows hold tied maxima. The native gradient (select and
     # scatter with >=) takes each window's first maximum; so does the lowered one, in
-    # reverse and forward mode. (5, 5) = 25 positions takes the reshape path, whose
-    # ties share the gradient: compared without ties.
+    # reverse and forward mode and at second order. (5, 5) = 25 positions takes the
+    # reshape path, whose ties share the gradient: compared without ties.
     rng = np.random.default_rng(3)
     ties = window != (5, 5)
     shape = (2, 10, 10, 3)
@@ -107,6 +107,10 @@ def test_max_pool_gradient_goes_where_the_native_one_goes_ties_included(window):
     np.testing.assert_array_equal(grad(fast), grad(pool))
     t = rng.normal(size=shape)
     np.testing.assert_array_equal(jax.jvp(fast, (x,), (t,))[1], jax.jvp(pool, (x,), (t,))[1])
+    # Second order (a Hessian-vector product) too: the rule holds under an outer jvp.
+    square = lambda f: jax.grad(lambda x: jnp.sum(f(x) ** 2 * r))  # noqa: E731
+    hvp = lambda f: jax.jvp(square(f), (x,), (t,))[1]  # noqa: E731
+    np.testing.assert_array_equal(hvp(fast), hvp(pool))
 
 
 class _UserCNN(nnx.Module):
