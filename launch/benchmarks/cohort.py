@@ -166,11 +166,13 @@ def _round_timer(algorithm, store, params, rounds_per_rep: int, n_devices: int =
 
 def _time_rounds(
     algorithm, store, params, rounds_per_rep: int, reps: int, n_devices: int = 1
-) -> dict:
-    """Median s/round over ``reps`` chunks, the first call's time, and peak bytes."""
+) -> tuple[dict, Callable[[], float]]:
+    """Median s/round over ``reps`` chunks, the first call's time and peak bytes, and
+    the chunk timer (to time more chunks later)."""
     chunk, first, peak = _round_timer(algorithm, store, params, rounds_per_rep, n_devices)
     chunks = [chunk() for _ in range(reps)]
-    return {"round_s": timing.median(chunks), "chunks": chunks, "first_s": first, "peak": peak}
+    out = {"round_s": timing.median(chunks), "chunks": chunks, "first_s": first, "peak": peak}
+    return out, chunk
 
 
 def _w3(
@@ -216,9 +218,7 @@ def _w3(
         algorithm = cohort_fedavg(
             loss, n, s["cohort"], 0.05, batch_size=s["batch"], local_epochs=1, weights="uniform"
         )
-        chunk, first, peak = _round_timer(algorithm, store, params, s["rounds"], n_devices)
-        chunks = [chunk() for _ in range(settings.reps)]
-        out = {"round_s": timing.median(chunks), "chunks": chunks, "first_s": first, "peak": peak}
+        out, chunk = _time_rounds(algorithm, store, params, s["rounds"], settings.reps, n_devices)
         label = name if n_devices == 1 else f"{name}, {n_devices} CPU devices"
         ours[label] = out["round_s"]
         result.measurements.append({"impl": f"decentjax {label}", **out})
@@ -313,7 +313,7 @@ def _scaling(s: dict, settings: report.Settings, result: report.Result) -> None:
                 algorithm = cohort_fedavg(loss, n, size, lr, batch_size=16 if m >= 16 else m,
                                           local_epochs=1, weights="uniform")  # fmt: skip
                 rounds_ = s["scale_rounds"][model]
-                out = _time_rounds(algorithm, store, params, rounds_, settings.reps)
+                out, _ = _time_rounds(algorithm, store, params, rounds_, settings.reps)
                 result.measurements.append({"impl": f"scaling {model} N={n} cohort={size}", **out})
                 base = out["round_s"] if base is None else base
                 peak = "" if out["peak"] is None else f"peak {out['peak'] / 2**20:.0f} MiB"
