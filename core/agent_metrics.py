@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from decentjax.core.comm import Gossip
+from decentjax.core.conv_lowering import lowered_on_cpu
 from decentjax.core.mesh import AGENT_AXIS
 from decentjax.core.metrics import Evaluator
 
@@ -73,10 +74,15 @@ def with_agent_metrics(
     Returns:
       ``evaluate(params, data, test_data) -> metrics`` (local view), the metrics of
       ``evaluate`` plus ``agent_*`` ones.
+
+    Each agent is evaluated at its own parameters, so on XLA:CPU ``loss_fn`` and
+    ``accuracy_fn`` run with their 2-D convolutions as patches times a matrix
+    (:func:`core.conv_lowering.lowered_on_cpu`, as the gradients do): per-agent weights
+    make native convolutions grouped ones, which XLA:CPU runs slowly.
     """
-    per_agent = {"loss": (jax.vmap(loss_fn), "max")}
+    per_agent = {"loss": (jax.vmap(lowered_on_cpu(loss_fn)), "max")}
     if accuracy_fn is not None:
-        per_agent["accuracy"] = (jax.vmap(accuracy_fn), "min")
+        per_agent["accuracy"] = (jax.vmap(lowered_on_cpu(accuracy_fn)), "min")
 
     def evaluate_with_agents(params: PyTree, data: PyTree, test_data: PyTree | None = None):
         metrics = evaluate(params, data, test_data)

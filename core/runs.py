@@ -96,7 +96,9 @@ class RunsRunner(loop.Runner):
         values, which checks them and names the method.
       sampler: how agents walk through their local data each epoch.
       mesh: a 1-D agent mesh from :func:`core.mesh.make_agent_mesh`.
-      evaluate: metrics function from :func:`core.metrics.make_evaluator`.
+      evaluate: metrics function from :func:`core.metrics.make_evaluator` (built with
+        ``lower_convs=True`` for a model with convolutions: vmapped over runs, native
+        convolutions become grouped ones, slow on XLA:CPU).
       hyper: name -> ``R`` values of the swept hyperparameters (may be empty).
       num_runs: ``R``.
 

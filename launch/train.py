@@ -342,9 +342,12 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path, dtype: np.dtype
             # Directed graphs give (R, C); metrics only use the server mean of either.
             server = comm_op[0] if isinstance(comm_op, tuple) else comm_op
             print(f"topology: {topo}, spectral gap {gap:.4f}, gossip path {server.path}")
+            # Runs vmapped in one program evaluate each run's own x̄: convolutions then
+            # run in the patch form on XLA:CPU (make_evaluator's lower_convs).
             evaluate = metrics.make_evaluator(
-                obj.loss, server, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star
-            )
+                obj.loss, server, accuracy_fn=obj.accuracy, x_star=x_star, f_star=f_star,
+                lower_convs=many_runs,
+            )  # fmt: skip
             if config.get("agent_metrics"):
                 evaluate = agent_metrics.with_agent_metrics(
                     evaluate, obj.loss, server, accuracy_fn=obj.accuracy

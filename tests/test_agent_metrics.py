@@ -92,3 +92,72 @@ def test_distribution_rejects_an_unknown_worst():
     op = comm.gossip(weights.metropolis_hastings(topology.ring(N)))
     with pytest.raises(ValueError, match="worst must be 'max' or 'min', got 'median'"):
         agent_metrics.distribution(np.zeros(N), op, worst="median")
+
+
+def _conv_problem():
+    """A one-convolution binary classifier on 5x5 images: per-agent params ``(N, ...)``."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, size=(N, M)).astype(np.float64)
+    data = {"x": rng.normal(size=(N, M, 5, 5, 1)), "y": labels}
+    params = {"k": rng.normal(size=(N, 3, 3, 1, 2)), "w": rng.normal(size=(N, 5 * 5 * 2))}
+
+    def logits(p, x):
+        z = jax.lax.conv_general_dilated(
+            x, p["k"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return z.reshape(x.shape[0], -1) @ p["w"]
+
+    def loss(p, batch):
+        s = 2.0 * batch["y"] - 1.0
+        return jax.numpy.mean(jax.numpy.logaddexp(0.0, -s * logits(p, batch["x"])))
+
+    def accuracy(p, batch):
+        return jax.numpy.mean((logits(p, batch["x"]) > 0) == (batch["y"] == 1))
+
+    return data, params, loss, accuracy
+
+
+def test_evaluation_over_runs_in_the_patch_form_equals_the_native_one():
+    # What RunsRunner does: the evaluator vmapped over runs, each run with its own
+    # iterates (so its own x_bar), where native convolutions would be grouped ones.
+    # Against: each run evaluated alone with native convolutions.
+    data, params, loss, accuracy = _conv_problem()
+    op = comm.gossip(weights.metropolis_hastings(topology.ring(N)))
+    agent_mesh = mesh.make_agent_mesh(N, 2)
+    agents = jax.P(mesh.AGENT_AXIS)
+    runs = [params, jax.tree.map(lambda p: 0.5 * p + 0.1, params)]
+
+    def program(lower, over_runs):
+        evaluate = agent_metrics.with_agent_metrics(
+            metrics.make_evaluator(loss, op, accuracy_fn=accuracy, lower_convs=lower),
+            loss,
+            op,
+            accuracy_fn=accuracy,
+        )
+        if not over_runs:
+            return jax.jit(jax.shard_map(evaluate, mesh=agent_mesh, in_specs=(agents,) * 2,
+                                         out_specs=jax.P()))  # fmt: skip
+        return jax.jit(
+            jax.shard_map(
+                jax.vmap(evaluate, in_axes=(0, None)),
+                mesh=agent_mesh,
+                in_specs=(jax.P(None, mesh.AGENT_AXIS), agents),
+                out_specs=jax.P(),
+            )
+        )
+
+    shard = mesh.shard_agents(data, agent_mesh)
+    stacked = jax.tree.map(lambda *p: np.stack(p), *runs)
+    stacked = jax.device_put(stacked, jax.NamedSharding(agent_mesh, jax.P(None, mesh.AGENT_AXIS)))
+    lowered = program(True, True)
+    got = lowered(stacked, shard)
+    native = program(False, False)
+    for r, run_params in enumerate(runs):
+        want = native(mesh.shard_agents(run_params, agent_mesh), shard)
+        assert set(want) == set(got) and "agent_loss_worst" in want
+        # float64 sums over N * M samples of 3 x 3 windows, in another order.
+        for key in want:
+            np.testing.assert_allclose(got[key][r], want[key], rtol=1e-12, atol=1e-13, err_msg=key)
+    # With lower_convs (and always in the per-agent metrics) no convolution is left.
+    assert "convolution" not in lowered.lower(stacked, shard).as_text()
+    assert "convolution" in native.lower(mesh.shard_agents(params, agent_mesh), shard).as_text()

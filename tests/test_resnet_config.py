@@ -15,7 +15,7 @@ from decentjax.launch.configs import resnet_cifar
 
 def test_runlocal_trains_batchnorm_resnet_over_seeds_on_the_stand_in(tmp_path, capsys):
     # BatchNorm (per-agent state through from_nnx), Dirichlet(0.1) split, augmentation from
-    # the step keys, 2 seeds as one program. One method and graph keep it to about a minute.
+    # the step keys, 2 seeds as one program. One method and graph keep it to about half a minute.
     config = resnet_cifar.get_config("split=dirichlet,norm=batch,runlocal")
     config.topologies = ("ring",)
     config.algorithms = ("dsgd_momentum",)

@@ -50,8 +50,10 @@ methods (DSGT, ED) are meant to narrow that gap; the exponential graph is closer
 centralized for the same bytes sent per agent (one broadcast vector per step on either
 graph). No full-size result has been run for this repository.
 
-``runlocal`` (CPU, about a minute): 8 agents, ResNet-8 (one block per stage), a
-stand-in of 8 × 32 images, 2 epochs of batch 8, convolutions lowered to matmuls, 2 seeds.
+``runlocal`` (CPU, about half a minute per method and graph on this project's 2-core
+CPU): 8 agents, ResNet-8 (one block per stage), a stand-in of 8 × 32 images, 2 epochs of
+batch 8, convolutions lowered to matmuls (the evaluation of the seeds' programs too), 2
+seeds.
 
 Arguments (comma separated): ``split=iid|dirichlet`` (default iid), ``norm=group|batch``
 (default group), ``runlocal``.
