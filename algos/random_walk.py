@@ -63,6 +63,7 @@ import optax
 
 from decentjax.core import token_walk
 from decentjax.core.algorithm import AgentMapped, Algorithm, Batch, local_optimizer
+from decentjax.core.comm import tree_bytes
 from decentjax.core.mesh import AGENT_AXIS, as_varying, local_agent_ids
 from decentjax.core.operator_tables import AgentTable
 
@@ -140,10 +141,6 @@ def _log_weights(
     return log_p - walk.alpha * (jnp.log(visits) - log_mu.astype(visits.dtype))
 
 
-def _tree_bytes(tree: PyTree) -> int:
-    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(tree))
-
-
 def _rows(tree: PyTree, block: int) -> PyTree:
     """``tree`` (one agent's value) repeated over the block, typed per-agent."""
     return jax.tree.map(lambda a: as_varying(jnp.broadcast_to(a, (block, *jnp.shape(a)))), tree)
@@ -190,7 +187,7 @@ def _token_algorithm(
         log_w = _log_weights(walk, columns, holder, visits, walk.log_mu.local(block))
         following = token_walk.draw_next(key, log_w)
         moved = here & (following != holder)
-        sent = jnp.where(moved, _tree_bytes(token), 0)
+        sent = jnp.where(moved, tree_bytes(token), 0)
         if walk.alpha is not None:  # Each neighbour reports its visit count to the holder.
             ids = local_agent_ids(block)
             neighbour = (columns[:, holder] > 0) & (ids != holder)

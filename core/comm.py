@@ -61,10 +61,17 @@ PyTree = Any
 Path = Literal["auto", "shift", "dense", "halo"]
 
 
+def tree_bytes(tree: PyTree) -> int:
+    """Bytes of a pytree's array leaves (their static shapes and dtypes)."""
+    return sum(
+        math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)
+    )
+
+
 def _bytes_per_agent(tree: PyTree) -> int:
     """Bytes of one agent's slice of a local-view pytree (leading axis dropped)."""
-    return sum(
-        math.prod(leaf.shape[1:]) * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)
+    return tree_bytes(
+        jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), tree)
     )
 
 
