@@ -78,7 +78,8 @@ def with_agent_metrics(
     Each agent is evaluated at its own parameters, so on XLA:CPU ``loss_fn`` and
     ``accuracy_fn`` run with their 2-D convolutions as patches times a matrix
     (:func:`core.conv_lowering.lowered_on_cpu`, as the gradients do): per-agent weights
-    make native convolutions grouped ones, which XLA:CPU runs slowly.
+    make native convolutions grouped ones, which XLA:CPU runs slowly (a loss marked
+    :func:`core.conv_lowering.native_convs` stays native).
     """
     per_agent = {"loss": (jax.vmap(lowered_on_cpu(loss_fn)), "max")}
     if accuracy_fn is not None:

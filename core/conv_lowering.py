@@ -42,6 +42,10 @@ rewrite, the loss is evaluated in the patch form; otherwise (GPU/TPU, where the
 native batched convolutions are fast, or a loss without convolutions) it is called as
 it is, and the compiled program is unchanged. So a model written with stock
 ``nnx.Conv`` layers runs at the patch form's speed on a CPU without being rewritten.
+The evaluation does the same where its convolutions are per-agent or per-run: the
+per-agent metrics (:func:`core.agent_metrics.with_agent_metrics`) and an evaluator built
+with ``core.metrics.make_evaluator(..., lower_convs=True)``, which ``launch.train`` uses
+for seeds and sweeps run as one program (:class:`core.runs.RunsRunner`).
 :func:`native_convs` opts a loss out.
 """
 

@@ -69,9 +69,17 @@ def make_evaluator(
         :class:`core.runs.RunsRunner` vmaps over runs: each run's own :math:`\bar x`
         makes every convolution a grouped one, which XLA:CPU runs far below GEMM speed
         (the BatchNorm ResNet-8 ``runlocal`` config with 2 seeds: 15.5 s per epoch
-        native, 2.6 s lowered). One run's evaluation, with one :math:`\bar x` for all
-        agents, is a plain batched convolution and is left native by default (the
-        patch form holds :math:`k_h k_w` times the activations in memory).
+        native, 2.3 s lowered). One run's evaluation is left native by default: its
+        forward pass, one :math:`\bar x` for all agents, is a plain batched
+        convolution (only ``grad_norm_sq``'s per-agent kernel gradient is a grouped
+        one), and the patch form holds :math:`k_h k_w` times each layer's activations
+        over the agents' full local data in memory (times the runs under a vmap), which
+        can be large for big local datasets. Observed with JAX 0.10: in a hand-built
+        ``shard_map`` + ``vmap`` over runs, a native convolution loss's
+        ``grad_norm_sq`` raised ``NotImplementedError`` in JAX's convolution batching
+        rule; the patch form has no convolution left, but on GPU/TPU (or with a
+        ``native_convs`` loss) the native one remains (``launch/train.py``'s runs of the
+        BatchNorm ResNet with native convolutions ran).
 
     Returns:
       A function of the per-agent iterates ``params``, the agents' full local

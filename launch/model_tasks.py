@@ -10,9 +10,10 @@ statistics are per-agent model state (``config.model.state_mixing``: ``"local"``
 * ``blocks``: basic blocks per stage (3: ResNet-20; 1 for a tiny test network);
 * ``compute_dtype``: ``"bfloat16"`` for mixed precision (params stay ``config.dtype``);
 * ``augment``: per-agent random crop (``padding``, default 4) and horizontal flip;
-* ``lower_convs``: ``"auto"`` (default: the per-agent gradients run the convolutions as
-  patches x matrix on XLA:CPU, which runs per-agent convolutions slowly, and natively
-  elsewhere; :func:`core.conv_lowering.lowered_on_cpu`), ``"true"`` (patches x matrix
+* ``lower_convs``: ``"auto"`` (default: the per-agent gradients, the per-agent metrics and
+  the evaluation of runs vmapped as one program (seeds, sweeps) run the convolutions as
+  patches x matrix on XLA:CPU, which runs per-agent or per-run convolutions slowly, and
+  natively elsewhere; :func:`core.conv_lowering.lowered_on_cpu`), ``"true"`` (patches x matrix
   everywhere, evaluation included: :func:`models.convs_as_matmuls`) or ``"false"``
   (native everywhere: :func:`models.native_convs`); booleans are accepted too.
 

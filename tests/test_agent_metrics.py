@@ -14,6 +14,7 @@ from decentjax.core import (
     topology,
     weights,
 )
+from decentjax.core.conv_lowering import native_convs
 from decentjax.models import objectives
 
 N, M, D = 8, 12, 5
@@ -120,16 +121,17 @@ def _conv_problem():
 def test_evaluation_over_runs_in_the_patch_form_equals_the_native_one():
     # What RunsRunner does: the evaluator vmapped over runs, each run with its own
     # iterates (so its own x_bar), where native convolutions would be grouped ones.
-    # Against: each run evaluated alone with native convolutions.
+    # Against: each run evaluated alone with native convolutions (losses marked
+    # native_convs, which neither make_evaluator nor the per-agent metrics rewrite).
     data, params, loss, accuracy = _conv_problem()
     op = comm.gossip(weights.metropolis_hastings(topology.ring(N)))
     agent_mesh = mesh.make_agent_mesh(N, 2)
     agents = jax.P(mesh.AGENT_AXIS)
     runs = [params, jax.tree.map(lambda p: 0.5 * p + 0.1, params)]
 
-    def program(lower, over_runs):
+    def program(loss, accuracy, over_runs):
         evaluate = agent_metrics.with_agent_metrics(
-            metrics.make_evaluator(loss, op, accuracy_fn=accuracy, lower_convs=lower),
+            metrics.make_evaluator(loss, op, accuracy_fn=accuracy, lower_convs=True),
             loss,
             op,
             accuracy_fn=accuracy,
@@ -149,15 +151,15 @@ def test_evaluation_over_runs_in_the_patch_form_equals_the_native_one():
     shard = mesh.shard_agents(data, agent_mesh)
     stacked = jax.tree.map(lambda *p: np.stack(p), *runs)
     stacked = jax.device_put(stacked, jax.NamedSharding(agent_mesh, jax.P(None, mesh.AGENT_AXIS)))
-    lowered = program(True, True)
+    lowered = program(loss, accuracy, over_runs=True)
     got = lowered(stacked, shard)
-    native = program(False, False)
+    native = program(native_convs(loss), native_convs(accuracy), over_runs=False)
     for r, run_params in enumerate(runs):
         want = native(mesh.shard_agents(run_params, agent_mesh), shard)
         assert set(want) == set(got) and "agent_loss_worst" in want
         # float64 sums over N * M samples of 3 x 3 windows, in another order.
         for key in want:
             np.testing.assert_allclose(got[key][r], want[key], rtol=1e-12, atol=1e-13, err_msg=key)
-    # With lower_convs (and always in the per-agent metrics) no convolution is left.
+    # lower_convs and the per-agent metrics leave no convolution; the native mark wins.
     assert "convolution" not in lowered.lower(stacked, shard).as_text()
     assert "convolution" in native.lower(mesh.shard_agents(params, agent_mesh), shard).as_text()

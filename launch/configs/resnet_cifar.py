@@ -116,8 +116,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "compute_dtype": "float32",
             "augment": True,
             "padding": 4,
-            # "auto": patches x matrix in the per-agent gradients on XLA:CPU, which runs
-            # per-agent (vmapped) convolutions slowly; native convolutions on GPU/TPU.
+            # "auto": patches x matrix in the per-agent gradients and the seeds' evaluation
+            # on XLA:CPU, which runs per-agent / per-run (vmapped) convolutions slowly;
+            # native convolutions on GPU/TPU.
             "lower_convs": "auto",
         }
     )
