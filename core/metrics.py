@@ -69,17 +69,11 @@ def make_evaluator(
         :class:`core.runs.RunsRunner` vmaps over runs: each run's own :math:`\bar x`
         makes every convolution a grouped one, which XLA:CPU runs far below GEMM speed
         (the BatchNorm ResNet-8 ``runlocal`` config with 2 seeds: 15.5 s per epoch
-        native, 2.3 s lowered). One run's evaluation is left native by default: its
-        forward pass, one :math:`\bar x` for all agents, is a plain batched
-        convolution (only ``grad_norm_sq``'s per-agent kernel gradient is a grouped
-        one), and the patch form holds :math:`k_h k_w` times each layer's activations
+        native, 2.3 s lowered). One run's evaluation is left native by default: with
+        one :math:`\bar x` for all agents its convolutions are plain batched ones, and
+        the patch form holds :math:`k_h k_w` times each layer's activations
         over the agents' full local data in memory (times the runs under a vmap), which
-        can be large for big local datasets. Observed with JAX 0.10: in a hand-built
-        ``shard_map`` + ``vmap`` over runs, a native convolution loss's
-        ``grad_norm_sq`` raised ``NotImplementedError`` in JAX's convolution batching
-        rule; the patch form has no convolution left, but on GPU/TPU (or with a
-        ``native_convs`` loss) the native one remains (``launch/train.py``'s runs of the
-        BatchNorm ResNet with native convolutions ran).
+        can be large for big local datasets.
 
     Returns:
       A function of the per-agent iterates ``params``, the agents' full local
@@ -90,7 +84,12 @@ def make_evaluator(
         loss_fn = lowered_on_cpu(loss_fn)
         accuracy_fn = None if accuracy_fn is None else lowered_on_cpu(accuracy_fn)
     local_loss = jax.vmap(loss_fn, in_axes=(None, 0))
-    local_grad = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
+    # The gradient of this device's agents' summed loss at the one point x_bar (not the
+    # per-agent gradients, summed after): the same vector up to rounding, and a model's
+    # kernel gradients stay plain convolutions instead of grouped ones (one group per
+    # agent), which XLA:CPU runs slowly and which JAX 0.10 cannot batch over runs inside
+    # shard_map (NotImplementedError in its convolution batching rule).
+    local_grad_sum = jax.grad(lambda x, data: jnp.sum(local_loss(x, data)))
 
     def evaluate(params: PyTree, data: PyTree, test_data: PyTree | None = None):
         x_bar = comm.mean(params)
@@ -99,7 +98,12 @@ def make_evaluator(
             # x_bar typed varying: the gradient of a device-invariant input would come
             # back psum-ed over devices (shard_map's transpose), counted twice with mean.
             "grad_norm_sq": optax.tree.norm(
-                comm.mean(local_grad(jax.tree.map(as_varying, x_bar), data)), squared=True
+                comm.mean(
+                    jax.tree.map(
+                        lambda g: g[None], local_grad_sum(jax.tree.map(as_varying, x_bar), data)
+                    )
+                ),
+                squared=True,
             ),
             "consensus": comm.mean(_sq_norm_per_agent(_minus(params, x_bar))),
         }

@@ -163,3 +163,18 @@ def test_evaluation_over_runs_in_the_patch_form_equals_the_native_one():
     # lower_convs and the per-agent metrics leave no convolution; the native mark wins.
     assert "convolution" not in lowered.lower(stacked, shard).as_text()
     assert "convolution" in native.lower(mesh.shard_agents(params, agent_mesh), shard).as_text()
+    # Native convolutions over runs (GPU/TPU, or native_convs): grad_norm_sq is the gradient
+    # of the agents' summed loss at x_bar, whose kernel gradients JAX batches over runs
+    # (per-agent gradients made grouped convolutions: NotImplementedError in JAX 0.10).
+    plain = metrics.make_evaluator(native_convs(loss), op, accuracy_fn=native_convs(accuracy))
+    over_runs = jax.jit(
+        jax.shard_map(
+            jax.vmap(plain, in_axes=(0, None)),
+            mesh=agent_mesh,
+            in_specs=(jax.P(None, mesh.AGENT_AXIS), agents),
+            out_specs=jax.P(),
+        )
+    )
+    got_native = over_runs(stacked, shard)
+    for key in got_native:
+        np.testing.assert_allclose(got_native[key], got[key], rtol=1e-12, atol=1e-13, err_msg=key)
