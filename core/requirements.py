@@ -172,7 +172,11 @@ def smallest_eigenvalue(w: np.ndarray, *, enough: float = -np.inf) -> float:
 
     Returns:
       :math:`\lambda_{\min}(W)`, or a certified lower bound of it that is
-      ``>= enough``.
+      ``>= enough``, or (above the dense limit, when :math:`\lambda_{\min}` is certainly
+      below ``enough``) the Lanczos Ritz value that showed it: an upper bound of
+      :math:`\lambda_{\min}` below ``enough``, an eigenvalue to the solver's tolerance but
+      in a clustered spectrum possibly a neighbour of :math:`\lambda_{\min}` (the even
+      uniform ring of 1026 agents: -0.3333208, its second eigenvalue, for -1/3).
     """
     n = w.shape[0]
     coo = sp.coo_array(w)  # Dense or sparse W: the bound reads the nonzeros, O(nnz).
