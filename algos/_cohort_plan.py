@@ -145,8 +145,12 @@ class _Plan:
 
     def aggregate(self, deltas: PyTree, p: jax.Array) -> PyTree:
         """The server's :math:`\\Delta^r` from this device's members (replicated)."""
-        scaled = scale(p, deltas)
-        total = cohort.cohort_sum(scaled)
+        return self.finish(cohort.local_member_sum(scale(p, deltas)), p)
+
+    def finish(self, local_sum: PyTree, p: jax.Array) -> PyTree:
+        """:math:`\\Delta^r` from this device's :math:`\\sum_i p_i \\Delta_i` (one
+        all-reduce per leaf; ``p``: this device's members' weights)."""
+        total = jax.tree.map(lambda t: jax.lax.psum(t, AGENT_AXIS), local_sum)
         if self.aggregation == "unbiased":
             factor = self.n / self.size
             return jax.tree.map(lambda t: t * jnp.asarray(factor, t.dtype), total)

@@ -23,15 +23,18 @@ per sample). The local step size of round :math:`r`, step :math:`k` is
 the *global* round whether or not it was sampled.
 
 **Schedule.** The members' local steps run together, ``jax.vmap`` over the cohort
-slice of each device, or the members train one after another (``lax.map`` over the
-members, each its whole local run of ``K`` steps): the same draws and the same
-numbers up to rounding, a smaller working set per step. The second is chosen for a
-loss marked by :func:`core.algorithm.map_over_agents` (``batch_size`` members at a
-time) and, on XLA:CPU, for a plain loss whose convolutions are lowered to patches x
-matrix (:func:`core.conv_lowering.lowers_on_cpu`). On the W3 workload of
-``launch/benchmarks/cohort.py`` it took the stock-``nnx`` CNN as written from 0.237 to
-0.193 s per round (one CPU device) and the library CNN in ``map_over_agents`` from
-0.195 to 0.145 s (two CPU devices). Everything else is vmapped.
+slice of each device, or the members train one after another (a ``lax.scan`` over the
+members, each its whole local run of ``K`` steps from the server model, adding its
+weighted change to a running sum): the same draws and the same numbers up to
+rounding, a smaller working set per step and no per-member copies of the model.
+The second is chosen for a loss marked by :func:`core.algorithm.map_over_agents`
+(``batch_size`` members at a time) and, on XLA:CPU, for a plain loss whose
+convolutions are lowered to patches x matrix (:func:`core.conv_lowering.lowers_on_cpu`).
+On the W3 workload of ``launch/benchmarks/cohort.py`` it took the stock-``nnx`` CNN
+as written from 0.237 to 0.193 s per round (one CPU device) and the library CNN in
+``map_over_agents`` from 0.195 to 0.145 s (two CPU devices); the running sum
+(instead of stacking the members' models, as ``lax.map`` did) took another 5–7% off
+the stock CNN's round (interleaved A/B, 1 and 2 CPU devices). Everything else is vmapped.
 
 **Aggregation.** With client weights :math:`w_i` (default :math:`w_i = m_i`;
 ``"uniform"``: :math:`w_i = 1`; or any positive array) and
@@ -68,7 +71,7 @@ import optax
 from decentjax.algos._cohort_plan import StepSize, _at, _check_step, _Plan
 from decentjax.core import cohort
 from decentjax.core.algorithm import AgentMapped, agent_grad
-from decentjax.core.comm import _bytes_per_agent
+from decentjax.core.comm import _bytes_per_agent, tree_bytes
 from decentjax.core.conv_lowering import lowers_on_cpu
 from decentjax.core.loss_inputs import LossInputs, Variables, as_task, split_variables
 from decentjax.core.mesh import AGENT_AXIS, as_varying
@@ -104,6 +107,41 @@ def _lowered_convs(
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch, *a.shape[2:]), a.dtype), store.data)
     like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
     return lowers_on_cpu(loss_fn, like, one)
+
+
+def _in_sequence(
+    train: Callable, inputs: PyTree, zero: PyTree, batch: int, keep: bool
+) -> tuple[PyTree, tuple[PyTree, PyTree]]:
+    """The members trained one after another (``batch`` at a time, ``vmap``-ed within).
+
+    ``inputs = (members_in, p)`` with a leading member axis; ``zero``: a model of zeros
+    (varying over the devices); ``train(members_in)`` returns the members' changes
+    :math:`\\Delta_i` and their other outputs. Returns this device's :math:`\\sum_i p_i
+    \\Delta_i`, accumulated member by member (no broadcast of the server model to every
+    member, no stack of their models: ~4% of the W3 round), and ``(the changes if keep
+    else None, the other outputs)`` stacked over the members.
+    """
+    full, extra = divmod(inputs[1].shape[0], batch)
+
+    def chunk(acc, args):
+        chunk_in, p_chunk = args
+        deltas, outputs = train(chunk_in)
+        weighted = cohort.local_member_sum(scale(p_chunk, deltas))
+        return jax.tree.map(jnp.add, acc, weighted), ((deltas if keep else None), outputs)
+
+    total, stacked = zero, None
+    if full:
+        head = jax.tree.map(lambda a: a[: full * batch].reshape(full, batch, *a.shape[1:]), inputs)
+        total, stacked = jax.lax.scan(chunk, total, head)
+        stacked = jax.tree.map(lambda a: a.reshape(full * batch, *a.shape[2:]), stacked)
+    if extra:
+        total, tail = chunk(total, jax.tree.map(lambda a: a[full * batch :], inputs))
+        stacked = (
+            tail
+            if stacked is None
+            else jax.tree.map(lambda a, b: jnp.concatenate([a, b]), stacked, tail)
+        )
+    return total, stacked
 
 
 def _round_algorithm(
@@ -202,7 +240,6 @@ def _round_algorithm(
         def per_member(tree: PyTree) -> PyTree:
             return jax.tree.map(lambda p: as_varying(jnp.broadcast_to(p, (local, *p.shape))), tree)
 
-        y0 = per_member(x)
         control = state.server[1] if scaffold else None
         # Loss keys (dropout): member i at local step s gets fold_in(fold_in(k_2, i), s).
         loss_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
@@ -252,33 +289,44 @@ def _round_algorithm(
         dtype = jax.tree.leaves(x)[0].dtype
         opt0 = () if (optimizer is None or scaffold) else clients
         state0 = per_member(state.server[2]) if stateful else ()
-        sum0 = jax.tree.map(jnp.zeros_like, y0) if scaffold and momentum is not None else ()
-        carry0 = (y0, opt0, as_varying(jnp.zeros((local,), dtype)), state0, sum0)
-        members_in = (carry0, data, order, mask, clients, loss_keys)
-        if in_sequence:  # Each member's whole local run, one member after another.
-
-            def one_member(args):
-                ones = jax.tree.map(lambda a: a[None], args)
-                return jax.tree.map(lambda a: a[0], local_train(*ones))
-
-            trained = jax.lax.map(one_member, members_in, batch_size=sequence_batch)
-        else:
-            trained = local_train(*members_in)
-        y, opt_state, eta_sum, model_state, grad_sum = trained
-        deltas = jax.tree.map(lambda yi, xs: yi - xs[None], y, x)
+        sum0 = (
+            ()
+            if not (scaffold and momentum is not None)
+            else per_member(jax.tree.map(jnp.zeros_like, x))
+        )
+        rest0 = (opt0, as_varying(jnp.zeros((local,), dtype)), state0, sum0)
+        members_in = (rest0, data, order, mask, clients, loss_keys)
         p = plan.probabilities(store, members, mine, dtype)
-        delta = plan.aggregate(deltas, p)
+
+        def train(args):
+            """``local_train`` of the members in ``args`` (leading axis), all from x:
+            their changes y_i - x and their other outputs."""
+            rest, data, order, *inputs = args
+            count = order.shape[0]
+            y0 = jax.tree.map(lambda xs: as_varying(jnp.broadcast_to(xs, (count, *xs.shape))), x)
+            y, *outputs = local_train((y0, *rest), data, order, *inputs)
+            return jax.tree.map(lambda yi, xs: yi - xs[None], y, x), tuple(outputs)
+
+        # SCAFFOLD's c_i^+ and the momentum directions need each member's change; the
+        # rest needs only the weighted sum.
+        keep_deltas = scaffold or momentum is not None
+        if in_sequence:
+            zero = jax.tree.map(lambda xs: as_varying(jnp.zeros_like(xs)), x)
+            local_sum, (deltas, outputs) = _in_sequence(
+                train, (members_in, p), zero, sequence_batch or 1, keep_deltas
+            )
+            delta = plan.finish(local_sum, p)
+        else:
+            deltas, outputs = train(members_in)
+            delta = plan.aggregate(deltas, p)
+        opt_state, eta_sum, model_state, grad_sum = outputs
         server_lr = _at(server_learning_rate, state.round)
-        upload = _bytes_per_agent(deltas)
+        upload = tree_bytes(x)
         if scaffold:
             # Option II: c_i+ = c_i - c + (x - y_i) / (sum of the member's step sizes);
             # SCAFFOLD-M: the step-weighted mean raw gradient (option II at beta = 1).
             c_plus = jax.tree.map(
-                lambda ci, c, yi, xs: ci - c[None] + (xs[None] - yi) / per_agent(eta_sum, yi),
-                clients,
-                control,
-                y,
-                x,
+                lambda ci, c, d: ci - c[None] - d / per_agent(eta_sum, d), clients, control, deltas
             )
             if momentum is not None:
                 c_plus = jax.tree.map(lambda t: t / per_agent(eta_sum, t), grad_sum)

@@ -270,13 +270,21 @@ def cohort_sum(tree: PyTree) -> PyTree:
     replicated (one all-reduce per leaf: the server's aggregation).
     """
 
+    return jax.tree.map(lambda a: jax.lax.psum(a, AGENT_AXIS), local_member_sum(tree))
+
+
+def local_member_sum(tree: PyTree) -> PyTree:
+    """The sum over this device's members of a cohort-sliced pytree (leaves ``(C/P,
+    ...)`` to leaves without the member axis; no communication)."""
+
     # The member sum as a product with a ones vector rather than ``jnp.sum(a, axis=0)``:
     # XLA:CPU (JAX 0.10) emits the major-axis reduction of a large leaf, fused with the
     # scaling before it, as a YNNPACK fusion that took 141 ms per round for the W3 CNN's
     # (10, 3136, 128) dense kernel; the dot runs as a GEMV (``benchmarks --only cohort``).
     def member_sum(a: jax.Array) -> jax.Array:
-        ones = jnp.ones((a.shape[0],), a.dtype)
-        return jax.lax.psum(jnp.tensordot(ones, a, axes=(0, 0)), AGENT_AXIS)
+        if a.shape[0] == 1:
+            return a[0]
+        return jnp.tensordot(jnp.ones((a.shape[0],), a.dtype), a, axes=(0, 0))
 
     return jax.tree.map(member_sum, tree)
 
