@@ -85,6 +85,13 @@ def _supported(params: dict[str, Any], lhs: jax.Array) -> bool:
 
 def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
     """``lax.conv_general_dilated(lhs, rhs, **params)`` (a supported one) as im2col."""
+    return _conv_as_matmul(lhs, rhs, params, reverse_only=False)
+
+
+def _conv_as_matmul(
+    lhs: jax.Array, rhs: jax.Array, params: dict[str, Any], *, reverse_only: bool
+) -> jax.Array:
+    """:func:`conv_as_matmul`; ``reverse_only``: see :func:`lowered_on_cpu`."""
     dn = params["dimension_numbers"]
     lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
     x = jnp.transpose(lhs, (lhs_spec[0], lhs_spec[2], lhs_spec[3], lhs_spec[1]))  # NHWC
@@ -102,16 +109,64 @@ def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
         ],
         axis=-1,
     )
-    y = jax.lax.dot_general(
-        patches,
-        k.reshape(kh * kw * c_in, c_out),
-        (((3,), (0,)), ((), ())),
-        precision=params.get("precision"),
-        preferred_element_type=params.get("preferred_element_type"),
-    )
+    kernel = k.reshape(kh * kw * c_in, c_out)
+    precision = params.get("precision")
+    preferred = params.get("preferred_element_type")
+    if (
+        reverse_only
+        and kh * kw * c_in < c_out
+        and preferred is None
+        and patches.dtype == kernel.dtype
+        and jnp.issubdtype(kernel.dtype, jnp.floating)
+    ):
+        y = _patches_times_kernel(patches, kernel, precision)
+    else:
+        y = jax.lax.dot_general(
+            patches,
+            kernel,
+            (((3,), (0,)), ((), ())),
+            precision=precision,
+            preferred_element_type=preferred,
+        )
     # y is (batch, h, w, features); put each logical axis where out_spec wants it.
     positions = (out_spec[0], out_spec[2], out_spec[3], out_spec[1])
     return jnp.transpose(y, tuple(int(p) for p in np.argsort(positions)))
+
+
+def _patches_dot(patches: jax.Array, kernel: jax.Array, precision: Any) -> jax.Array:
+    return jax.lax.dot_general(patches, kernel, (((3,), (0,)), ((), ())), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _patches_times_kernel(patches: jax.Array, kernel: jax.Array, precision: Any) -> jax.Array:
+    """``patches (B, H, W, K) @ kernel (K, C)`` whose reverse mode forms the kernel
+    gradient as :math:`P^\\top G` (patches first).
+
+    JAX transposes a ``dot_general`` with the cotangent as its first operand,
+    :math:`(G^\\top P)^\\top`; XLA:CPU then copies :math:`G` (``B H W x C``) into its
+    transpose before the GEMM. For a first layer (``K = k_h k_w C_in < C``) the patches are
+    the smaller operand to transpose: on the W3 CNN's first layer (``K = 9``, ``C = 32``,
+    16 x 28 x 28 positions) 116-143 us against 290 us per kernel gradient (this 2-core
+    CPU; ``launch/benchmarks/cohort.py``'s round ~4% faster). A ``custom_vjp``: no forward
+    mode, hence only behind ``lowered_on_cpu(..., reverse_only=True)``.
+    """
+    return _patches_dot(patches, kernel, precision)
+
+
+def _patches_times_kernel_fwd(patches, kernel, precision):
+    return _patches_dot(patches, kernel, precision), (patches, kernel)
+
+
+def _patches_times_kernel_bwd(precision, residuals, g):
+    patches, kernel = residuals
+    d_patches = jax.lax.dot_general(g, kernel, (((3,), (1,)), ((), ())), precision=precision)
+    d_kernel = jax.lax.dot_general(
+        patches, g, (((0, 1, 2), (0, 1, 2)), ((), ())), precision=precision
+    )
+    return d_patches, d_kernel
+
+
+_patches_times_kernel.defvjp(_patches_times_kernel_fwd, _patches_times_kernel_bwd)
 
 
 _POOLS = {"reduce_window_max": jnp.max, "reduce_window_sum": jnp.sum}
@@ -224,7 +279,9 @@ def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> 
     return reduce(x.reshape(_split_shape(x.shape, window)), axis=tuple(range(1, 2 * x.ndim, 2)))
 
 
-def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:
+def _evaluate(
+    jaxpr: jex.Jaxpr, consts: list[Any], *args: Any, reverse_only: bool = False
+) -> list[Any]:
     """``jax.core.eval_jaxpr`` with the convolutions (also inside ``jit``) rewritten."""
     env: dict[Any, Any] = {}
 
@@ -241,14 +298,14 @@ def _evaluate(jaxpr: jex.Jaxpr, consts: list[Any], *args: Any) -> list[Any]:
         if _native_call(eqn):
             outs = _bind(eqn, invals)
         elif name == "conv_general_dilated" and _supported(eqn.params, invals[0]):
-            outs = [conv_as_matmul(*invals, **eqn.params)]
+            outs = [_conv_as_matmul(*invals, eqn.params, reverse_only=reverse_only)]
         elif name in _POOLS and _tiling_window(eqn.params):
             outs = [
                 pool_as_reshape(invals[0], _POOLS[name], tuple(eqn.params["window_dimensions"]))
             ]
         elif name in _JIT_PRIMITIVES:
             inner = eqn.params["jaxpr"]
-            outs = _evaluate(inner.jaxpr, inner.consts, *invals)
+            outs = _evaluate(inner.jaxpr, inner.consts, *invals, reverse_only=reverse_only)
         else:
             outs = _bind(eqn, invals)
         for var, value in zip(eqn.outvars, outs, strict=True):
@@ -305,7 +362,7 @@ def native_convs(fn: Callable[..., Any]) -> Callable[..., Any]:
     return native
 
 
-def lowered_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
+def lowered_on_cpu(fn: Callable[..., Any], *, reverse_only: bool = False) -> Callable[..., Any]:
     """``fn`` in the patch form of :func:`convs_as_matmuls` when that pays, else ``fn``.
 
     At trace time: if ``jax.default_backend()`` is ``"cpu"`` and ``fn``'s jaxpr holds a
@@ -316,6 +373,14 @@ def lowered_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Args:
       fn: a function of arrays / pytrees of arrays, e.g. ``loss(params, batch)``.
+      reverse_only: the result is differentiated in reverse mode only (``jax.grad``,
+        ``jax.vjp``, also repeatedly), as :func:`core.algorithm.agent_grad` does. A
+        convolution with fewer patch columns than output channels (``k_h k_w C_in <
+        C_out``: a first layer) then forms its kernel gradient as patches transposed
+        times the cotangent, which XLA:CPU runs ~2x faster than JAX's order (a
+        ``custom_vjp``; the values are equal up to summation order). Forward-mode
+        differentiation of such a result (``jax.jvp``, ``jax.hessian``) raises JAX's
+        error for ``custom_vjp`` functions, so the default is ``False``.
 
     Returns:
       A function with ``fn``'s arguments and results.
@@ -330,7 +395,9 @@ def lowered_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         if not _rewritable(closed.jaxpr):
             return fn(*args)
-        outs = _evaluate(closed.jaxpr, closed.consts, *jax.tree.leaves(args))
+        outs = _evaluate(
+            closed.jaxpr, closed.consts, *jax.tree.leaves(args), reverse_only=reverse_only
+        )
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return auto

@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -259,3 +260,53 @@ def test_the_centralized_method_lowers_its_pooled_gradient_on_cpu():
         results.append(step(stacked, batch))
     for a, b in zip(*(jax.tree.leaves(r) for r in results), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def _dot_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """The output shapes of every dot_general in a jaxpr, nested calls included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            shapes.append(tuple(eqn.outvars[0].aval.shape))
+        for sub in jex.jaxprs_in_params(eqn.params):
+            shapes += _dot_shapes(sub)
+    return shapes
+
+
+def test_agent_grad_forms_a_first_layer_kernel_gradient_patches_first():
+    # k_h k_w C_in = 9 < 12 output channels (a first layer): under agent_grad (reverse
+    # mode only) the kernel gradient is P^T G, shape (9, 12), not JAX's (G^T P)^T, which
+    # makes XLA:CPU transpose the larger cotangent; a layer with 18 patch columns and 4
+    # outputs keeps JAX's order. Values equal the native gradients; without
+    # reverse_only the lowering stays forward-mode differentiable.
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(
+        nnx.Conv(1, 12, (3, 3), param_dtype=jnp.float64, rngs=rngs),
+        nnx.relu,
+        nnx.Conv(12, 2, (3, 3), param_dtype=jnp.float64, rngs=rngs),
+    )
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p, x):
+        return jnp.sum(jnp.tanh(nnx.merge(graphdef, p)(x)))
+
+    rng = np.random.default_rng(8)
+    stacked = jax.tree.map(lambda p: jnp.stack([p, 0.5 * p]), params)
+    x = rng.normal(size=(2, 3, 6, 6, 1))
+    want = jax.vmap(jax.grad(loss))(stacked, x)
+    got = jax.jit(agent_grad(loss))(stacked, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-13)
+    fast = _dot_shapes(jax.make_jaxpr(agent_grad(loss))(stacked, x).jaxpr)
+    plain = _dot_shapes(jax.make_jaxpr(jax.vmap(jax.grad(lowered_on_cpu(loss))))(stacked, x).jaxpr)
+    if jax.default_backend() == "cpu":
+        assert (2, 9, 12) in fast and (2, 12, 9) not in fast
+        assert (2, 12, 9) in plain and (2, 9, 12) not in plain
+        assert (2, 2, 108) in fast and (2, 2, 108) in plain  # the 108-column layer: as JAX does
+    t = jax.tree.map(jnp.ones_like, params)
+    single = jax.tree.map(lambda p: p[0], stacked)
+    np.testing.assert_allclose(
+        jax.jvp(lambda p: lowered_on_cpu(loss)(p, x[0]), (single,), (t,))[1],
+        jax.jvp(lambda p: loss(p, x[0]), (single,), (t,))[1],
+        rtol=1e-11,
+    )
