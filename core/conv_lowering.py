@@ -237,16 +237,22 @@ def _max_over_views_jvp(window, primals, tangents):
     # Through _max_over_views itself, so that a second derivative takes this rule too
     # (jnp.maximum's own rule would split tied maxima there).
     y = _max_over_views(x, window)
-    taken = jnp.zeros(y.shape, bool)
-    firsts = []
-    for view in views:
-        hit = view == y
-        firsts.append(hit & ~taken)
-        taken = taken | hit
-    # (o_0, ..., o_{d-1}, w_0, ..., w_{d-1}) -> interleaved (o_0, w_0, ...) -> x's shape.
-    d = x.ndim
-    mask = jnp.stack(firsts, axis=-1).reshape(*y.shape, *window)
-    mask = jnp.transpose(mask, [a for i in range(d) for a in (i, d + i)]).reshape(x.shape)
+    # Each window's first-maximum position (a window without one, i.e. holding NaN: its
+    # last), compared with every element's position code. Built at the pooled
+    # resolution and broadcast up, so reverse mode is one vectorisable select per
+    # element; a mask stacked from per-position masks and interleaved by a transpose
+    # made XLA:CPU emit a per-element branch over the stack (0.71 ms against 0.36 ms for
+    # the W3 first layer's ReLU, pool and im2col backward; the round 3-9% faster).
+    first = jnp.full(y.shape, len(views) - 1, jnp.int8)
+    for i in reversed(range(len(views) - 1)):
+        first = jnp.where(views[i] == y, jnp.int8(i), first)
+    split = _split_shape(x.shape, window)
+    code = jnp.broadcast_to(
+        first.reshape([n if k % 2 == 0 else 1 for k, n in enumerate(split)]), split
+    )
+    position = np.arange(len(views), dtype=np.int8).reshape(window)
+    position = position.reshape([1 if k % 2 == 0 else n for k, n in enumerate(split)])
+    mask = (code == position).reshape(x.shape)
     return y, _window_sum(jnp.where(mask, t, jnp.zeros_like(t)), window)
 
 
@@ -265,7 +271,8 @@ def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> 
     re-evaluates the chain). The reason it is the default: max pooling's gradient goes
     to each window's first maximum in row-major order, as ``lax.reduce_window``'s does,
     so with tied maxima the first and second derivatives equal the native ones (finite
-    inputs; a window holding NaN gets no gradient, natively its last element does).
+    inputs; a window holding NaN sends its gradient to its last position, natively to
+    where ``reduce_window``'s ``>=`` scan over the window ends).
     Larger windows and other ``reduce`` functions reduce over the reshaped axes (ties
     then share the gradient).
     """
