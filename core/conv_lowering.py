@@ -42,6 +42,8 @@ rewrite, the loss is evaluated in the patch form; otherwise (GPU/TPU, where the
 native batched convolutions are fast, or a loss without convolutions) it is called as
 it is, and the compiled program is unchanged. So a model written with stock
 ``nnx.Conv`` layers runs at the patch form's speed on a CPU without being rewritten.
+``agent_grad`` lowers with ``reverse_only=True``: a first layer's kernel gradient is then
+formed with the patches as the first GEMM operand (see :func:`lowered_on_cpu`).
 The evaluation does the same where its convolutions are per-agent or per-run: the
 per-agent metrics (:func:`core.agent_metrics.with_agent_metrics`) and an evaluator built
 with ``core.metrics.make_evaluator(..., lower_convs=True)``, which ``launch.train`` uses
@@ -266,7 +268,9 @@ def pool_as_reshape(x: jax.Array, reduce: Callable, window: tuple[int, ...]) -> 
     not. How much that gains depends on what XLA fuses around the pooling: in the W3
     round of ``launch/benchmarks/cohort.py`` the round took 0.96-1.03x the reduce
     form's time with max pooling and 0.95x with average pooling (interleaved A/B runs;
-    XLA fuses conv2's col2im into the pooling's backward), while a pooling followed
+    XLA fuses conv2's col2im into the pooling's backward; since then the max rule's
+    gradient mask, built at the pooled resolution, took another 3-9% off that round),
+    while a pooling followed
     directly by an elementwise ``sin`` ran about 3x slower in isolation (its consumer
     re-evaluates the chain). The reason it is the default: max pooling's gradient goes
     to each window's first maximum in row-major order, as ``lax.reduce_window``'s does,
