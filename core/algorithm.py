@@ -157,11 +157,11 @@ def agent_grad(
     computed with ``jax.vmap`` unless ``loss_fn`` came from :func:`map_over_agents`,
     in which case with ``jax.lax.map``. On XLA:CPU a loss with 2-D convolutions is
     differentiated in the patch form (:func:`core.conv_lowering.lowered_on_cpu`; opt
-    out with :func:`core.conv_lowering.native_convs`), in its ``reverse_only`` form: the
-    result is not forward-mode differentiable where a first-layer convolution is
-    lowered. With ``has_aux`` the loss returns ``(value, aux)`` and the result is
-    ``(grads, aux)``, both per agent (e.g. the model state a forward pass leaves,
-    :mod:`core.loss_inputs`).
+    out with :func:`core.conv_lowering.native_convs`), in its ``reverse_only`` form (a
+    first layer's kernel gradient patches-first; the gradients can still be
+    differentiated again, in either mode). With ``has_aux`` the loss returns
+    ``(value, aux)`` and the result is ``(grads, aux)``, both per agent (e.g. the model
+    state a forward pass leaves, :mod:`core.loss_inputs`).
     """
     if isinstance(loss_fn, AgentMapped):
         grad = jax.grad(lowered_on_cpu(loss_fn.loss_fn, reverse_only=True), has_aux=has_aux)

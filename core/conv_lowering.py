@@ -149,8 +149,8 @@ def _patches_times_kernel(patches: jax.Array, kernel: jax.Array, precision: Any)
     transpose before the GEMM. For a first layer (``K = k_h k_w C_in < C``) the patches are
     the smaller operand to transpose: on the W3 CNN's first layer (``K = 9``, ``C = 32``,
     16 x 28 x 28 positions) 116-143 us against 290 us per kernel gradient (this 2-core
-    CPU; ``launch/benchmarks/cohort.py``'s round ~4% faster). A ``custom_vjp``: no forward
-    mode, hence only behind ``lowered_on_cpu(..., reverse_only=True)``.
+    CPU; ``launch/benchmarks/cohort.py``'s round ~4% faster). A ``custom_vjp``: a direct
+    ``jax.jvp`` of it raises, hence only behind ``lowered_on_cpu(..., reverse_only=True)``.
     """
     return _patches_dot(patches, kernel, precision)
 
@@ -389,9 +389,10 @@ def lowered_on_cpu(fn: Callable[..., Any], *, reverse_only: bool = False) -> Cal
         convolution with fewer patch columns than output channels (``k_h k_w C_in <
         C_out``: a first layer) then forms its kernel gradient as patches transposed
         times the cotangent, which XLA:CPU runs ~2x faster than JAX's order (a
-        ``custom_vjp``; the values are equal up to summation order). Forward-mode
-        differentiation of such a result (``jax.jvp``, ``jax.hessian``) raises JAX's
-        error for ``custom_vjp`` functions, so the default is ``False``.
+        ``custom_vjp``; the values are equal up to summation order). Forward mode over
+        reverse mode still works (``jax.hessian``, a ``jax.jvp`` of the gradient), but a
+        direct ``jax.jvp`` of such a result raises JAX's error for ``custom_vjp``
+        functions, so the default is ``False``.
 
     Returns:
       A function with ``fn``'s arguments and results.

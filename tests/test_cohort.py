@@ -407,17 +407,21 @@ def test_total_count_sums_every_devices_block():
 @pytest.mark.parametrize(
     ("name", "n_devices", "map_batch"), [("fedavg", 1, None), ("scaffold", 2, None),
                                          ("fedprox_momentum", 1, 4), ("momentum_epochs", 8, None),
-                                         ("fedavg", 2, 4)]
+                                         ("fedavg_self_normalized", 2, 4), ("scaffold", 1, 4)]
 )  # fmt: skip
 def test_members_in_sequence_equal_the_vmapped_cohort(name, n_devices, map_batch):
     # A loss marked by map_over_agents trains the members one after another (each its
     # whole local run); same draws, same numbers as the vmapped cohort (float64). Cases
     # with several members per device (5 of 16 on 2 devices: 3 each; 6 on 1 device in
     # map batches of 4: one batch and a remainder; 3 per device in a map batch of 4: the
-    # remainder only) and one with one member per device.
+    # remainder only; SCAFFOLD's kept changes over a batch and a remainder) and one with
+    # one member per device.
     store, _ = _unequal_store()
     make = {
         "fedavg": lambda loss: cohort_fedavg(loss, N, 6, LR, batch_size=2, local_steps=K),
+        "fedavg_self_normalized": lambda loss: cohort_fedavg(
+            loss, N, 6, LR, batch_size=2, local_steps=K, aggregation="self_normalized"
+        ),
         "scaffold": lambda loss: cohort_scaffold(loss, N, 5, LR, batch_size=2, local_steps=K),
         "fedprox_momentum": lambda loss: cohort_fedavg(
             loss, N, 6, batch_size=2, local_steps=K, optimizer=optax.sgd(LR, momentum=0.9), mu=0.1

@@ -16,6 +16,7 @@ from decentjax.core.conv_lowering import (
     convs_as_matmuls,
     lowered_on_cpu,
     native_convs,
+    pool_as_reshape,
 )
 
 CASES = {
@@ -303,6 +304,14 @@ def test_agent_grad_forms_a_first_layer_kernel_gradient_patches_first():
         assert (2, 9, 12) in fast and (2, 12, 9) not in fast
         assert (2, 12, 9) in plain and (2, 9, 12) not in plain
         assert (2, 2, 108) in fast and (2, 2, 108) in plain  # the 108-column layer: as JAX does
+    # Forward over reverse still works (the custom_vjp is only ever linearized).
+    ts = jax.tree.map(jnp.ones_like, stacked)
+    for a, b in zip(
+        jax.tree.leaves(jax.jvp(lambda p: agent_grad(loss)(p, x), (stacked,), (ts,))[1]),
+        jax.tree.leaves(jax.jvp(lambda p: jax.vmap(jax.grad(loss))(p, x), (stacked,), (ts,))[1]),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     t = jax.tree.map(jnp.ones_like, params)
     single = jax.tree.map(lambda p: p[0], stacked)
     np.testing.assert_allclose(
@@ -310,3 +319,11 @@ def test_agent_grad_forms_a_first_layer_kernel_gradient_patches_first():
         jax.jvp(lambda p: loss(p, x[0]), (single,), (t,))[1],
         rtol=1e-11,
     )
+
+
+def test_a_max_pool_window_holding_nan_sends_its_gradient_to_its_last_position():
+    # As documented in pool_as_reshape: no view equals a NaN maximum, so the window's
+    # first-maximum code stays at its last position.
+    x = jnp.asarray([[1.0, jnp.nan], [0.0, 3.0], [2.0, 5.0], [4.0, 1.0]]).reshape(1, 4, 2, 1)
+    grad = jax.grad(lambda x: jnp.sum(pool_as_reshape(x, jnp.max, (1, 2, 2, 1))))(x)
+    np.testing.assert_array_equal(grad.ravel(), [0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
