@@ -150,7 +150,7 @@ class _Plan:
     def finish(self, local_sum: PyTree, p: jax.Array) -> PyTree:
         """:math:`\\Delta^r` from this device's :math:`\\sum_i p_i \\Delta_i` (one
         all-reduce per leaf; ``p``: this device's members' weights)."""
-        total = jax.tree.map(lambda t: jax.lax.psum(t, AGENT_AXIS), local_sum)
+        total = cohort.devices_sum(local_sum)
         if self.aggregation == "unbiased":
             factor = self.n / self.size
             return jax.tree.map(lambda t: t * jnp.asarray(factor, t.dtype), total)

@@ -298,11 +298,8 @@ def _round_algorithm(
         dtype = jax.tree.leaves(x)[0].dtype
         opt0 = () if (optimizer is None or scaffold) else clients
         state0 = per_member(state.server[2]) if stateful else ()
-        sum0 = (
-            ()
-            if not (scaffold and momentum is not None)
-            else per_member(jax.tree.map(jnp.zeros_like, x))
-        )
+        keep_sum = scaffold and momentum is not None
+        sum0 = per_member(jax.tree.map(jnp.zeros_like, x)) if keep_sum else ()
         rest0 = (opt0, as_varying(jnp.zeros((local,), dtype)), state0, sum0)
         members_in = (rest0, data, order, mask, clients, loss_keys)
         p = plan.probabilities(store, members, mine, dtype)

@@ -270,7 +270,13 @@ def cohort_sum(tree: PyTree) -> PyTree:
     replicated (one all-reduce per leaf: the server's aggregation).
     """
 
-    return jax.tree.map(lambda a: jax.lax.psum(a, AGENT_AXIS), local_member_sum(tree))
+    return devices_sum(local_member_sum(tree))
+
+
+def devices_sum(tree: PyTree) -> PyTree:
+    """The sum over the devices of per-device partial sums (e.g. of
+    :func:`local_member_sum`), on every device: one all-reduce per leaf."""
+    return jax.tree.map(lambda a: jax.lax.psum(a, AGENT_AXIS), tree)
 
 
 def local_member_sum(tree: PyTree) -> PyTree:
